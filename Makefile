@@ -1,0 +1,36 @@
+# tenantry — `make demo` runs the main job end to end, `make test` runs the suite.
+# Both create .venv and install the project on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-unit test-integration bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/tenantry demo
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: install
+	$(BIN)/ruff check engine training registry tests benchmarks
+	$(BIN)/mypy engine training registry
+
+clean:
+	rm -rf $(VENV) tenantry-data .pytest_cache
