@@ -1,0 +1,81 @@
+"""Tenant ids, model keys and the stable shard function."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from registry.errors import InvalidTenantId
+
+__all__ = ["TENANT_ID_PATTERN", "TenantId", "ModelKey", "validate_tenant_id", "shard_of"]
+
+TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def validate_tenant_id(tenant_id: object) -> str:
+    """Return ``tenant_id`` if it is a valid tenant id, before any I/O touches it.
+
+    Args:
+        tenant_id: the candidate id (anything; non-strings are refused).
+
+    Returns:
+        The same string.
+
+    Raises:
+        InvalidTenantId: not a string, empty, longer than 64 characters, or containing a
+            character outside ``[A-Za-z0-9._-]`` (or starting with ``.``, ``_`` or ``-``).
+    """
+    # fullmatch with \Z semantics: "$" alone would accept a trailing newline.
+    if not isinstance(tenant_id, str) or TENANT_ID_PATTERN.fullmatch(tenant_id) is None \
+            or tenant_id.endswith("\n"):
+        shown = repr(tenant_id)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        raise InvalidTenantId(
+            f"invalid tenant id {shown}: expected 1-64 characters of letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return tenant_id
+
+
+def shard_of(tenant_id: str, num_shards: int) -> int:
+    """Stable shard of a tenant: first 8 bytes of sha256(tenant id) modulo ``num_shards``.
+
+    Unlike Python's ``hash``, this is the same in every process and on every machine.
+
+    Args:
+        tenant_id: a valid tenant id.
+        num_shards: the registry's shard count (fixed at creation).
+
+    Returns:
+        An int in ``[0, num_shards)``.
+    """
+    if num_shards < 1:
+        raise ValueError("num_shards must be >= 1")
+    digest = hashlib.sha256(tenant_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+@dataclass(frozen=True, slots=True)
+class TenantId:
+    """A validated tenant id."""
+
+    value: str
+
+    def __post_init__(self) -> None:
+        validate_tenant_id(self.value)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ModelKey:
+    """One immutable model: a tenant at a version."""
+
+    tenant_id: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}@v{self.version}"
