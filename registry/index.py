@@ -1,0 +1,172 @@
+"""The Delta Lake index: ``models``, ``aliases`` and ``runs`` tables under ``<root>/index``.
+
+Every table has change data feed on, so readers can follow new rows incrementally from
+the Delta log. Publishing is idempotent per run id through Delta application transactions
+(``txn`` actions): a table that already carries ``tenantry-run-<id>`` is never appended
+for that run again. Reads go through DataFusion (``QueryBuilder``).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from registry.errors import RegistryConflict, RegistryError, RegistryNotFound
+
+__all__ = ["TABLES", "DeltaIndex", "run_app_id", "to_arrow"]
+
+_TS = pa.timestamp("us", tz="UTC")
+
+TABLES: dict[str, pa.Schema] = {
+    "models": pa.schema([
+        ("tenant_id", pa.string()),
+        ("shard", pa.int32()),
+        ("version", pa.int64()),
+        ("artifact_uri", pa.string()),
+        ("sha256", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("feature_names", pa.list_(pa.string())),
+        ("auc", pa.float64()),
+        ("logloss", pa.float64()),
+        ("n_train", pa.int64()),
+        ("n_holdout", pa.int64()),
+        ("base_rate", pa.float64()),
+        ("metrics_json", pa.string()),
+        ("params_json", pa.string()),
+        ("data_date", pa.string()),
+        ("run_id", pa.string()),
+        ("created_at", _TS),
+    ]),
+    "aliases": pa.schema([
+        ("tenant_id", pa.string()),
+        ("shard", pa.int32()),
+        ("alias", pa.string()),
+        ("version", pa.int64()),
+        ("action", pa.string()),  # set | rollback | clear
+        ("reason", pa.string()),
+        ("run_id", pa.string()),
+        ("set_at", _TS),
+    ]),
+    "runs": pa.schema([
+        ("run_id", pa.string()),
+        ("data_date", pa.string()),
+        ("published", pa.int64()),
+        ("alias_moves", pa.int64()),
+        ("record_json", pa.string()),
+        ("created_at", _TS),
+    ]),
+}
+_PARTITIONS = {"models": ["shard"], "aliases": ["shard"], "runs": []}
+
+
+def run_app_id(run_id: str) -> str:
+    """The Delta application-transaction id that marks ``run_id`` as written."""
+    return f"tenantry-run-{run_id}"
+
+
+def to_arrow(stream: Any) -> pa.Table:
+    """Materialise an Arrow C stream (DataFusion / CDF result) as a pyarrow Table."""
+    reader = stream if isinstance(stream, pa.RecordBatchReader) \
+        else pa.RecordBatchReader.from_stream(stream)
+    table = reader.read_all()
+    # DataFusion answers with string_view; plain strings keep downstream code simple.
+    fields = []
+    for f in table.schema:
+        t = f.type
+        if pa.types.is_string_view(t):
+            t = pa.string()
+        elif pa.types.is_list(t) and pa.types.is_string_view(t.value_type):
+            t = pa.list_(pa.string())
+        fields.append(pa.field(f.name, t))
+    return table.cast(pa.schema(fields))
+
+
+class DeltaIndex:
+    """Handles on the three index tables of one registry."""
+
+    def __init__(self, index_uri: str, storage_options: Mapping[str, str]) -> None:
+        self.index_uri = index_uri.rstrip("/")
+        self.storage_options = dict(storage_options)
+        self._tables: dict[str, DeltaTable] = {}
+
+    def uri(self, name: str) -> str:
+        """URI of table ``name``."""
+        return posixpath.join(self.index_uri, name)
+
+    def create(self) -> None:
+        """Create the tables that do not exist yet."""
+        for name, schema in TABLES.items():
+            DeltaTable.create(
+                self.uri(name), schema, mode="ignore", partition_by=_PARTITIONS[name] or None,
+                configuration={"delta.enableChangeDataFeed": "true"},
+                storage_options=self.storage_options,
+            )
+
+    def table(self, name: str, refresh: bool = True) -> DeltaTable:
+        """An up-to-date handle on table ``name``."""
+        dt = self._tables.get(name)
+        try:
+            if dt is None:
+                dt = DeltaTable(self.uri(name), storage_options=self.storage_options)
+                self._tables[name] = dt
+            elif refresh:
+                dt.update_incremental()
+        except TableNotFoundError as exc:
+            raise RegistryNotFound(f"no registry index at {self.uri(name)}") from exc
+        return dt
+
+    def has_run(self, name: str, run_id: str) -> bool:
+        """True if ``run_id`` was already appended to table ``name``."""
+        return self.table(name).transaction_version(run_app_id(run_id)) is not None
+
+    def append(self, name: str, rows: pa.Table, run_id: str | None = None) -> int:
+        """Append ``rows`` in one commit, marked with ``run_id`` when given.
+
+        Returns:
+            The table version of the commit.
+
+        Raises:
+            RegistryConflict: a concurrent commit could not be reconciled.
+        """
+        dt = self.table(name)
+        txns = [Transaction(run_app_id(run_id), 1)] if run_id is not None else None
+        props = CommitProperties(app_transactions=txns, max_commit_retries=50,
+                                 custom_metadata={"tenantry.run_id": run_id or ""})
+        try:
+            write_deltalake(dt, rows.cast(TABLES[name]), mode="append",
+                            commit_properties=props)
+        except CommitFailedError as exc:
+            raise RegistryConflict(f"concurrent update of the {name} index: {exc}") from exc
+        except DeltaError as exc:
+            raise RegistryError(f"could not write the {name} index: {exc}") from exc
+        return dt.version()
+
+    def query(self, name: str, where: str | None = None,
+              columns: str = "*", refresh: bool = True) -> pa.Table:
+        """Rows of table ``name`` matching the SQL predicate ``where``."""
+        dt = self.table(name, refresh=refresh)
+        sql = f"SELECT {columns} FROM t" + (f" WHERE {where}" if where else "")
+        return to_arrow(QueryBuilder().register("t", dt).execute(sql))
+
+    def changes_since(self, name: str, version: int) -> tuple[pa.Table, int]:
+        """Rows added to ``name`` after table version ``version`` (CDF), and the new version."""
+        dt = self.table(name)
+        new_version = dt.version()
+        if new_version <= version:
+            return TABLES[name].empty_table(), version
+        cdf = to_arrow(dt.load_cdf(starting_version=version + 1, ending_version=new_version))
+        if "_change_type" in cdf.column_names:
+            kinds = cdf.column("_change_type").to_pylist()
+            mask = pa.array([k in ("insert", "update_postimage") for k in kinds])
+            cdf = cdf.filter(mask)
+        return cdf, new_version
+
+
+def sql_str(value: str) -> str:
+    """Quote ``value`` as a SQL string literal (ids are validated, this is belt and braces)."""
+    return "'" + value.replace("'", "''") + "'"

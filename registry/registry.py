@@ -1,0 +1,382 @@
+"""The registry: immutable per-tenant artifacts plus the Delta index, behind one class.
+
+Layout below the root (a local path or ``s3://bucket/prefix``)::
+
+    _tenantry.json                              format version, shard count
+    artifacts/shard=NN/tenant=ID/v=N/_claim.json  which run claimed version N
+    artifacts/shard=NN/tenant=ID/v=N/model.ubj    XGBoost UBJSON (never pickle)
+    artifacts/shard=NN/tenant=ID/v=N/model.ubj.sha256
+    index/models  index/aliases  index/runs     Delta tables
+
+A version number is claimed by creating its ``_claim.json`` exclusively, so concurrent
+writers never share one; it becomes visible only when the run's ``models`` commit lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from registry.errors import (
+    ChecksumMismatch, Conflict, ModelLoadError, RegistryError, RegistryNotFound,
+    ValidationError,
+)
+from registry.ids import shard_of, validate_tenant_id
+from registry.index import DeltaIndex
+from registry.settings import RegistrySettings
+from registry.snapshot import RegistrySnapshot
+from registry.storage import ArtifactStore
+from registry.types import (
+    Alias, AliasMove, ModelVersion, NewVersion, PublishResult, PublishState, StagedArtifact,
+    TenantModels, TenantSummary,
+)
+
+__all__ = ["Registry", "FORMAT_VERSION", "validate_run_id"]
+
+FORMAT_VERSION = 1
+META_FILE = "_tenantry.json"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return ``run_id`` if valid; raise ValidationError otherwise."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ValidationError(f"invalid run id {run_id!r}: 1-128 of letters, digits, '._:-'")
+    return run_id
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _tenant_dir(shard: int, tenant_id: str) -> str:
+    return f"artifacts/shard={shard:02d}/tenant={tenant_id}"
+
+
+class Registry:
+    """A sharded model registry rooted at a path or object-store URI."""
+
+    def __init__(self, root: str, num_shards: int,
+                 storage_options: Mapping[str, str] | None = None) -> None:
+        self.root = root
+        self.num_shards = num_shards
+        self.storage_options = dict(storage_options or {})
+        self.store = ArtifactStore(root, self.storage_options)
+        self._index: DeltaIndex | None = None
+        self._snapshot: RegistrySnapshot | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str, num_shards: int = 16,
+               storage_options: Mapping[str, str] | None = None) -> Registry:
+        """Create a registry (or open it if it exists with the same shard count).
+
+        Raises:
+            Conflict: a registry exists at ``root`` with a different shard count.
+        """
+        if num_shards < 1 or num_shards > 4096:
+            raise ValidationError("num_shards must be between 1 and 4096")
+        opts = storage_options if storage_options is not None else _env_options(root)
+        store = ArtifactStore(root, opts)
+        meta = {"format_version": FORMAT_VERSION, "num_shards": num_shards,
+                "created_at": _now().isoformat()}
+        if not store.create_exclusive(META_FILE, json.dumps(meta).encode()):
+            existing = cls.open(root, opts)
+            if existing.num_shards != num_shards:
+                raise Conflict(f"registry at {root} already has {existing.num_shards} shards")
+            existing.index.create()
+            return existing
+        reg = cls(root, num_shards, opts)
+        reg.index.create()
+        return reg
+
+    @classmethod
+    def open(cls, root: str, storage_options: Mapping[str, str] | None = None) -> Registry:
+        """Open an existing registry; raises RegistryNotFound if there is none."""
+        opts = storage_options if storage_options is not None else _env_options(root)
+        store = ArtifactStore(root, opts)
+        try:
+            meta = json.loads(store.read(META_FILE))
+        except FileNotFoundError:
+            raise RegistryNotFound(f"no tenantry registry at {root}") from None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"cannot read registry metadata at {root}: {exc}") from exc
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise RegistryError(f"unsupported registry format {meta.get('format_version')}")
+        return cls(root, int(meta["num_shards"]), opts)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "num_shards": self.num_shards,
+                "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"], state["num_shards"], state["storage_options"])  # type: ignore[misc]  # re-run init after unpickling
+
+    @property
+    def index(self) -> DeltaIndex:
+        """The Delta index tables."""
+        if self._index is None:
+            self._index = DeltaIndex(self.store.uri("index"), self.storage_options)
+        return self._index
+
+    def snapshot(self, refresh: bool = True) -> RegistrySnapshot:
+        """This object's in-memory snapshot, refreshed from the log unless told not to."""
+        if self._snapshot is None:
+            self._snapshot = RegistrySnapshot(self.index)
+            self._snapshot.refresh()
+        elif refresh:
+            self._snapshot.refresh()
+        return self._snapshot
+
+    def new_snapshot(self) -> RegistrySnapshot:
+        """A fresh snapshot the caller owns (e.g. one per serving replica)."""
+        snap = RegistrySnapshot(DeltaIndex(self.store.uri("index"), self.storage_options))
+        snap.refresh()
+        return snap
+
+    def shard_of(self, tenant_id: str) -> int:
+        """Shard of a (validated) tenant id in this registry."""
+        return shard_of(validate_tenant_id(tenant_id), self.num_shards)
+
+    # -- writing ------------------------------------------------------------------------
+    def stage_artifact(self, tenant_id: str, model_bytes: bytes, run_id: str) -> StagedArtifact:
+        """Claim the tenant's next version and write its artifact (not yet visible).
+
+        A retry of the same run reuses that run's unpublished claim, and keeps an artifact
+        already fully written by it, so a re-run never creates a second version.
+        """
+        shard = self.shard_of(tenant_id)
+        validate_run_id(run_id)
+        tdir = _tenant_dir(shard, tenant_id)
+        existing = sorted((int(n[2:]) for n in self.store.list_dir(tdir)
+                           if n.startswith("v=") and n[2:].isdigit()), reverse=True)
+        for version in existing[:8]:
+            claim = self._read_claim(f"{tdir}/v={version}")
+            if claim.get("run_id") == run_id:
+                return self._write_artifact(tdir, tenant_id, shard, version, model_bytes,
+                                            run_id, keep_existing=True)
+        version = (existing[0] if existing else 0) + 1
+        claim = json.dumps({"run_id": run_id, "claimed_at": _now().isoformat()}).encode()
+        while not self.store.create_exclusive(f"{tdir}/v={version}/_claim.json", claim):
+            version += 1
+        return self._write_artifact(tdir, tenant_id, shard, version, model_bytes, run_id,
+                                    keep_existing=False)
+
+    def _read_claim(self, vdir: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.store.read(f"{vdir}/_claim.json"))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _write_artifact(self, tdir: str, tenant_id: str, shard: int, version: int,
+                        data: bytes, run_id: str, keep_existing: bool) -> StagedArtifact:
+        vdir = f"{tdir}/v={version}"
+        if keep_existing:
+            try:
+                digest = self.store.read(f"{vdir}/model.ubj.sha256").decode().strip()
+                size = len(self.store.read(f"{vdir}/model.ubj"))
+                return StagedArtifact(tenant_id, shard, version,
+                                      self.store.uri(f"{vdir}/model.ubj"), digest, size, run_id)
+            except FileNotFoundError:
+                pass
+        digest = hashlib.sha256(data).hexdigest()
+        self.store.write(f"{vdir}/model.ubj", data)
+        self.store.write(f"{vdir}/model.ubj.sha256", (digest + "\n").encode())
+        return StagedArtifact(tenant_id, shard, version, self.store.uri(f"{vdir}/model.ubj"),
+                              digest, len(data), run_id)
+
+    def publish_state(self, run_id: str) -> PublishState:
+        """How far ``run_id`` got: none, partial (versions only) or complete."""
+        if self.index.has_run("runs", run_id):
+            return PublishState.COMPLETE
+        if self.index.has_run("models", run_id):
+            return PublishState.PARTIAL
+        return PublishState.NONE
+
+    def is_published(self, run_id: str) -> bool:
+        """True when every step of publishing ``run_id`` has committed."""
+        return self.publish_state(run_id) is PublishState.COMPLETE
+
+    def publish(self, run_id: str, versions: Sequence[NewVersion],
+                aliases: Sequence[AliasMove] = (),
+                run_record: Mapping[str, Any] | None = None) -> PublishResult:
+        """Make a run's versions visible in ONE ``models`` commit, then move its aliases.
+
+        Each step is marked with the run id in its table, so a retried run (after a crash
+        at any point) commits each step exactly once and publishes nothing twice.
+        """
+        validate_run_id(run_id)
+        for nv in versions:
+            if nv.artifact.run_id != run_id:
+                raise ValidationError(f"artifact {nv.artifact.tenant_id}@v{nv.artifact.version}"
+                                      f" was staged by run {nv.artifact.run_id}, not {run_id}")
+        if self.is_published(run_id):
+            return PublishResult(run_id, 0, True)
+        published = 0
+        if not self.index.has_run("models", run_id):
+            rows = _model_rows(versions, run_id)
+            self.index.append("models", rows, run_id)
+            published = rows.num_rows
+        moves = 0
+        if not self.index.has_run("aliases", run_id):
+            if aliases:
+                self.index.append("aliases", _alias_rows(self, aliases, run_id), run_id)
+            moves = len(aliases)
+        record = dict(run_record or {})
+        data_date = record.get("date") or next((v.data_date for v in versions if v.data_date),
+                                               None)
+        self.index.append("runs", pa.table({
+            "run_id": [run_id], "data_date": [data_date], "published": [len(versions)],
+            "alias_moves": [len(aliases)], "record_json": [json.dumps(record, default=str)],
+            "created_at": [_now()],
+        }), run_id)
+        return PublishResult(run_id, published, published == 0 and len(versions) > 0, moves)
+
+    def move_aliases(self, moves: Sequence[AliasMove]) -> None:
+        """Apply alias moves (promote/clear) in one ``aliases`` commit."""
+        if moves:
+            self.index.append("aliases", _alias_rows(self, moves, None))
+
+    def promote(self, tenant_id: str, version: int, alias: str = "production",
+                reason: str = "promote") -> ModelVersion:
+        """Point ``alias`` of a tenant at an existing version; returns that version."""
+        alias = Alias.parse(alias).value
+        mv = self.snapshot().version(validate_tenant_id(tenant_id), int(version))
+        self.move_aliases([AliasMove(tenant_id, alias, mv.version, reason)])
+        self.snapshot()
+        return mv
+
+    def clear_alias(self, tenant_id: str, alias: str) -> None:
+        """Remove ``alias`` from a tenant."""
+        alias = Alias.parse(alias).value
+        self.snapshot().versions(validate_tenant_id(tenant_id))
+        self.move_aliases([AliasMove(tenant_id, alias, None, "clear")])
+
+    def rollback(self, tenant_id: str) -> ModelVersion:
+        """Move ``production`` back to the previous production version.
+
+        Raises:
+            Conflict: the tenant has no earlier production version.
+        """
+        snap = self.snapshot()
+        stack = snap.alias_stack(validate_tenant_id(tenant_id), Alias.PRODUCTION)
+        snap.versions(tenant_id)
+        if stack.previous is None:
+            raise Conflict(f"tenant {tenant_id!r} has no previous production version")
+        target = snap.version(tenant_id, stack.previous)
+        row = _alias_rows(self, [AliasMove(tenant_id, "production", target.version,
+                                           "rollback")], None, action="rollback")
+        self.index.append("aliases", row)
+        self.snapshot()
+        return target
+
+    # -- reading ------------------------------------------------------------------------
+    def get(self, tenant_id: str) -> TenantModels:
+        """Production and shadow versions of a tenant."""
+        return self.snapshot().tenant_models(validate_tenant_id(tenant_id))
+
+    def history(self, tenant_id: str) -> list[ModelVersion]:
+        """Every version of a tenant, newest first."""
+        return self.snapshot().versions(validate_tenant_id(tenant_id))
+
+    def list_tenants(self) -> list[TenantSummary]:
+        """One summary per tenant."""
+        return self.snapshot().summaries()
+
+    def production_versions(self) -> dict[str, ModelVersion]:
+        """tenant -> current production version."""
+        return self.snapshot().production_map()
+
+    def read_artifact(self, mv: ModelVersion | StagedArtifact) -> bytes:
+        """The artifact's bytes, verified against the recorded sha256.
+
+        Raises:
+            ChecksumMismatch: the bytes differ from what the index recorded.
+            ModelLoadError: the artifact is missing (e.g. removed by ``gc``).
+        """
+        try:
+            data = self.store.read(self.store.rel_of_uri(mv.artifact_uri))
+        except FileNotFoundError:
+            raise ModelLoadError(f"artifact of {mv.tenant_id}@v{mv.version} is missing") from None
+        except OSError as exc:
+            raise ModelLoadError(f"cannot read artifact of {mv.tenant_id}@v{mv.version}: "
+                                 f"{exc}") from exc
+        if hashlib.sha256(data).hexdigest() != mv.sha256:
+            raise ChecksumMismatch(f"artifact of {mv.tenant_id}@v{mv.version} fails its sha256 "
+                                   f"check (expected {mv.sha256[:12]}…)")
+        return data
+
+    def load_booster(self, mv: ModelVersion | StagedArtifact) -> Any:
+        """An ``xgboost.Booster`` loaded from the verified artifact."""
+        import xgboost as xgb
+
+        data = self.read_artifact(mv)
+        booster = xgb.Booster()
+        try:
+            booster.load_model(bytearray(data))
+        except xgb.core.XGBoostError as exc:
+            raise ModelLoadError(f"artifact of {mv.tenant_id}@v{mv.version} is not a valid "
+                                 f"XGBoost model: {str(exc).splitlines()[0]}") from exc
+        booster.set_param({"nthread": 1})
+        return booster
+
+
+def _env_options(root: str) -> dict[str, str]:
+    return RegistrySettings.from_env().storage_options(root)
+
+
+def _model_rows(versions: Sequence[NewVersion], run_id: str) -> pa.Table:
+    now = _now()
+
+    def metric(nv: NewVersion, key: str) -> float | None:
+        value = nv.metrics.get(key)
+        return None if value is None else float(value)
+
+    return pa.table({
+        "tenant_id": [v.artifact.tenant_id for v in versions],
+        "shard": pa.array([v.artifact.shard for v in versions], pa.int32()),
+        "version": [v.artifact.version for v in versions],
+        "artifact_uri": [v.artifact.artifact_uri for v in versions],
+        "sha256": [v.artifact.sha256 for v in versions],
+        "size_bytes": [v.artifact.size_bytes for v in versions],
+        "feature_names": [list(v.feature_names) for v in versions],
+        "auc": [metric(v, "auc") for v in versions],
+        "logloss": [metric(v, "logloss") for v in versions],
+        "n_train": pa.array([metric(v, "n_train") for v in versions], pa.float64())
+                     .cast(pa.int64()),
+        "n_holdout": pa.array([metric(v, "n_holdout") for v in versions], pa.float64())
+                       .cast(pa.int64()),
+        "base_rate": [metric(v, "base_rate") for v in versions],
+        "metrics_json": [json.dumps({k: float(x) for k, x in v.metrics.items()})
+                         for v in versions],
+        "params_json": [json.dumps(dict(v.params), default=str) for v in versions],
+        "data_date": [v.data_date for v in versions],
+        "run_id": [run_id] * len(versions),
+        "created_at": pa.array([now] * len(versions), pa.timestamp("us", tz="UTC")),
+    }, schema=None)
+
+
+def _alias_rows(reg: Registry, moves: Sequence[AliasMove], run_id: str | None,
+                action: str | None = None) -> pa.Table:
+    now = _now()
+    for m in moves:
+        Alias.parse(m.alias)
+        validate_tenant_id(m.tenant_id)
+    return pa.table({
+        "tenant_id": [m.tenant_id for m in moves],
+        "shard": pa.array([reg.shard_of(m.tenant_id) for m in moves], pa.int32()),
+        "alias": [m.alias for m in moves],
+        "version": pa.array([m.version for m in moves], pa.int64()),
+        "action": [action or ("clear" if m.version is None else "set") for m in moves],
+        "reason": [m.reason for m in moves],
+        "run_id": [run_id] * len(moves),
+        "set_at": pa.array([now] * len(moves), pa.timestamp("us", tz="UTC")),
+    })
+
+

@@ -1,0 +1,186 @@
+"""Artifact storage over a local path or an object store (``s3://``), via pyarrow.fs.
+
+Paths given to :class:`ArtifactStore` are relative to the registry root and always use
+``/``. Local roots get true exclusive creates (``O_EXCL``); object stores get
+check-then-put, and the Delta index stays the single source of truth either way.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from registry.errors import RegistryError
+
+__all__ = ["ArtifactStore", "FileEntry", "is_remote", "storage_options_from_env"]
+
+
+def is_remote(root: str) -> bool:
+    """True when ``root`` is an object-store URI rather than a local path."""
+    return "://" in root and not root.startswith("file://")
+
+
+def storage_options_from_env(root: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Delta/object-store options for ``root`` from the usual AWS environment variables."""
+    if not root.startswith("s3://"):
+        return {}
+    keys = {
+        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
+        "AWS_REGION": "AWS_REGION",
+        "AWS_DEFAULT_REGION": "AWS_REGION",
+        "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3": "AWS_ENDPOINT_URL",
+    }
+    opts = {dst: env[src] for src, dst in keys.items() if env.get(src)}
+    endpoint = opts.get("AWS_ENDPOINT_URL", "")
+    if endpoint.startswith("http://"):
+        opts["AWS_ALLOW_HTTP"] = "true"
+    # Concurrent writers on S3 rely on conditional puts (S3 supports them since 2024).
+    opts.setdefault("conditional_put", "etag")
+    return opts
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file below the root: relative path, size and modification time (epoch s)."""
+
+    path: str
+    size: int
+    mtime: float
+
+
+@dataclass
+class ArtifactStore:
+    """Reads and writes artifact files below a registry root."""
+
+    root: str
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    _fs: Any = field(default=None, init=False, repr=False, compare=False)
+    _base: str = field(default="", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._connect()
+
+    def _connect(self) -> None:
+        if is_remote(self.root):
+            if not self.root.startswith("s3://"):
+                raise RegistryError(f"unsupported registry URI scheme: {self.root}")
+            opts = self.storage_options
+            endpoint = opts.get("AWS_ENDPOINT_URL")
+            scheme, _, host = (endpoint or "").partition("://")
+            self._fs = pafs.S3FileSystem(
+                access_key=opts.get("AWS_ACCESS_KEY_ID"),
+                secret_key=opts.get("AWS_SECRET_ACCESS_KEY"),
+                session_token=opts.get("AWS_SESSION_TOKEN"),
+                region=opts.get("AWS_REGION", "us-east-1"),
+                endpoint_override=host or None,
+                scheme=scheme or "https",
+                allow_bucket_creation=False,
+            )
+            self._base = self.root[len("s3://"):].rstrip("/")
+        else:
+            self._fs = pafs.LocalFileSystem()
+            self._base = os.path.abspath(self.root.removeprefix("file://"))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "storage_options": dict(self.storage_options)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root = state["root"]
+        self.storage_options = state["storage_options"]
+        self._connect()
+
+    @property
+    def local(self) -> bool:
+        """True for a local-disk root."""
+        return isinstance(self._fs, pafs.LocalFileSystem)
+
+    def full(self, rel: str) -> str:
+        """Absolute path (or bucket/key) of ``rel``."""
+        return posixpath.join(self._base, rel) if rel else self._base
+
+    def uri(self, rel: str) -> str:
+        """The URI users see for ``rel`` (``s3://…`` or an absolute local path)."""
+        return ("s3://" + self.full(rel)) if not self.local else self.full(rel)
+
+    def rel_of_uri(self, uri: str) -> str:
+        """Inverse of :meth:`uri`."""
+        full = uri[len("s3://"):] if uri.startswith("s3://") else uri
+        return posixpath.relpath(full, self._base)
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Write ``data`` at ``rel`` (replacing it), atomically on local disk."""
+        path = self.full(rel)
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            return
+        with self._fs.open_output_stream(path) as out:
+            out.write(data)
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create ``rel`` only if it does not exist; True if this call created it."""
+        path = self.full(rel)
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            return True
+        if self.exists(rel):
+            return False
+        self.write(rel, data)
+        return True
+
+    def read(self, rel: str) -> bytes:
+        """Bytes of ``rel``; raises FileNotFoundError if absent."""
+        path = self.full(rel)
+        if self.local:
+            with open(path, "rb") as fh:
+                return fh.read()
+        try:
+            with self._fs.open_input_stream(path) as src:
+                return bytes(src.read())
+        except OSError as exc:
+            if not self.exists(rel):
+                raise FileNotFoundError(path) from exc
+            raise
+
+    def exists(self, rel: str) -> bool:
+        """True if a file exists at ``rel``."""
+        return self._fs.get_file_info(self.full(rel)).type == pafs.FileType.File
+
+    def list_dir(self, rel: str) -> list[str]:
+        """Names directly below ``rel`` (empty if it does not exist)."""
+        selector = pafs.FileSelector(self.full(rel), allow_not_found=True, recursive=False)
+        return [posixpath.basename(info.path) for info in self._fs.get_file_info(selector)]
+
+    def walk(self, rel: str) -> Iterator[FileEntry]:
+        """Every file below ``rel``, recursively."""
+        selector = pafs.FileSelector(self.full(rel), allow_not_found=True, recursive=True)
+        for info in self._fs.get_file_info(selector):
+            if info.type == pafs.FileType.File:
+                mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+                yield FileEntry(posixpath.relpath(info.path, self._base), info.size or 0, mtime)
+
+    def delete_dir(self, rel: str) -> None:
+        """Remove ``rel`` and everything below it; missing is fine."""
+        try:
+            self._fs.delete_dir(self.full(rel))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,161 @@
+"""Typed values the registry hands across process boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "Alias",
+    "StagedArtifact",
+    "NewVersion",
+    "AliasMove",
+    "ModelVersion",
+    "TenantModels",
+    "TenantSummary",
+    "PublishResult",
+    "PublishState",
+]
+
+
+class Alias(str, Enum):
+    """Names a version can be pointed at."""
+
+    PRODUCTION = "production"
+    SHADOW = "shadow"
+
+    @classmethod
+    def parse(cls, value: str) -> Alias:
+        """The alias named ``value``; raises ValueError with the allowed names."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(a.value for a in cls)
+            raise ValueError(f"unknown alias {value!r}: expected one of {allowed}") from None
+
+
+class PublishState(str, Enum):
+    """How far a run id got in publishing."""
+
+    NONE = "none"
+    PARTIAL = "partial"  # versions committed, aliases/run record not yet
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True, slots=True)
+class StagedArtifact:
+    """An artifact written under a claimed version, not yet visible in the index."""
+
+    tenant_id: str
+    shard: int
+    version: int
+    artifact_uri: str
+    sha256: str
+    size_bytes: int
+    run_id: str
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A staged artifact plus what the index records about it."""
+
+    artifact: StagedArtifact
+    feature_names: tuple[str, ...]
+    metrics: Mapping[str, float]
+    data_date: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AliasMove:
+    """Point ``alias`` of a tenant at ``version`` (None clears it)."""
+
+    tenant_id: str
+    alias: str
+    version: int | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One published, immutable model version as the index records it."""
+
+    tenant_id: str
+    shard: int
+    version: int
+    artifact_uri: str
+    sha256: str
+    size_bytes: int
+    feature_names: tuple[str, ...]
+    metrics: Mapping[str, float]
+    run_id: str
+    created_at: datetime
+    data_date: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The VERSION document of DESIGN.md."""
+        return {
+            "tenant_id": self.tenant_id,
+            "version": self.version,
+            "artifact_uri": self.artifact_uri,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "feature_names": list(self.feature_names),
+            "metrics": dict(self.metrics),
+            "run_id": self.run_id,
+            "data_date": self.data_date,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class TenantModels:
+    """A tenant's aliased versions."""
+
+    tenant_id: str
+    shard: int
+    production: ModelVersion | None
+    shadow: ModelVersion | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``registry show`` document."""
+        return {
+            "tenant_id": self.tenant_id,
+            "shard": self.shard,
+            "production": self.production.to_json() if self.production else None,
+            "shadow": self.shadow.to_json() if self.shadow else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSummary:
+    """One row of ``registry list``."""
+
+    tenant_id: str
+    shard: int
+    production_version: int | None
+    shadow_version: int | None
+    latest_version: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``registry list`` row."""
+        return {
+            "tenant_id": self.tenant_id,
+            "shard": self.shard,
+            "production_version": self.production_version,
+            "shadow_version": self.shadow_version,
+            "latest_version": self.latest_version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Outcome of publishing one run."""
+
+    run_id: str
+    published: int
+    already_published: bool
+    alias_moves: int = 0
