@@ -1,0 +1,144 @@
+"""Reading and writing the feature table (Delta Lake, partitioned by shard and date).
+
+Everything here reads only what it is asked for: :meth:`FeatureTable.read_shard` prunes to
+one shard's partitions of the requested dates, and planning uses the Delta log's file
+statistics, so no caller ever needs the whole table in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from training.errors import DataNotFound, InvalidTrainingInput
+from training.features import DATE_COLUMN, PARTITION_COLUMNS, SHARD_COLUMN, table_schema
+
+__all__ = ["FeatureTable", "parse_date", "window_dates", "write_rows"]
+
+
+def parse_date(value: str) -> str:
+    """Validate a ``YYYY-MM-DD`` date and return it unchanged.
+
+    Args:
+        value: the date string.
+
+    Returns:
+        The same string.
+
+    Raises:
+        InvalidTrainingInput: it is not a valid ISO calendar date.
+    """
+    try:
+        parsed = dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise InvalidTrainingInput(f"invalid date {value!r}: expected YYYY-MM-DD") from None
+    if parsed.isoformat() != value:
+        raise InvalidTrainingInput(f"invalid date {value!r}: expected YYYY-MM-DD")
+    return value
+
+
+def window_dates(date: str, days: int) -> tuple[str, ...]:
+    """The ``days`` calendar dates ending at ``date`` (inclusive), oldest first.
+
+    Args:
+        date: the last day, ``YYYY-MM-DD``.
+        days: window length, >= 1.
+
+    Returns:
+        The dates as ``YYYY-MM-DD`` strings.
+
+    Raises:
+        InvalidTrainingInput: a bad date or ``days < 1``.
+    """
+    if days < 1:
+        raise InvalidTrainingInput(f"window must be at least 1 day, got {days}")
+    end = dt.date.fromisoformat(parse_date(date))
+    return tuple((end - dt.timedelta(days=k)).isoformat() for k in range(days - 1, -1, -1))
+
+
+def write_rows(path: str, rows: pa.Table, *, overwrite: bool = False) -> None:
+    """Append (or overwrite with) ``rows`` in one Delta commit, partitioned by shard and date.
+
+    Args:
+        path: table location.
+        rows: rows in :func:`training.features.table_schema` (columns are cast to it).
+        overwrite: replace the table's contents instead of appending.
+    """
+    rows = rows.select(table_schema().names).cast(table_schema())
+    write_deltalake(path, rows, partition_by=list(PARTITION_COLUMNS),
+                    mode="overwrite" if overwrite else "append")
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """A handle on the feature table at ``path`` (cheap to pickle: only the path)."""
+
+    path: str
+
+    def _delta(self) -> DeltaTable:
+        try:
+            return DeltaTable(self.path)
+        except Exception as exc:  # deltalake raises TableNotFoundError / OSError variants
+            raise DataNotFound(f"no feature table at {self.path!r} ({exc})") from exc
+
+    def exists(self) -> bool:
+        """Whether a Delta table exists at the path."""
+        return DeltaTable.is_deltatable(self.path)
+
+    def dates(self) -> list[str]:
+        """Distinct dates present in the table, oldest first, read from the Delta log.
+
+        Raises:
+            DataNotFound: no table at the path.
+        """
+        return sorted({p[DATE_COLUMN] for p in self._delta().partitions()})
+
+    def latest_date(self) -> str:
+        """The newest date present.
+
+        Raises:
+            DataNotFound: no table at the path, or it is empty.
+        """
+        dates = self.dates()
+        if not dates:
+            raise DataNotFound(f"feature table at {self.path!r} has no rows")
+        return dates[-1]
+
+    def shard_row_counts(self, dates: Sequence[str]) -> dict[int, int]:
+        """Rows per shard over ``dates``, from the Delta log's file statistics.
+
+        Args:
+            dates: dates to include.
+
+        Returns:
+            ``{shard: rows}`` for shards with at least one row in those dates.
+        """
+        wanted = set(dates)
+        actions = pa.table(self._delta().get_add_actions(flatten=True))
+        counts: dict[int, int] = {}
+        for shard, date, n in zip(actions.column(f"partition.{SHARD_COLUMN}").to_pylist(),
+                                  actions.column(f"partition.{DATE_COLUMN}").to_pylist(),
+                                  actions.column("num_records").to_pylist()):
+            if date in wanted:
+                counts[int(shard)] = counts.get(int(shard), 0) + int(n or 0)
+        return counts
+
+    def read_shard(self, shard: int, dates: Sequence[str],
+                   columns: Sequence[str] | None = None) -> pa.Table:
+        """All rows of one shard over ``dates`` (partition-pruned).
+
+        Args:
+            shard: the shard to read.
+            dates: the dates to read.
+            columns: columns to return (default all).
+
+        Returns:
+            An Arrow table, possibly empty.
+        """
+        filters = [(SHARD_COLUMN, "=", int(shard)), (DATE_COLUMN, "in", list(dates))]
+        return self._delta().to_pyarrow_table(
+            filters=filters, columns=list(columns) if columns is not None else None)
