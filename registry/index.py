@@ -159,10 +159,13 @@ class DeltaIndex:
         new_version = dt.version()
         if new_version <= version:
             return TABLES[name].empty_table(), version
+        if version < 0:
+            # First load: read the current files, not the whole log (old files may be vacuumed).
+            return self.query(name, refresh=False), new_version
         cdf = to_arrow(dt.load_cdf(starting_version=version + 1, ending_version=new_version))
         if "_change_type" in cdf.column_names:
             kinds = cdf.column("_change_type").to_pylist()
-            mask = pa.array([k in ("insert", "update_postimage") for k in kinds])
+            mask = pa.array([k in ("insert", "update_postimage") for k in kinds], pa.bool_())
             cdf = cdf.filter(mask)
         return cdf, new_version
 

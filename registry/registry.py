@@ -270,6 +270,9 @@ class Registry:
         if stack.previous is None:
             raise Conflict(f"tenant {tenant_id!r} has no previous production version")
         target = snap.version(tenant_id, stack.previous)
+        if not self.store.exists(self.store.rel_of_uri(target.artifact_uri)):
+            raise Conflict(f"cannot roll {tenant_id!r} back to v{target.version}: its artifact "
+                           "was removed by gc")
         row = _alias_rows(self, [AliasMove(tenant_id, "production", target.version,
                                            "rollback")], None, action="rollback")
         self.index.append("aliases", row)

@@ -1,0 +1,121 @@
+"""``tenantry registry …`` commands: thin wrappers over :class:`registry.Registry`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from registry.gc import collect_garbage
+from registry.registry import Registry
+from registry.types import ModelVersion
+
+__all__ = ["add_commands"]
+
+
+def _version_line(mv: ModelVersion | None) -> str:
+    if mv is None:
+        return "-"
+    auc = mv.metrics.get("auc")
+    auc_s = f"{auc:.4f}" if isinstance(auc, float) else "n/a"
+    return f"v{mv.version} (auc {auc_s}, run {mv.run_id}, {mv.created_at:%Y-%m-%d %H:%M})"
+
+
+def _list(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    rows = Registry.open(args.registry).list_tenants()
+
+    def text() -> str:
+        lines = [f"{'tenant':<24} {'shard':>5} {'production':>10} {'shadow':>7} {'latest':>7}"]
+        for r in rows:
+            lines.append(f"{r.tenant_id:<24} {r.shard:>5} {r.production_version or '-':>10} "
+                         f"{r.shadow_version or '-':>7} {r.latest_version:>7}")
+        lines.append(f"{len(rows)} tenants")
+        return "\n".join(lines)
+
+    emit(args, [r.to_json() for r in rows], text)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    tm = Registry.open(args.registry).get(args.tenant)
+    emit(args, tm.to_json(), f"tenant {tm.tenant_id} (shard {tm.shard})\n"
+         f"  production: {_version_line(tm.production)}\n"
+         f"  shadow:     {_version_line(tm.shadow)}")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    versions = Registry.open(args.registry).history(args.tenant)
+    emit(args, [v.to_json() for v in versions],
+         "\n".join(_version_line(v) for v in versions))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    mv = Registry.open(args.registry).promote(args.tenant, args.version, args.alias)
+    emit(args, {"tenant_id": args.tenant, "alias": args.alias, "version": mv.version},
+         f"{args.tenant}: {args.alias} -> v{mv.version}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    mv = Registry.open(args.registry).rollback(args.tenant)
+    emit(args, {"tenant_id": args.tenant, "alias": "production", "version": mv.version},
+         f"{args.tenant}: production rolled back to v{mv.version}")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    report = collect_garbage(Registry.open(args.registry), keep=args.keep,
+                             orphan_grace_s=args.orphan_grace, vacuum_hours=args.vacuum_hours)
+    doc: dict[str, Any] = report.to_json()
+    emit(args, doc, " ".join(f"{k}={v}" for k, v in doc.items()))
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    reg = Registry.create(args.registry, args.shards)
+    emit(args, {"root": reg.root, "num_shards": reg.num_shards},
+         f"registry at {reg.root} with {reg.num_shards} shards")
+    return 0
+
+
+def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
+    """Register ``tenantry registry …``."""
+    reg = sub.add_parser("registry", help="inspect and manage the model registry")
+    rsub = reg.add_subparsers(dest="registry_command", required=True)
+    p = rsub.add_parser("init", parents=[parent], help="create a registry")
+    p.add_argument("--shards", type=int, default=16)
+    p.set_defaults(handler=_init)
+    rsub.add_parser("list", parents=[parent], help="every tenant and its aliases") \
+        .set_defaults(handler=_list)
+    for name, fn, hlp in (("show", _show, "a tenant's production and shadow versions"),
+                          ("history", _history, "every version of a tenant, newest first"),
+                          ("rollback", _rollback, "move production back one version")):
+        p = rsub.add_parser(name, parents=[parent], help=hlp)
+        p.add_argument("tenant")
+        p.set_defaults(handler=fn)
+    p = rsub.add_parser("promote", parents=[parent], help="point an alias at a version")
+    p.add_argument("tenant")
+    p.add_argument("version", type=int)
+    p.add_argument("--alias", default="production", choices=["production", "shadow"])
+    p.set_defaults(handler=_promote)
+    p = rsub.add_parser("gc", parents=[parent], help="remove old versions and orphans, compact")
+    p.add_argument("--keep", type=int, default=5, help="newest versions kept per tenant")
+    p.add_argument("--orphan-grace", type=float, default=3600.0,
+                   help="seconds an unpublished artifact is left alone (default %(default)s)")
+    p.add_argument("--vacuum-hours", type=int, default=168)
+    p.set_defaults(handler=_gc)
