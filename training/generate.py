@@ -255,7 +255,7 @@ def generate(out: str, config: GeneratorConfig, *, overwrite: bool = False) -> G
             cols["label"] = y
             parts.append(pa.table(cols, schema=table_schema()))
         rows = pa.concat_tables(parts)
-        write_rows(out, rows, overwrite=overwrite and day == 0)
+        write_rows(out, rows, num_shards=config.num_shards, overwrite=overwrite and day == 0)
         dates.append(date)
         total += rows.num_rows
     count = lambda attr: {k: sum(getattr(p, attr) == k for p in profiles)  # noqa: E731

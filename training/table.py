@@ -8,6 +8,8 @@ statistics, so no caller ever needs the whole table in memory.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,17 +62,31 @@ def window_dates(date: str, days: int) -> tuple[str, ...]:
     return tuple((end - dt.timedelta(days=k)).isoformat() for k in range(days - 1, -1, -1))
 
 
-def write_rows(path: str, rows: pa.Table, *, overwrite: bool = False) -> None:
-    """Append (or overwrite with) ``rows`` in one Delta commit, partitioned by shard and date.
+def write_rows(path: str, rows: pa.Table, *, num_shards: int, overwrite: bool = False) -> None:
+    """Append ``rows`` in one Delta commit, partitioned by shard and date.
 
     Args:
-        path: table location.
+        path: table location; created if absent, recording ``num_shards`` in its metadata.
         rows: rows in :func:`training.features.table_schema` (columns are cast to it).
-        overwrite: replace the table's contents instead of appending.
+        num_shards: the shard count the ``shard`` column was computed with.
+        overwrite: delete an existing local table first (object stores: not supported).
+
+    Raises:
+        InvalidTrainingInput: overwrite of a remote table, or a table laid out with another
+            shard count.
     """
+    table = FeatureTable(path)
+    if overwrite and table.exists():
+        if "://" in path:
+            raise InvalidTrainingInput(f"cannot overwrite remote table {path!r}; remove it first")
+        shutil.rmtree(path)
+    if table.exists() and table.num_shards() not in (None, num_shards):
+        raise InvalidTrainingInput(f"{path!r} is laid out with {table.num_shards()} shards, "
+                                   f"not {num_shards}")
     rows = rows.select(table_schema().names).cast(table_schema())
-    write_deltalake(path, rows, partition_by=list(PARTITION_COLUMNS),
-                    mode="overwrite" if overwrite else "append")
+    write_deltalake(path, rows, partition_by=list(PARTITION_COLUMNS), mode="append",
+                    description=json.dumps({"tenantry_feature_table": 1,
+                                            "num_shards": num_shards}))
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,18 @@ class FeatureTable:
     def exists(self) -> bool:
         """Whether a Delta table exists at the path."""
         return DeltaTable.is_deltatable(self.path)
+
+    def num_shards(self) -> int | None:
+        """The shard count recorded when the table was created (None if not recorded).
+
+        Raises:
+            DataNotFound: no table at the path.
+        """
+        try:
+            meta = json.loads(self._delta().metadata().description or "{}")
+            return int(meta["num_shards"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def dates(self) -> list[str]:
         """Distinct dates present in the table, oldest first, read from the Delta log.

@@ -1,0 +1,88 @@
+"""``tenantry data generate`` and ``tenantry train``: thin wrappers over the library."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from registry import Registry, RegistryNotFound
+from training.generate import GeneratorConfig, generate
+from training.job import run_training
+from training.settings import TrainingSettings
+
+__all__ = ["add_commands"]
+
+
+def _registry_shards(root: str) -> int:
+    try:
+        return Registry.open(root).num_shards
+    except RegistryNotFound:
+        return 16
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    shards = args.shards if args.shards is not None else _registry_shards(args.registry)
+    config = GeneratorConfig(tenants=args.tenants, days=args.days, seed=args.seed,
+                             num_shards=shards, start_date=args.start, mean_rows=args.mean_rows)
+    s = generate(args.out, config, overwrite=args.overwrite)
+    doc: dict[str, Any] = {"path": s.path, "tenants": s.tenants, "days": s.days, "rows": s.rows,
+                           "shards": shards, "dates": list(s.dates), "kinds": s.kinds,
+                           "drifts": s.drifts}
+    emit(args, doc, f"wrote {s.rows} rows for {s.tenants} tenants over {s.days} days "
+                    f"({s.dates[0]}..{s.dates[-1]}, {shards} shards) to {s.path}\n"
+                    f"kinds {s.kinds}  drift {s.drifts}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    settings = TrainingSettings.from_env().with_overrides(
+        window_days=args.window, auc_tolerance=args.tolerance, num_cpus=args.num_cpus,
+        buckets_per_shard=args.buckets_per_shard, progress=False if args.no_progress else None)
+    report = run_training(args.data, args.registry, date=args.date, run_id=args.run_id,
+                          settings=settings)
+    emit(args, report.to_json(), report.summary_text)
+    return 0
+
+
+def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
+    """Register ``data generate`` and ``train`` on the ``tenantry`` parser.
+
+    Args:
+        sub: the top-level sub-parsers object.
+        parent: the parser carrying ``--registry`` and ``--json``.
+    """
+    data = sub.add_parser("data", help="synthetic feature data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    gen = data_sub.add_parser("generate", parents=[parent],
+                              help="write a synthetic multi-tenant feature table (Delta)")
+    gen.add_argument("--out", required=True, help="table path to create")
+    gen.add_argument("--tenants", type=int, default=100, help="number of tenants")
+    gen.add_argument("--days", type=int, default=8, help="number of days (one partition each)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    gen.add_argument("--shards", type=int, default=None,
+                     help="shard count (default: the registry's, else 16)")
+    gen.add_argument("--start", default="2024-01-01", help="first date, YYYY-MM-DD")
+    gen.add_argument("--mean-rows", type=float, default=1000.0,
+                     help="mean rows per tenant over all days (sizes are heavy-tailed)")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    gen.set_defaults(handler=_generate)
+
+    train = sub.add_parser("train", parents=[parent],
+                           help="train one model per tenant on Ray Data and publish the run")
+    train.add_argument("--data", required=True, help="feature table path")
+    train.add_argument("--date", default=None,
+                       help="run date YYYY-MM-DD, the holdout day (default: latest in the data)")
+    train.add_argument("--run-id", default=None, help="run id (default: train-<date>)")
+    train.add_argument("--window", type=int, default=None, help="days of data incl. the date")
+    train.add_argument("--tolerance", type=float, default=None,
+                       help="promotion gate: allowed AUC drop vs production")
+    train.add_argument("--num-cpus", type=int, default=None,
+                       help="CPUs for a local Ray started by this command")
+    train.add_argument("--buckets-per-shard", type=int, default=None,
+                       help="training buckets per registry shard")
+    train.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    train.set_defaults(handler=_train)

@@ -1,0 +1,218 @@
+"""The nightly job: train one model per tenant on Ray Data and publish the run in one commit.
+
+Flow (the driver only ever holds per-tenant metadata, never rows)::
+
+    plan buckets from the Delta log (one per shard, or per shard part), biggest first
+      -> Ray Data: from_items(buckets).map(train_bucket)   # no shuffle: a task reads its shard
+      -> per-tenant outcomes stream back (progress on stderr)
+      -> promotion gate per trained tenant (production vs new on the same holdout)
+      -> registry.publish(run_id, versions, aliases, run record)   # one commit, idempotent
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from registry import AliasMove, NewVersion, Registry, RegistryNotFound, validate_run_id
+from training.bucket import BucketResult, BucketSpec, JobContext, Status, train_bucket
+from training.errors import DataNotFound
+from training.features import FEATURE_NAMES
+from training.gate import Decision, decide
+from training.model import ModelSpec
+from training.progress import Progress, make_progress
+from training.report import TenantFailure, TrainingReport
+from training.settings import TrainingSettings
+from training.table import FeatureTable, parse_date, window_dates
+
+__all__ = ["run_training", "default_run_id", "plan_buckets", "ensure_ray"]
+
+
+def default_run_id(date: str) -> str:
+    """The run id used when none is given: one run per data date, so a retry resumes it."""
+    return f"train-{date}"
+
+
+def open_or_create_registry(registry: Registry | str, num_shards: int) -> Registry:
+    """Open the registry at ``registry`` (a root), creating it with ``num_shards`` if absent."""
+    if isinstance(registry, Registry):
+        return registry
+    try:
+        return Registry.open(registry)
+    except RegistryNotFound:
+        return Registry.create(registry, num_shards=num_shards)
+
+
+def plan_buckets(table: FeatureTable, dates: tuple[str, ...], reg: Registry,
+                 parts: int) -> list[BucketSpec]:
+    """One bucket per (shard, part) with rows in the window, largest first.
+
+    Largest-first keeps the last wave of tasks short, so no CPU idles at the end.
+
+    Args:
+        table: the feature table.
+        dates: the window.
+        reg: the registry (production versions are attached to their bucket).
+        parts: buckets per shard.
+
+    Returns:
+        The bucket specs.
+    """
+    from training.bucket import bucket_part
+
+    counts = table.shard_row_counts(dates)
+    production: dict[tuple[int, int], list[Any]] = {}
+    for tenant_id, mv in reg.production_versions().items():
+        key = (reg.shard_of(tenant_id), bucket_part(tenant_id, parts))
+        production.setdefault(key, []).append(mv)
+    specs = [BucketSpec(shard, part, parts, rows // parts, tuple(production.get((shard, part), ())))
+             for shard, rows in counts.items() if rows > 0 for part in range(parts)]
+    return sorted(specs, key=lambda b: (-b.est_rows, b.shard, b.part))
+
+
+def ensure_ray(settings: TrainingSettings) -> None:
+    """Start or join Ray unless this process is already connected (tests, notebooks)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if settings.num_cpus is not None and settings.ray_address is None:
+        ray.init(address="local", num_cpus=settings.num_cpus, include_dashboard=False,
+                 ignore_reinit_error=True, log_to_driver=False)
+    else:
+        ray.init(address=settings.ray_address, ignore_reinit_error=True, log_to_driver=False)
+
+
+@dataclass(frozen=True)
+class _BucketFn:
+    """The Ray Data map function: a picklable callable around :func:`train_bucket`."""
+
+    ctx: JobContext
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        # Typed values travel as explicit pickles: Arrow cannot hold dataclasses natively.
+        return {"result": pickle.dumps(train_bucket(self.ctx, pickle.loads(row["bucket"])))}
+
+
+def _run_buckets(ctx: JobContext, buckets: list[BucketSpec]) -> Iterator[BucketResult]:
+    import ray.data
+
+    data_ctx = ray.data.DataContext.get_current()
+    data_ctx.enable_progress_bars = False
+    data_ctx.print_on_execution_start = False
+    data_ctx.enable_auto_log_stats = False
+    ds = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
+                             override_num_blocks=len(buckets))
+    ds = ds.map(_BucketFn(ctx), num_cpus=1)
+    for row in ds.iter_rows():
+        yield pickle.loads(row["result"])
+
+
+def _halt(settings: TrainingSettings) -> None:
+    """Crash-test hook: announce, then wait to be killed before anything is published."""
+    if settings.halt_marker:
+        with open(settings.halt_marker, "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+    time.sleep(600)
+    raise SystemExit("halted before publishing (halt_after_buckets)")
+
+
+def run_training(data_path: str, registry: Registry | str, *, date: str | None = None,
+                 run_id: str | None = None, settings: TrainingSettings | None = None,
+                 progress: Progress | None = None) -> TrainingReport:
+    """Train and publish one model per tenant for ``date``; idempotent per ``run_id``.
+
+    Args:
+        data_path: the feature table (Delta, partitioned by shard and date).
+        registry: a :class:`Registry` or its root (created with the table's shard count if
+            absent).
+        date: the run's date (the holdout day); default the latest date in the table.
+        run_id: default ``train-<date>``; re-running a published run id does nothing, and
+            re-running an interrupted one resumes it without duplicate versions.
+        settings: job settings (default: from the environment).
+        progress: where to report finished buckets (default per ``settings.progress``).
+
+    Returns:
+        The :class:`TrainingReport`.
+
+    Raises:
+        DataNotFound: no table at ``data_path`` or no rows on ``date``.
+        InvalidTrainingInput: a malformed date or a table/registry shard mismatch.
+        ValidationError: a malformed run id.
+    """
+    settings = settings or TrainingSettings.from_env()
+    t0 = time.perf_counter()
+    table = FeatureTable(data_path)
+    present = table.dates()
+    date = parse_date(date) if date else table.latest_date()
+    if date not in present:
+        raise DataNotFound(f"feature table {data_path!r} has no rows on {date} "
+                           f"(dates {present[0] if present else '-'}..{present[-1] if present else '-'})")
+    run_id = validate_run_id(run_id or default_run_id(date))
+    dates = tuple(d for d in window_dates(date, settings.window_days) if d in present)
+    reg = open_or_create_registry(registry, table.num_shards() or 16)
+    num_shards = table.num_shards() or reg.num_shards
+    if reg.is_published(run_id):
+        return TrainingReport(run_id, date, 0, 0, 0, 0, 0, 0, 0.0, time.perf_counter() - t0,
+                              already_published=True, window=dates)
+    buckets = plan_buckets(table, dates, reg, settings.buckets_per_shard)
+    ctx = JobContext(data_path, reg, run_id, date, dates, num_shards,
+                     ModelSpec.from_settings(settings))
+    t_ray = time.perf_counter()
+    ensure_ray(settings)
+    t_train = time.perf_counter()
+    progress = progress or make_progress(settings.progress)
+    progress.start(len(buckets))
+    outcomes, done = [], 0
+    counts = {s: 0 for s in Status}
+    try:
+        for result in _run_buckets(ctx, buckets):
+            outcomes.extend(result.outcomes)
+            for o in result.outcomes:
+                counts[o.status] += 1
+            done += 1
+            progress.bucket_done(counts[Status.TRAINED], counts[Status.SKIPPED],
+                                 counts[Status.FAILED])
+            if settings.halt_after_buckets and done >= settings.halt_after_buckets:
+                _halt(settings)
+    finally:
+        progress.close()
+    train_s = time.perf_counter() - t_train
+    versions, moves, promoted, shadowed, failures = [], [], 0, 0, []
+    for o in sorted(outcomes, key=lambda o: o.tenant_id):
+        if o.status is not Status.TRAINED or o.artifact is None:
+            failures.append(TenantFailure(o.tenant_id, o.reason, o.detail, o.status.value))
+            continue
+        gate = decide(o.holdout, o.production_score, production_error=o.production_error,
+                      auc_tolerance=settings.auc_tolerance)
+        metrics = dict(o.metrics)
+        if o.production_score is not None:
+            metrics["production_auc"] = o.production_score.auc
+            metrics["production_logloss"] = o.production_score.logloss
+        versions.append(NewVersion(o.artifact, FEATURE_NAMES, metrics, date,
+                                   {**dict(o.params), "window": list(dates),
+                                    "gate": gate.decision.value}))
+        moves.append(AliasMove(o.tenant_id, gate.decision.value, o.artifact.version, gate.reason))
+        promoted += gate.decision is Decision.PRODUCTION
+        shadowed += gate.decision is Decision.SHADOW
+    elapsed = time.perf_counter() - t0
+    trained = counts[Status.TRAINED]
+    report = TrainingReport(
+        run_id, date, trained, counts[Status.SKIPPED], counts[Status.FAILED], len(versions),
+        promoted,
+        shadowed, trained / max(elapsed, 1e-9), elapsed, window=dates, buckets=len(buckets),
+        failures=tuple(failures), timings={"train_s": train_s})
+    t_pub = time.perf_counter()
+    result = reg.publish(run_id, versions, moves, run_record=report.to_json(max_failures=1000))
+    elapsed = time.perf_counter() - t0
+    return TrainingReport(
+        run_id, date, trained, report.skipped, report.failed, result.published, promoted,
+        shadowed, trained / max(elapsed, 1e-9), elapsed,
+        already_published=result.already_published, window=dates, buckets=len(buckets),
+        failures=tuple(failures),
+        timings={"ray_init_s": t_train - t_ray, "train_s": train_s,
+                 "publish_s": time.perf_counter() - t_pub})

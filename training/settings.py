@@ -1,0 +1,103 @@
+"""Training configuration, read once from the environment (``TENANTRY_TRAIN_*``, ``TENANTRY_RAY_*``).
+
+Nothing else in the package reads ``os.environ``; the job takes a :class:`TrainingSettings`
+and the CLI builds one with :meth:`TrainingSettings.from_env`, then applies its flags.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from training.errors import InvalidTrainingInput
+
+__all__ = ["TrainingSettings"]
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Knobs of the nightly training job; every field has an env var ``TENANTRY_TRAIN_<NAME>``."""
+
+    window_days: int = 7
+    """Days of data per run, ending at (and including) the run's date; that day is the holdout."""
+    min_train_rows: int = 50
+    """Fewer training rows than this and the tenant is skipped (``too_few_rows``)."""
+    min_holdout_rows: int = 10
+    """Fewer holdout rows (or one class only) and the tenant is skipped (``holdout_unusable``)."""
+    n_estimators: int = 50
+    """Boosting rounds per model."""
+    max_depth: int = 5
+    """Tree depth."""
+    learning_rate: float = 0.3
+    """XGBoost eta."""
+    seed: int = 0
+    """Mixed with a stable hash of each tenant id into that tenant's training seed."""
+    auc_tolerance: float = 0.01
+    """Promotion gate: the new model becomes production unless its holdout AUC is lower than
+    production's on the same holdout by more than this; otherwise it becomes ``shadow``."""
+    buckets_per_shard: int = 1
+    """Split each registry shard into this many training buckets (finer load balancing)."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray started when none is running (``TENANTRY_RAY_NUM_CPUS``)."""
+    ray_address: str | None = None
+    """Ray cluster to connect to (``TENANTRY_RAY_ADDRESS``; default: Ray's own discovery)."""
+    progress: bool = True
+    """Print progress on stderr while buckets complete."""
+    halt_after_buckets: int = 0
+    """Crash-test hook: after this many buckets (0 = never), write ``halt_marker`` and stop
+    before publishing, as if the process were killed there."""
+    halt_marker: str | None = None
+    """File the halt hook creates when it stops (so a test knows when to kill)."""
+
+    def __post_init__(self) -> None:
+        if self.window_days < 2:
+            raise InvalidTrainingInput("window_days must be >= 2 (training days + holdout day)")
+        if self.min_train_rows < 2 or self.min_holdout_rows < 2:
+            raise InvalidTrainingInput("min_train_rows and min_holdout_rows must be >= 2")
+        if self.n_estimators < 1 or self.max_depth < 1 or self.buckets_per_shard < 1:
+            raise InvalidTrainingInput("n_estimators, max_depth, buckets_per_shard must be >= 1")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise InvalidTrainingInput("num_cpus must be >= 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingSettings:
+        """Build settings from ``TENANTRY_TRAIN_<FIELD>`` (and ``TENANTRY_RAY_*``) variables.
+
+        Args:
+            environ: the environment to read (default ``os.environ``).
+
+        Returns:
+            The settings, defaults where a variable is absent.
+
+        Raises:
+            InvalidTrainingInput: a variable that does not parse as its field's type.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            prefix = "TENANTRY_RAY_" if f.name in ("num_cpus", "ray_address") else "TENANTRY_TRAIN_"
+            key = prefix + f.name.removeprefix("ray_").upper()
+            if env.get(key, "") != "":
+                values[f.name] = _parse(key, env[key], str(f.type))
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> TrainingSettings:
+        """A copy with the non-None ``changes`` applied (CLI flags over env)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _parse(key: str, raw: str, type_name: str) -> Any:
+    try:
+        if type_name.startswith("bool"):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+        return raw
+    except ValueError:
+        raise InvalidTrainingInput(f"{key}={raw!r} is not a valid {type_name}") from None
