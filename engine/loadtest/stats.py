@@ -38,6 +38,8 @@ class StageResult:
     behind_schedule_count: int = 0
     generator_behind: bool = False
     generator_cpu_util: float = 0.0  # busiest load process, CPU seconds / wall seconds
+    cache_hits: float | None = None
+    cache_misses: float | None = None
     loads: float | None = None
     evictions: float | None = None
     mean_load_ms: float | None = None
@@ -98,7 +100,8 @@ def summarize(stage: Stage, outcome: StageOutcome, cache: CacheDelta, slo_p99_ms
         requests=n, errors=errors, status_counts=dict(sorted(counts.items())),
         behind_schedule_max_ms=round(float(lag.max()) * 1000.0, 3) if n else 0.0,
         behind_schedule_count=late, generator_behind=n > 0 and late / n > _BEHIND_FRACTION,
-        generator_cpu_util=round(cpu, 3), loads=cache.loads, evictions=cache.evictions,
+        generator_cpu_util=round(cpu, 3), cache_hits=cache.hits,
+        cache_misses=cache.misses, loads=cache.loads, evictions=cache.evictions,
         mean_load_ms=cache.mean_load_ms, cache_bytes=cache.cache_bytes,
         cache_models=cache.cache_models, hold_s=stage.hold_s,
         passed=bool(n > 0 and p99 <= slo_p99_ms and error_rate < max_error_rate))
