@@ -1,0 +1,67 @@
+"""Every Prometheus metric tenantry exports, defined once (no per-tenant labels).
+
+Each process (router, model-host replica) owns a :class:`Metrics` with its own
+``CollectorRegistry``; the router sums replicas' samples into one /metrics page.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest,
+)
+
+__all__ = ["Metrics", "LATENCY_BUCKETS", "MAX_GAUGES"]
+
+disable_created_metrics()
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LOAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
+DIFF_BUCKETS = (1e-6, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# Gauges merged across replicas with max() rather than sum().
+MAX_GAUGES = frozenset({"tenantry_registry_lag_seconds"})
+
+
+class Metrics:
+    """The metric objects of one process."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("tenantry_requests", "HTTP requests answered, by route and code",
+                                ["route", "code"], registry=r)
+        self.request_seconds = Histogram("tenantry_request_seconds",
+                                         "Time to answer a request inside tenantry",
+                                         ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.cache_hits = Counter("tenantry_cache_hits", "Predictions served from a cached model",
+                                  registry=r)
+        self.cache_misses = Counter("tenantry_cache_misses",
+                                    "Predictions that had to load their model", registry=r)
+        self.cache_evictions = Counter("tenantry_cache_evictions",
+                                       "Models evicted from a cache (budget or new version)",
+                                       registry=r)
+        self.cache_bytes = Gauge("tenantry_cache_bytes", "Bytes of loaded models held in caches",
+                                 registry=r)
+        self.cache_models = Gauge("tenantry_cache_models", "Models held in caches", registry=r)
+        self.model_load_seconds = Histogram("tenantry_model_load_seconds",
+                                            "Time to read, verify and load one model",
+                                            buckets=LOAD_BUCKETS, registry=r)
+        self.model_load_failures = Counter("tenantry_model_load_failures",
+                                           "Model loads that failed (missing, corrupt, invalid)",
+                                           registry=r)
+        self.shadow_requests = Counter("tenantry_shadow_requests",
+                                       "Mirrored shadow predictions, by outcome",
+                                       ["outcome"], registry=r)
+        self.shadow_abs_diff = Histogram("tenantry_shadow_abs_diff",
+                                         "Absolute difference between shadow and production",
+                                         buckets=DIFF_BUCKETS, registry=r)
+        self.registry_refresh_seconds = Histogram("tenantry_registry_refresh_seconds",
+                                                  "Time to refresh the registry snapshot",
+                                                  buckets=LOAD_BUCKETS, registry=r)
+        self.registry_lag_seconds = Gauge("tenantry_registry_lag_seconds",
+                                          "Seconds since the snapshot was last known current",
+                                          registry=r)
+        self.replicas = Gauge("tenantry_replicas", "Model-host replicas the router can reach",
+                              registry=r)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this process's metrics."""
+        return generate_latest(self.registry)

@@ -1,0 +1,149 @@
+"""The model host's HTTP API (FastAPI; OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from engine.metrics import Metrics
+from engine.serving.auth import KeyStore
+from engine.serving.host import ModelHostState
+from registry import Alias, validate_tenant_id
+from registry.errors import TenantryError, UnknownTenant
+
+__all__ = ["create_app", "route_label", "error_response"]
+
+ASGIApp = Callable[..., Awaitable[None]]
+RouteHook = Callable[[FastAPI, ModelHostState, KeyStore], None]
+
+
+class PredictRequest(BaseModel):
+    """Rows to score: lists in model feature order, or objects keyed by feature name."""
+
+    instances: list[list[float | None] | dict[str, float | None]] = Field(
+        ..., examples=[[[0.1, 12.0, None]], [{"txn_amount": 12.5, "account_age_days": 400}]])
+
+
+class PredictResponse(BaseModel):
+    """Production predictions (probability of the positive class) per row."""
+
+    tenant_id: str
+    model_version: int
+    predictions: list[float]
+
+
+def route_label(path: str) -> str:
+    """Bounded route label for metrics (never the tenant id)."""
+    if path.startswith("/v1/tenants/"):
+        tail = path.rsplit("/", 1)[-1]
+        return tail if tail in ("predict", "model", "shadow") else "tenant_other"
+    if path in ("/healthz", "/readyz", "/metrics"):
+        return path[1:]
+    if path.startswith("/v1/admin/"):
+        return "admin"
+    return "other"
+
+
+def error_response(exc: TenantryError) -> Response:
+    """The JSON error body every route answers with."""
+    return JSONResponse({"error": type(exc).__name__, "detail": str(exc)},
+                        status_code=exc.status_code)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware counting requests by route and status (cheap on the hot path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = route_label(scope["path"])
+            self.metrics.requests.labels(route, str(status[0])).inc()
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+
+
+def create_app(state: ModelHostState, keys: KeyStore | None = None,
+               extra_routes: list[RouteHook] | None = None,
+               ready: Callable[[], bool] = lambda: True) -> Any:
+    """The FastAPI app of a model host, wrapped in the metrics middleware."""
+    keys = keys or KeyStore()
+    app = FastAPI(title="tenantry", version="0.1.0",
+                  description="Per-tenant model predictions with lazy-loaded, cached models.")
+
+    @app.exception_handler(TenantryError)
+    async def _tenantry_error(_: Request, exc: TenantryError) -> Response:
+        return error_response(exc)
+
+    @app.post("/v1/tenants/{tenant_id}/predict", response_model=PredictResponse,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": PredictRequest.model_json_schema()}}}},
+              responses={404: {"description": "unknown tenant or no production model"},
+                         422: {"description": "malformed input"},
+                         503: {"description": "model could not be loaded"}})
+    async def predict(tenant_id: str, request: Request) -> Response:
+        """Score rows with the tenant's production model."""
+        validate_tenant_id(tenant_id)
+        keys.check_tenant(request.headers, tenant_id)
+        body = await request.body()
+        pred = await state.predict(
+            tenant_id, body, request.headers.get("x-request-id") or uuid.uuid4().hex,
+            request.headers.get("x-tenantry-synthetic") == "1")
+        payload = json.dumps({"tenant_id": pred.tenant_id, "model_version": pred.version,
+                              "predictions": pred.predictions}).encode()
+        return Response(payload, media_type="application/json",
+                        headers={"x-model-version": str(pred.version)})
+
+    @app.get("/v1/tenants/{tenant_id}/model")
+    async def model(tenant_id: str, request: Request) -> dict[str, Any]:
+        """Production (and shadow) version metadata and metrics of a tenant."""
+        validate_tenant_id(tenant_id)
+        keys.check_tenant(request.headers, tenant_id)
+        snap = state.snapshot
+        tm = snap.tenant_models(tenant_id)
+        if tm.production is None and tm.shadow is None:
+            raise UnknownTenant(f"tenant {tenant_id!r} has no production model")
+        doc = tm.to_json()
+        doc["aliases"] = {a.value: snap.alias_version(tenant_id, a) for a in Alias}
+        return doc
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness: the registry snapshot is loaded and the host accepts traffic."""
+        ok = ready() and state.snapshot.last_refresh_at > 0
+        return JSONResponse({"ready": ok, **state.stats()}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """This replica's Prometheus metrics."""
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    for hook in extra_routes or []:
+        hook(app, state, keys)
+    return MetricsMiddleware(app, state.metrics)

@@ -1,0 +1,191 @@
+"""What one model-host replica does: resolve, load (cached), validate and predict.
+
+:class:`ModelHostState` holds the replica's registry snapshot and model cache; it is
+plain asyncio and knows nothing of HTTP or Ray, so tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.metrics import Metrics
+from engine.serving.cache import ModelCache
+from engine.serving.model import LoadedModel, load_model
+from engine.serving.validation import parse_body, to_matrix
+from engine.settings import ServeSettings
+from registry import Alias, ModelKey, ModelVersion, Registry, validate_tenant_id
+from registry.errors import ModelLoadError, TenantryError
+
+__all__ = ["ModelHostState", "Prediction", "ShadowHook"]
+
+FAILED_LOAD_TTL_S = 5.0  # a model that failed to load answers 503 at once for this long
+
+
+class ShadowHook(Protocol):
+    """What shadow mode plugs into a host (see engine.shadow)."""
+
+    def after_predict(self, tenant_id: str, production: ModelVersion, x: np.ndarray,
+                      predictions: np.ndarray, request_id: str, synthetic: bool,
+                      latency_s: float) -> None:
+        """Called after the production answer is computed; must not block."""
+
+    def pinned_versions(self, tenant_id: str) -> Iterable[int]:
+        """Versions of the tenant the cache must not drop as stale."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A production answer."""
+
+    tenant_id: str
+    version: int
+    predictions: list[float]
+
+
+class ModelHostState:
+    """Snapshot + cache + predict, for one replica."""
+
+    def __init__(self, settings: ServeSettings, registry: Registry,
+                 metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics or Metrics()
+        self.snapshot = registry.new_snapshot()
+        self.executor = ThreadPoolExecutor(max(1, settings.load_threads),
+                                           thread_name_prefix="tenantry-load")
+        self.cache: ModelCache[ModelKey, LoadedModel] = ModelCache(
+            settings.cache_bytes, self._load, sizeof=lambda m: m.nbytes,
+            on_evict=self._on_evict)
+        self.shadow: ShadowHook | None = None
+        self._failed: dict[ModelKey, tuple[float, TenantryError]] = {}
+        self._refresher: asyncio.Task[None] | None = None
+        self.metrics.registry_lag_seconds.set_function(self.snapshot.lag_seconds)
+
+    # -- loading ------------------------------------------------------------------------
+    async def _load(self, key: ModelKey) -> LoadedModel:
+        failed = self._failed.get(key)
+        if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_TTL_S:
+            raise failed[1]
+        mv = self.snapshot.version(key.tenant_id, key.version)
+        started = time.perf_counter()
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(
+                self.executor, load_model, self.registry, mv)
+        except TenantryError as exc:
+            self.metrics.model_load_failures.inc()
+            self._failed[key] = (time.monotonic(), exc)
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else is a load failure too
+            self.metrics.model_load_failures.inc()
+            err = ModelLoadError(f"could not load {key}: {exc}")
+            self._failed[key] = (time.monotonic(), err)
+            raise err from exc
+        self._failed.pop(key, None)
+        self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+        return model
+
+    def _on_evict(self, key: ModelKey, model: LoadedModel) -> None:
+        self.metrics.cache_evictions.inc()
+
+    def _update_gauges(self) -> None:
+        self.metrics.cache_bytes.set(self.cache.nbytes)
+        self.metrics.cache_models.set(len(self.cache))
+
+    async def model_for(self, mv: ModelVersion) -> tuple[LoadedModel, bool]:
+        """The loaded model for ``mv`` and whether the cache had it."""
+        model, hit = await self.cache.get(ModelKey(mv.tenant_id, mv.version))
+        if not hit:
+            self._update_gauges()
+        return model, hit
+
+    # -- the request path ---------------------------------------------------------------
+    async def predict(self, tenant_id: str, body: bytes, request_id: str = "",
+                      synthetic: bool = False) -> Prediction:
+        """Answer one predict request with the tenant's production model.
+
+        Raises:
+            InvalidTenantId / UnknownTenant / ValidationError / ChecksumMismatch /
+            ModelLoadError: mapped to 422 / 404 / 422 / 503 / 503 by the API.
+        """
+        started = time.perf_counter()
+        validate_tenant_id(tenant_id)
+        mv = self.snapshot.resolve(tenant_id, Alias.PRODUCTION)
+        instances = parse_body(body, self.settings.max_rows)
+        model, hit = await self.model_for(mv)
+        x = to_matrix(instances, model.feature_names, model.index)
+        preds = model.predict(x)
+        (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
+        if self.shadow is not None:
+            self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
+                                      time.perf_counter() - started)
+        return Prediction(tenant_id, mv.version, preds.tolist())
+
+    # -- keeping current ----------------------------------------------------------------
+    def evict_stale(self) -> int:
+        """Drop cached versions no alias (or shadow config) of their tenant points at."""
+        def stale(key: ModelKey) -> bool:
+            wanted = {self.snapshot.alias_version(key.tenant_id, a) for a in Alias}
+            if self.shadow is not None:
+                wanted.update(self.shadow.pinned_versions(key.tenant_id))
+            return key.version not in wanted
+
+        n = self.cache.evict_where(stale)
+        if n:
+            self._update_gauges()
+        return n
+
+    async def refresh_once(self) -> bool:
+        """Refresh the snapshot off-loop; evict what it made stale. True if it changed."""
+        started = time.perf_counter()
+        changed = await asyncio.get_running_loop().run_in_executor(self.executor,
+                                                                   self.snapshot.refresh)
+        self.metrics.registry_refresh_seconds.observe(time.perf_counter() - started)
+        if changed:
+            self.evict_stale()
+        return changed
+
+    async def run_refresher(self) -> None:
+        """Refresh forever at the configured interval (cancel the task to stop)."""
+        while True:
+            await asyncio.sleep(self.settings.refresh_interval_s)
+            try:
+                await self.refresh_once()
+            except Exception:  # noqa: BLE001 - keep serving the last good snapshot
+                pass
+
+    def start_refresher(self) -> None:
+        """Start :meth:`run_refresher` on the running loop."""
+        self._refresher = asyncio.get_running_loop().create_task(self.run_refresher())
+
+    async def preload(self, tenants: Iterable[str], budget_bytes: int) -> int:
+        """Load the given tenants' production models, hottest first, up to ``budget_bytes``."""
+        loaded = 0
+        for tenant in tenants:
+            if self.cache.nbytes >= budget_bytes:
+                break
+            try:
+                await self.model_for(self.snapshot.resolve(tenant))
+                loaded += 1
+            except TenantryError:
+                continue
+        return loaded
+
+    def stats(self) -> dict[str, Any]:
+        """Small status document for heartbeats and /readyz."""
+        return {"models": len(self.cache), "bytes": self.cache.nbytes,
+                "budget_bytes": self.cache.budget_bytes,
+                "snapshot_generation": self.snapshot.generation,
+                "tenants": len(self.snapshot.tenants())}
+
+    async def close(self) -> None:
+        """Stop background work and release the loader threads."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)

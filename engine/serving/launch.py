@@ -1,0 +1,84 @@
+"""Start and stop a tenantry serving app on Ray Serve (used by the CLI, demo, tests, benches)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import ray
+from ray import serve
+
+from engine.serving.app import DEFAULT_APP_NAME, build_app
+from engine.serving.directory import NAMESPACE, directory_name
+from engine.settings import ServeSettings
+from registry.errors import Unavailable
+
+__all__ = ["ServingHandle", "start_serving", "ensure_ray", "wait_ready"]
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` or start a local Ray bound to loopback, once per process."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1", namespace=NAMESPACE)
+
+
+def wait_ready(url: str, replicas: int, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Poll ``url``/readyz until the router sees ``replicas`` replicas.
+
+    Raises:
+        Unavailable: not ready within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+                last = json.loads(resp.read())
+                if last.get("replicas", 0) >= replicas:
+                    return dict(last)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = exc
+        time.sleep(0.2)
+    raise Unavailable(f"serving at {url} not ready after {timeout_s:.0f}s (last: {last})")
+
+
+@dataclass
+class ServingHandle:
+    """A running app: its URL and how to stop it."""
+
+    url: str
+    app_name: str
+    settings: ServeSettings
+
+    def shutdown(self) -> None:
+        """Delete the app and its directory actor (Ray itself keeps running)."""
+        try:
+            serve.delete(self.app_name)
+        finally:
+            try:
+                ray.kill(ray.get_actor(directory_name(self.app_name), namespace=NAMESPACE))
+            except ValueError:
+                pass
+
+
+def start_serving(settings: ServeSettings, app_name: str = DEFAULT_APP_NAME,
+                  address: str | None = None, timeout_s: float = 180.0) -> ServingHandle:
+    """Deploy the router and ``settings.replicas`` model hosts; return once ready."""
+    ensure_ray(address)
+    serve.start(proxy_location="Disabled")
+    args: dict[str, Any] = asdict(settings)
+    args["app_name"] = app_name
+    serve.run(build_app(args), name=app_name, route_prefix=None, blocking=False)
+    url = f"http://{settings.host}:{settings.port}"
+    wait_ready(url, settings.replicas, timeout_s)
+    return ServingHandle(url, app_name, settings)
+

@@ -1,0 +1,91 @@
+"""Serving configuration: one typed object, read once from ``TENANTRY_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+__all__ = ["ServeSettings"]
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything a router and its model-host replicas need to know."""
+
+    registry: str = "./tenantry-data/registry"
+    """Registry root (path or ``s3://``); ``TENANTRY_REGISTRY``."""
+    host: str = "127.0.0.1"
+    """Address the router's HTTP server binds; ``TENANTRY_HOST``."""
+    port: int = 8080
+    """Port of the router's HTTP server; ``TENANTRY_PORT``."""
+    replicas: int = 2
+    """Number of model-host replicas; ``TENANTRY_REPLICAS``."""
+    cache_mb: float = 64.0
+    """Model cache budget per replica, in MB of loaded-model memory; ``TENANTRY_CACHE_MB``."""
+    replica_host: str = "127.0.0.1"
+    """Address replicas bind and advertise; ``auto`` = the Ray node IP (multi-node)."""
+    refresh_interval_s: float = 1.0
+    """How often replicas refresh their registry snapshot; ``TENANTRY_REFRESH_INTERVAL_S``."""
+    heartbeat_interval_s: float = 1.0
+    """How often replicas report to the router; ``TENANTRY_HEARTBEAT_INTERVAL_S``."""
+    replica_ttl_s: float = 5.0
+    """A replica silent this long is dropped from routing; ``TENANTRY_REPLICA_TTL_S``."""
+    preload_share: float = 0.5
+    """Share of the cache budget a starting replica fills with its hottest tenants."""
+    load_factor: float = 1.25
+    """Bounded-load factor c: a replica takes a tenant's request only while its in-flight
+    count is below ``ceil(c * mean in-flight)``; else the next replica in hash order."""
+    max_rows: int = 1000
+    """Most rows accepted in one predict request; ``TENANTRY_MAX_ROWS``."""
+    load_threads: int = 4
+    """Threads per replica that load models (loads never block cached predictions)."""
+    api_keys_file: str = ""
+    """JSON file of hashed API keys; empty disables auth; ``TENANTRY_API_KEYS_FILE``."""
+    replica_num_cpus: float = 0.0
+    """CPUs Ray reserves per model-host replica (0 lets hosts share a small box)."""
+    replica_resources: str = ""
+    """Custom Ray resources per replica, ``name=amount[,…]`` (e.g. ``serving=1``)."""
+    access_log: bool = False
+    """Log every request (off: it costs CPU on the hot path)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
+        """Settings from ``TENANTRY_*`` variables, then explicit ``overrides`` (not None)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"TENANTRY_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> ServeSettings:
+        """A copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    @property
+    def cache_bytes(self) -> int:
+        """The cache budget in bytes."""
+        return int(self.cache_mb * 1024 * 1024)
+
+    def resources(self) -> dict[str, float]:
+        """``replica_resources`` parsed into a dict."""
+        out: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in self.replica_resources.split(","))):
+            name, _, amount = part.partition("=")
+            out[name.strip()] = float(amount or 1)
+        return out
+
+
+def _coerce(kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    if kind == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
