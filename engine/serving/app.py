@@ -117,6 +117,7 @@ class ModelHost:
         except Exception:  # noqa: BLE001 - the directory may be gone already
             pass
         self.server.stop()
+        self.state.close()
 
     def __del__(self) -> None:
         # Ray Serve's graceful-shutdown hook is __del__; the work is in shutdown().

@@ -39,6 +39,9 @@ class ShadowHook(Protocol):
     def pinned_versions(self, tenant_id: str) -> Iterable[int]:
         """Versions of the tenant the cache must not drop as stale."""
 
+    def close(self) -> None:
+        """Flush what is buffered (called on graceful shutdown)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
@@ -184,8 +187,10 @@ class ModelHostState:
                 "snapshot_generation": self.snapshot.generation,
                 "tenants": len(self.snapshot.tenants())}
 
-    async def close(self) -> None:
-        """Stop background work and release the loader threads."""
+    def close(self) -> None:
+        """Stop background work, flush shadow logs and release the loader threads."""
         if self._refresher is not None:
             self._refresher.cancel()
+        if self.shadow is not None:
+            self.shadow.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
