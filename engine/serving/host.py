@@ -122,9 +122,9 @@ class ModelHostState:
         mv = self.snapshot.resolve(tenant_id, Alias.PRODUCTION)
         instances = parse_body(body, self.settings.max_rows)
         model, hit = await self.model_for(mv)
+        (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
         x = to_matrix(instances, model.feature_names, model.index)
         preds = model.predict(x)
-        (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
         if self.shadow is not None:
             self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
                                       time.perf_counter() - started)

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.serving.cache import ModelCache
+
+
+class Sized:
+    def __init__(self, key: str, nbytes: int) -> None:
+        self.key, self.nbytes = key, nbytes
+
+
+def make_cache(budget: int, delay: float = 0.0, sizes: dict[str, int] | None = None):
+    calls: list[str] = []
+    evicted: list[str] = []
+
+    async def load(key: str) -> Sized:
+        calls.append(key)
+        await asyncio.sleep(delay)
+        if key.startswith("bad"):
+            raise RuntimeError(f"cannot load {key}")
+        return Sized(key, (sizes or {}).get(key, 10))
+
+    cache = ModelCache(budget, load, sizeof=lambda v: v.nbytes,
+                       on_evict=lambda k, v: evicted.append(k))
+    return cache, calls, evicted
+
+
+def test_concurrent_misses_share_one_load() -> None:
+    async def main() -> None:
+        cache, calls, _ = make_cache(100, delay=0.05)
+        results = await asyncio.gather(*(cache.get("a") for _ in range(20)))
+        assert calls == ["a"]
+        assert sum(hit for _, hit in results) == 0
+        assert len({id(v) for v, _ in results}) == 1
+        value, hit = await cache.get("a")
+        assert hit and value is results[0][0]
+
+    asyncio.run(main())
+
+
+def test_loads_of_different_keys_run_in_parallel_and_hits_do_not_wait() -> None:
+    async def main() -> None:
+        cache, calls, _ = make_cache(100, delay=0.2)
+        await cache.get("warm")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        slow = [asyncio.create_task(cache.get(k)) for k in ("x", "y", "z")]
+        await asyncio.sleep(0)
+        _, hit = await cache.get("warm")  # must not wait for x/y/z
+        assert hit and loop.time() - started < 0.1
+        await asyncio.gather(*slow)
+        assert loop.time() - started < 0.35  # three 0.2 s loads overlapped, not 0.6 s
+
+    asyncio.run(main())
+
+
+def test_byte_budget_evicts_least_recently_used() -> None:
+    async def main() -> None:
+        cache, _, evicted = make_cache(30)
+        for k in ("a", "b", "c"):
+            await cache.get(k)
+        await cache.get("a")  # a is now most recent
+        await cache.get("d")
+        assert evicted == ["b"]
+        assert cache.nbytes == 30 and len(cache) == 3
+        assert "a" in cache and "b" not in cache
+
+    asyncio.run(main())
+
+
+def test_failed_load_is_not_cached_and_every_waiter_sees_it() -> None:
+    async def main() -> None:
+        cache, calls, _ = make_cache(100, delay=0.01)
+        results = await asyncio.gather(*(cache.get("bad1") for _ in range(5)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert calls == ["bad1"] and "bad1" not in cache
+        with pytest.raises(RuntimeError):
+            await cache.get("bad1")
+        assert calls == ["bad1", "bad1"]
+
+    asyncio.run(main())
+
+
+def test_value_larger_than_budget_is_served_not_kept() -> None:
+    async def main() -> None:
+        cache, _, _ = make_cache(50, sizes={"huge": 80})
+        value, hit = await cache.get("huge")
+        assert value.key == "huge" and not hit and "huge" not in cache
+
+    asyncio.run(main())
+
+
+def test_evict_where_counts_evictions() -> None:
+    async def main() -> None:
+        cache, _, evicted = make_cache(100)
+        for k in ("a1", "a2", "b1"):
+            await cache.get(k)
+        assert cache.evict_where(lambda k: k.startswith("a")) == 2
+        assert sorted(evicted) == ["a1", "a2"] and cache.keys() == ["b1"]
+
+    asyncio.run(main())

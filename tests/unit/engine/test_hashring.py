@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from collections import Counter
+
+from engine.serving.hashring import BoundedLoadBalancer, rendezvous_order
+
+
+def test_owner_is_stable_and_balanced() -> None:
+    replicas = ["r1", "r2", "r3"]
+    owners = Counter(rendezvous_order(f"t{i}", replicas)[0] for i in range(3000))
+    assert set(owners) == set(replicas)
+    assert min(owners.values()) > 800
+    assert rendezvous_order("acme", replicas) == rendezvous_order("acme", list(reversed(replicas)))
+
+
+def test_removing_a_replica_moves_only_its_tenants() -> None:
+    before = {f"t{i}": rendezvous_order(f"t{i}", ["r1", "r2", "r3"])[0] for i in range(2000)}
+    after = {t: rendezvous_order(t, ["r1", "r3"])[0] for t in before}
+    moved = [t for t in before if before[t] != after[t]]
+    assert moved and all(before[t] == "r2" for t in moved)
+
+
+def test_bounded_load_spills_a_hot_tenant_to_its_second_choice() -> None:
+    lb = BoundedLoadBalancer(load_factor=1.25, min_bound=4)
+    lb.set_replicas(["r1", "r2"])
+    owner, second = lb.order("hot")
+    assert lb.choose("hot", {owner: 3, second: 0})[0] == owner
+    assert lb.choose("hot", {owner: 12, second: 0}) == [second, owner]
+    assert lb.spills == 1
+
+
+def test_small_queues_never_spill() -> None:
+    lb = BoundedLoadBalancer(load_factor=1.25, min_bound=8)
+    lb.set_replicas(["r1", "r2"])
+    owner = lb.owner("t")
+    for depth in range(8):
+        assert lb.choose("t", {owner: depth})[0] == owner
+    assert lb.spills == 0
+
+
+def test_membership_change_resets_memo() -> None:
+    lb = BoundedLoadBalancer()
+    assert lb.set_replicas(["a", "b"]) is True
+    assert lb.set_replicas(["b", "a"]) is False
+    lb.order("t")
+    lb.set_replicas(["a"])
+    assert lb.order("t") == ["a"]
