@@ -49,6 +49,20 @@ class ServeSettings:
     """Custom Ray resources per replica, ``name=amount[,…]`` (e.g. ``serving=1``)."""
     access_log: bool = False
     """Log every request (off: it costs CPU on the hot path)."""
+    shadow_queue_size: int = 1024
+    """Mirrored requests a replica buffers for its shadow worker; more are dropped."""
+    shadow_flush_rows: int = 2000
+    """Shadow pairs buffered before the pair log is written (also every ``shadow_flush_s``)."""
+    shadow_flush_s: float = 2.0
+    """Longest a shadow pair waits in memory before it is written to the pair log."""
+    shadow_config_refresh_s: float = 1.0
+    """How often replicas re-read the shadow configuration table."""
+    shadow_cache_mb: float = 16.0
+    """Separate LRU budget for shadow models, so shadowing never evicts production models."""
+    shadow_max_age_s: float = 10.0
+    """A mirrored request older than this when the worker reaches it is discarded (timeout)."""
+    shadow_nice: int = 10
+    """Niceness added to the shadow threads so the OS runs them after production."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
