@@ -80,6 +80,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"| {s['p99_ms']:.2f} | {s['error_rate']:.3%} | {hit} | {s['loads']} "
             f"| {s['evictions']} | {mb} | {s['behind_schedule_max_ms']:.1f} / "
             f"{s['behind_schedule_count']} | {'pass' if s['passed'] else 'FAIL'} |")
+    rec = {k: ("n/a" if v is None else v) for k, v in rec.items()}
     lines += ["", "## Recommendation", "",
               f"For **{rec['target_rps']} req/s over {rec['target_tenants']} tenants** with "
               f"{rec['headroom']:.0%} headroom: **{rec['replicas']} replicas** "
