@@ -1,0 +1,197 @@
+"""Per-tenant shadow settings and the table every replica reads them from.
+
+A :class:`ShadowConfig` says which version shadows a tenant (None: its ``shadow`` alias,
+resolved when a request is mirrored), what fraction of its requests is mirrored and the
+optional window ``[start, until)`` after which shadowing stops by itself. Configs are
+rows of the append-only ``shadow/config`` Delta table (latest row per tenant wins), so the
+CLI and any replica can write them and every replica sees them within a refresh.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from engine.shadow.tables import CONFIG, ShadowTables
+from registry import validate_tenant_id
+from registry.errors import ValidationError
+
+__all__ = ["ShadowConfig", "ConfigStore", "ConfigWatcher", "parse_time", "build_config"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_time(value: str | datetime | None) -> datetime | None:
+    """An aware UTC datetime from ISO 8601 text (naive times are taken as UTC).
+
+    Raises:
+        ValidationError: ``value`` is not ISO 8601.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValidationError(f"not an ISO 8601 time: {value!r} "
+                                  "(e.g. 2026-12-01T18:00:00Z)") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowConfig:
+    """How one tenant is shadowed."""
+
+    tenant_id: str
+    fraction: float
+    version: int | None = None
+    start: datetime | None = None
+    until: datetime | None = None
+    set_at: datetime | None = None
+
+    def active(self, now: datetime | None = None) -> bool:
+        """True while ``now`` lies in the window and the fraction is positive."""
+        now = now or _now()
+        if self.fraction <= 0:
+            return False
+        if self.start is not None and now < self.start:
+            return False
+        return self.until is None or now < self.until
+
+    def window(self) -> tuple[float, float]:
+        """The window as epoch seconds (``-inf``/``inf`` when open), for the hot path."""
+        return (self.start.timestamp() if self.start else float("-inf"),
+                self.until.timestamp() if self.until else float("inf"))
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form used by the CLI and the HTTP routes."""
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat() if t else None
+
+        return {"tenant_id": self.tenant_id, "version": self.version,
+                "fraction": self.fraction, "start": iso(self.start),
+                "until": iso(self.until), "set_at": iso(self.set_at),
+                "active": self.active()}
+
+
+def build_config(tenant_id: str, fraction: float, version: int | None = None,
+                 start: str | datetime | None = None,
+                 until: str | datetime | None = None) -> ShadowConfig:
+    """A validated config stamped with the current time.
+
+    Raises:
+        InvalidTenantId: bad tenant id.
+        ValidationError: fraction outside [0, 1], version < 1, bad times or an empty window.
+    """
+    validate_tenant_id(tenant_id)
+    fraction = float(fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValidationError(f"fraction must be between 0 and 1, got {fraction}")
+    if version is not None and int(version) < 1:
+        raise ValidationError(f"version must be >= 1, got {version}")
+    t0, t1 = parse_time(start), parse_time(until)
+    if t0 is not None and t1 is not None and t1 <= t0:
+        raise ValidationError("until must be later than start")
+    return ShadowConfig(tenant_id, fraction, None if version is None else int(version),
+                        t0, t1, _now())
+
+
+class ConfigStore:
+    """Reads and appends rows of ``shadow/config``."""
+
+    def __init__(self, tables: ShadowTables) -> None:
+        self.tables = tables
+
+    def set(self, config: ShadowConfig) -> None:
+        """Record ``config`` as the tenant's current shadow setting."""
+        self._append(config.tenant_id, config.version, config.fraction, config.start,
+                     config.until, False)
+
+    def clear(self, tenant_id: str) -> None:
+        """Stop shadowing ``tenant_id``."""
+        self._append(validate_tenant_id(tenant_id), None, 0.0, None, None, True)
+
+    def _append(self, tenant_id: str, version: int | None, fraction: float,
+                start: datetime | None, until: datetime | None, cleared: bool) -> None:
+        self.tables.append(CONFIG, pa.table({
+            "tenant_id": [tenant_id], "version": pa.array([version], pa.int64()),
+            "fraction": [fraction], "start": [start], "until": [until],
+            "cleared": [cleared], "set_at": [_now()]}))
+
+    def version(self) -> int:
+        """Current table version (-1 before the first config)."""
+        return self.tables.version(CONFIG)
+
+    def load(self) -> dict[str, ShadowConfig]:
+        """tenant -> current config, for every tenant not cleared."""
+        rows = self.tables.query(CONFIG).to_pylist()
+        rows.sort(key=lambda r: r["set_at"])
+        out: dict[str, ShadowConfig] = {}
+        for r in rows:
+            if r["cleared"]:
+                out.pop(r["tenant_id"], None)
+            else:
+                out[r["tenant_id"]] = ShadowConfig(
+                    r["tenant_id"], float(r["fraction"]), r["version"], r["start"],
+                    r["until"], r["set_at"])
+        return out
+
+    def get(self, tenant_id: str) -> ShadowConfig | None:
+        """The tenant's current config, if any."""
+        return self.load().get(tenant_id)
+
+
+class ConfigWatcher:
+    """Background thread that re-reads the config table whenever its version moves."""
+
+    def __init__(self, store: ConfigStore, interval_s: float,
+                 on_change: Callable[[dict[str, ShadowConfig]], None]) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self.on_change = on_change
+        self._seen = -2
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def refresh(self) -> bool:
+        """Reload if the table changed; True when it did.
+
+        Raises:
+            RegistryError: the table could not be read.
+        """
+        version = self.store.version()
+        if version == self._seen:
+            return False
+        configs = self.store.load() if version >= 0 else {}
+        self._seen = version
+        self.on_change(configs)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - keep the last good configs
+                self.errors += 1
+
+    def start(self) -> None:
+        """Start refreshing every ``interval_s`` seconds on a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="tenantry-shadow-config",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (waits briefly)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)

@@ -1,0 +1,212 @@
+"""What the pair log says about a shadow version: agreement, differences, shift, latency.
+
+:func:`compare` is the pure statistics (unit-tested against hand-computed values);
+:func:`shadow_report` reads one tenant's pairs from ``shadow/log`` and drop counts from
+``shadow/stats`` and returns a :class:`ShadowReport`, the document behind
+``tenantry shadow report``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from engine.shadow.config import ConfigStore
+from engine.shadow.tables import PAIRS, STATS, ShadowTables, sql_str
+from registry import Alias, Registry, validate_tenant_id
+
+__all__ = ["Comparison", "ShadowReport", "compare", "psi", "ks_statistic", "shadow_report"]
+
+THRESHOLD = 0.5
+PSI_BINS = 10
+PSI_EPS = 1e-4
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float:
+    """Population stability index of ``actual`` against ``expected``.
+
+    Bins are the deciles of ``expected`` (ties merged); each side's share per bin is
+    floored at 1e-4 so an empty bin stays finite. Under 0.1 is usually read as no shift,
+    0.1-0.25 as moderate, above 0.25 as a significant shift.
+    """
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
+    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1)
+    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1)
+    pe = np.maximum(e / max(1, len(expected)), PSI_EPS)
+    pa_ = np.maximum(a / max(1, len(actual)), PSI_EPS)
+    return float(np.sum((pa_ - pe) * np.log(pa_ / pe)))
+
+
+def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two ECDFs."""
+    grid = np.concatenate([a, b])
+    fa = np.searchsorted(np.sort(a), grid, side="right") / len(a)
+    fb = np.searchsorted(np.sort(b), grid, side="right") / len(b)
+    return float(np.max(np.abs(fa - fb)))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Statistics of paired production/shadow predictions."""
+
+    pairs: int
+    agreement: float | None
+    mean_abs_diff: float | None
+    max_abs_diff: float | None
+    psi: float | None
+    ks: float | None
+    production_mean: float | None
+    shadow_mean: float | None
+
+
+def compare(production: np.ndarray, shadow: np.ndarray) -> Comparison:
+    """Agreement at 0.5, mean/max absolute difference, PSI and KS of two paired sets."""
+    p = np.asarray(production, dtype=np.float64)
+    s = np.asarray(shadow, dtype=np.float64)
+    if len(p) == 0:
+        return Comparison(0, None, None, None, None, None, None, None)
+    diff = np.abs(p - s)
+    return Comparison(len(p), float(np.mean((p >= THRESHOLD) == (s >= THRESHOLD))),
+                      float(diff.mean()), float(diff.max()), psi(p, s), ks_statistic(p, s),
+                      float(p.mean()), float(s.mean()))
+
+
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+@dataclass(frozen=True)
+class ShadowReport:
+    """``tenantry shadow report`` for one tenant and one (production, shadow) pair."""
+
+    tenant_id: str
+    production_version: int | None
+    shadow_version: int | None
+    comparison: Comparison
+    dropped: int
+    errors: int
+    timeouts: int
+    requests: int
+    production_p50_ms: float | None
+    production_p99_ms: float | None
+    shadow_p50_ms: float | None
+    shadow_p99_ms: float | None
+    first_at: datetime | None
+    last_at: datetime | None
+    config: dict[str, Any] | None
+    other_pairs: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract document (DESIGN.md) plus shift, latency and window keys."""
+        doc: dict[str, Any] = {"tenant_id": self.tenant_id,
+                               "production_version": self.production_version,
+                               "shadow_version": self.shadow_version}
+        doc.update(asdict(self.comparison))
+        doc.update({k: v for k, v in asdict(self).items()
+                    if k not in doc and k != "comparison"})
+        for k in ("first_at", "last_at"):
+            doc[k] = doc[k].isoformat() if doc[k] else None
+        doc["promote_command"] = (
+            f"tenantry registry promote {self.tenant_id} {self.shadow_version}"
+            if self.comparison.pairs and self.shadow_version else None)
+        return doc
+
+    def text(self) -> str:
+        """Human-readable summary."""
+        c = self.comparison
+
+        def f(v: float | None, fmt: str = ".4f") -> str:
+            return "n/a" if v is None else format(v, fmt)
+
+        lines = [f"shadow report for {self.tenant_id}: production v{self.production_version} "
+                 f"vs shadow v{self.shadow_version}",
+                 f"  pairs {c.pairs} ({self.requests} requests)   agreement@0.5 "
+                 f"{f(c.agreement)}   mean |diff| {f(c.mean_abs_diff)}   max |diff| "
+                 f"{f(c.max_abs_diff)}",
+                 f"  shift: PSI {f(c.psi)}  KS {f(c.ks)}   mean prediction "
+                 f"{f(c.production_mean)} -> {f(c.shadow_mean)}",
+                 f"  latency ms p50/p99: production {f(self.production_p50_ms, '.2f')}/"
+                 f"{f(self.production_p99_ms, '.2f')}  shadow {f(self.shadow_p50_ms, '.2f')}/"
+                 f"{f(self.shadow_p99_ms, '.2f')}",
+                 f"  dropped {self.dropped}  errors {self.errors}  timeouts {self.timeouts}"]
+        if self.config:
+            lines.append(f"  config: fraction {self.config['fraction']} until "
+                         f"{self.config['until'] or 'cleared'} (active: {self.config['active']})")
+        if self.other_pairs:
+            lines.append(f"  other version pairs in the log: {self.other_pairs}")
+        if c.pairs and self.shadow_version:
+            lines.append(f"  to promote: tenantry registry promote {self.tenant_id} "
+                         f"{self.shadow_version}")
+        return "\n".join(lines)
+
+
+def shadow_report(registry: Registry, tenant_id: str, since: datetime | None = None,
+                  shadow_version: int | None = None) -> ShadowReport:
+    """Read the tenant's pairs (since ``since``) and summarise one version pair.
+
+    Args:
+        registry: the registry whose ``shadow/`` tables to read.
+        tenant_id: the tenant.
+        since: only pairs at or after this time (aware datetime).
+        shadow_version: which shadow version to report on; default the latest logged.
+
+    Returns:
+        the report (zero pairs when nothing was logged yet).
+
+    Raises:
+        InvalidTenantId: bad tenant id.
+    """
+    validate_tenant_id(tenant_id)
+    tables = ShadowTables.for_registry(registry)
+    where = f"tenant_id = {sql_str(tenant_id)}"
+    if since is not None:
+        where += f" AND date >= {sql_str(since.strftime('%Y-%m-%d'))}"
+    pairs = tables.query(PAIRS, where, "ts, request_id, row, production_version, "
+                         "shadow_version, production, shadow, production_latency_ms, "
+                         "shadow_latency_ms").to_pandas()
+    if since is not None and len(pairs):
+        pairs = pairs[pairs["ts"] >= since]
+    snap = registry.snapshot()
+    prod_v = snap.alias_version(tenant_id, Alias.PRODUCTION)
+    shadow_v = shadow_version
+    config = ConfigStore(tables).get(tenant_id)
+    other: dict[str, int] = {}
+    if len(pairs):
+        latest = pairs.sort_values("ts").iloc[-1]
+        if shadow_v is None:
+            shadow_v = int(latest["shadow_version"])
+        mine = pairs[pairs["shadow_version"] == shadow_v]
+        if len(mine):
+            prod_v = int(mine.sort_values("ts").iloc[-1]["production_version"])
+            mine = mine[mine["production_version"] == prod_v]
+        counts = pairs.groupby(["production_version", "shadow_version"]).size()
+        other = {f"v{int(p)}->v{int(s)}": int(n) for (p, s), n in counts.items()
+                 if (p, s) != (prod_v, shadow_v)}
+        pairs = mine
+    elif shadow_v is None:
+        shadow_v = (config.version if config and config.version is not None
+                    else snap.alias_version(tenant_id, Alias.SHADOW))
+    firsts = pairs[pairs["row"] == 0]
+    stats = tables.query(STATS, where, "ts, shadow_version, outcome, count").to_pandas()
+    if since is not None and len(stats):
+        stats = stats[stats["ts"] >= since]
+    if shadow_v is not None and len(stats):
+        stats = stats[stats["shadow_version"] == shadow_v]
+
+    def counted(outcome: str) -> int:
+        return int(stats.loc[stats["outcome"] == outcome, "count"].sum()) if len(stats) else 0
+
+    return ShadowReport(
+        tenant_id, prod_v, shadow_v,
+        compare(pairs["production"].to_numpy(), pairs["shadow"].to_numpy()),
+        counted("dropped"), counted("error"), counted("timeout"), len(firsts),
+        _pct(firsts["production_latency_ms"].to_numpy(), 50),
+        _pct(firsts["production_latency_ms"].to_numpy(), 99),
+        _pct(firsts["shadow_latency_ms"].to_numpy(), 50),
+        _pct(firsts["shadow_latency_ms"].to_numpy(), 99),
+        pairs["ts"].min().to_pydatetime() if len(pairs) else None,
+        pairs["ts"].max().to_pydatetime() if len(pairs) else None,
+        config.to_json() if config else None, other)

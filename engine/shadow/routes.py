@@ -1,0 +1,103 @@
+"""Shadow-mode HTTP routes added to every model host.
+
+``PUT``/``DELETE /v1/admin/tenants/{tenant_id}/shadow`` (admin token) write the shared
+config table, so every replica picks the change up within a refresh, and apply it to the
+answering replica at once. ``GET /v1/tenants/{tenant_id}/shadow`` shows the config, the
+version it resolves to and this replica's live counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+from pydantic import ValidationError as PydanticError
+
+from engine.serving.auth import KeyStore
+from engine.serving.host import ModelHostState
+from engine.shadow.config import ConfigStore, build_config
+from engine.shadow.mirror import ShadowMirror
+from registry import validate_tenant_id
+from registry.errors import NotFound, ValidationError
+
+__all__ = ["ShadowBody", "add_shadow_routes"]
+
+
+class ShadowBody(BaseModel):
+    """Shadow settings of one tenant (version omitted: the tenant's ``shadow`` alias)."""
+
+    version: int | None = Field(None, ge=1, examples=[3])
+    fraction: float = Field(..., ge=0.0, le=1.0, examples=[0.1])
+    start: datetime | None = None
+    until: datetime | None = Field(None, examples=["2026-12-01T18:00:00Z"])
+
+
+async def _check_target(state: ModelHostState, tenant_id: str, version: int | None) -> None:
+    """The tenant (and version, when given) must exist; refresh once if the snapshot lags."""
+    def check() -> None:
+        state.snapshot.versions(tenant_id)
+        if version is not None:
+            state.snapshot.version(tenant_id, version)
+
+    try:
+        check()
+    except NotFound:
+        await state.refresh_once()
+        check()
+
+
+def add_shadow_routes(app: FastAPI, state: ModelHostState, keys: KeyStore,
+                      mirror: ShadowMirror, store: ConfigStore) -> None:
+    """Register the shadow routes on ``app``."""
+
+    def describe(tenant_id: str) -> dict[str, Any]:
+        config = mirror.config(tenant_id)
+        return {"tenant_id": tenant_id, "config": config.to_json() if config else None,
+                "shadow_version": mirror.resolve(tenant_id),
+                "production_version": state.snapshot.alias_version(tenant_id),
+                "replica": mirror.stats()}
+
+    @app.put("/v1/admin/tenants/{tenant_id}/shadow",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": ShadowBody.model_json_schema()}}}})
+    async def put_shadow(tenant_id: str, request: Request) -> dict[str, Any]:
+        """Shadow a tenant: which version, what fraction, until when (admin)."""
+        validate_tenant_id(tenant_id)
+        keys.check_admin(request.headers)
+        try:
+            body = ShadowBody.model_validate(json.loads(await request.body() or b"null"))
+        except (ValueError, PydanticError) as exc:
+            raise ValidationError(f"invalid shadow settings: {exc}".splitlines()[0]
+                                  if not isinstance(exc, PydanticError)
+                                  else f"invalid shadow settings: {_first_error(exc)}") from None
+        await _check_target(state, tenant_id, body.version)
+        config = build_config(tenant_id, body.fraction, body.version, body.start, body.until)
+        await asyncio.to_thread(store.set, config)
+        mirror.apply(tenant_id, config)
+        return describe(tenant_id)
+
+    @app.delete("/v1/admin/tenants/{tenant_id}/shadow")
+    async def delete_shadow(tenant_id: str, request: Request) -> dict[str, Any]:
+        """Stop shadowing a tenant (admin)."""
+        validate_tenant_id(tenant_id)
+        keys.check_admin(request.headers)
+        await asyncio.to_thread(store.clear, tenant_id)
+        mirror.apply(tenant_id, None)
+        return describe(tenant_id)
+
+    @app.get("/v1/tenants/{tenant_id}/shadow")
+    async def get_shadow(tenant_id: str, request: Request) -> dict[str, Any]:
+        """The tenant's shadow config and this replica's shadow counters."""
+        validate_tenant_id(tenant_id)
+        keys.check_tenant(request.headers, tenant_id)
+        return describe(tenant_id)
+
+
+def _first_error(exc: PydanticError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+    return f"{where}: {err.get('msg', 'invalid')}"

@@ -1,0 +1,136 @@
+"""The three shadow-mode Delta tables below the registry root, and how to read them.
+
+::
+
+    <root>/shadow/config   append-only settings: the latest row per tenant wins
+    <root>/shadow/log      one row per compared prediction, partitioned by date
+    <root>/shadow/stats    per-flush counts of dropped / failed mirrors, partitioned by date
+
+Reads go through DataFusion (``QueryBuilder``): ``DeltaTable.to_pyarrow_*`` aborts the
+process at exit with this deltalake build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from registry import Registry
+from registry.errors import RegistryConflict, RegistryError
+from registry.index import sql_str, to_arrow
+
+__all__ = ["CONFIG", "PAIRS", "STATS", "SCHEMAS", "ShadowTables", "sql_str"]
+
+_TS = pa.timestamp("us", tz="UTC")
+CONFIG, PAIRS, STATS = "config", "log", "stats"
+
+SCHEMAS: dict[str, pa.Schema] = {
+    CONFIG: pa.schema([
+        ("tenant_id", pa.string()),
+        ("version", pa.int64()),  # null: the tenant's shadow alias
+        ("fraction", pa.float64()),
+        ("start", _TS),
+        ("until", _TS),
+        ("cleared", pa.bool_()),
+        ("set_at", _TS),
+    ]),
+    PAIRS: pa.schema([
+        ("date", pa.string()),
+        ("ts", _TS),
+        ("request_id", pa.string()),
+        ("row", pa.int32()),
+        ("tenant_id", pa.string()),
+        ("production_version", pa.int64()),
+        ("shadow_version", pa.int64()),
+        ("production", pa.float64()),
+        ("shadow", pa.float64()),
+        ("abs_diff", pa.float64()),
+        ("production_latency_ms", pa.float64()),
+        ("shadow_latency_ms", pa.float64()),
+        ("replica", pa.string()),
+    ]),
+    STATS: pa.schema([
+        ("date", pa.string()),
+        ("ts", _TS),
+        ("tenant_id", pa.string()),
+        ("shadow_version", pa.int64()),
+        ("outcome", pa.string()),  # dropped | error | timeout
+        ("count", pa.int64()),
+        ("replica", pa.string()),
+    ]),
+}
+_PARTITIONS: dict[str, list[str] | None] = {CONFIG: None, PAIRS: ["date"], STATS: ["date"]}
+
+
+class ShadowTables:
+    """Append to and query the shadow tables of one registry."""
+
+    def __init__(self, base_uri: str, storage_options: Mapping[str, str]) -> None:
+        self.base_uri = base_uri.rstrip("/")
+        self.storage_options = dict(storage_options)
+        self._handles: dict[str, DeltaTable] = {}
+
+    @classmethod
+    def for_registry(cls, registry: Registry) -> ShadowTables:
+        """The shadow tables that live below ``registry``'s root."""
+        return cls(registry.store.uri("shadow"), registry.storage_options)
+
+    def uri(self, name: str) -> str:
+        """URI of table ``name``."""
+        return f"{self.base_uri}/{name}"
+
+    def handle(self, name: str) -> DeltaTable | None:
+        """An up-to-date handle on ``name``, or None while nothing was written to it."""
+        dt = self._handles.get(name)
+        try:
+            if dt is None:
+                dt = DeltaTable(self.uri(name), storage_options=self.storage_options)
+                self._handles[name] = dt
+            else:
+                dt.update_incremental()
+        except TableNotFoundError:
+            return None
+        return dt
+
+    def append(self, name: str, rows: pa.Table) -> None:
+        """Append ``rows`` to ``name`` in one commit (creating the table on first write).
+
+        Raises:
+            RegistryConflict: concurrent commits could not be reconciled.
+            RegistryError: the table could not be written.
+        """
+        props = CommitProperties(max_commit_retries=50)
+        rows = rows.cast(SCHEMAS[name])
+        last: Exception | None = None
+        for _ in range(3):  # two replicas may race to create the table
+            dt = self.handle(name)
+            try:
+                write_deltalake(dt if dt is not None else self.uri(name), rows, mode="append",
+                                partition_by=_PARTITIONS[name], commit_properties=props,
+                                storage_options=None if dt is not None
+                                else self.storage_options)
+                return
+            except CommitFailedError as exc:
+                last = exc
+            except DeltaError as exc:
+                last = exc
+                self._handles.pop(name, None)
+        if isinstance(last, CommitFailedError):
+            raise RegistryConflict(f"concurrent update of shadow/{name}: {last}") from last
+        raise RegistryError(f"could not write shadow/{name}: {last}") from last
+
+    def query(self, name: str, where: str | None = None, columns: str = "*") -> pa.Table:
+        """Rows of ``name`` matching the SQL predicate ``where`` (empty if no table yet)."""
+        dt = self.handle(name)
+        if dt is None:
+            return SCHEMAS[name].empty_table()
+        sql = f"SELECT {columns} FROM t" + (f" WHERE {where}" if where else "")
+        return to_arrow(QueryBuilder().register("t", dt).execute(sql))
+
+    def version(self, name: str) -> int:
+        """The table's current version (-1 while it does not exist)."""
+        dt = self.handle(name)
+        return -1 if dt is None else dt.version()

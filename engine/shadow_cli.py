@@ -1,0 +1,78 @@
+"""``tenantry shadow set | clear | report``: thin wrappers over engine.shadow.
+
+``set``/``clear`` append to the registry's ``shadow/config`` table directly (no server
+needed); running replicas pick the change up within about a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_commands"]
+
+
+def _set(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+    from engine.shadow import ConfigStore, ShadowTables, build_config
+    from registry import Alias, Registry
+
+    reg = Registry.open(args.registry)
+    snap = reg.snapshot()
+    snap.versions(args.tenant)  # UnknownTenant before writing anything
+    if args.version is not None:
+        snap.version(args.tenant, args.version)
+    config = build_config(args.tenant, args.fraction, args.version, args.start, args.until)
+    ConfigStore(ShadowTables.for_registry(reg)).set(config)
+    resolved = config.version if config.version is not None else \
+        snap.alias_version(args.tenant, Alias.SHADOW)
+    doc = {**config.to_json(), "resolved_version": resolved}
+    target = f"v{resolved}" if resolved is not None else "its shadow alias (none set yet)"
+    emit(args, doc, f"{args.tenant}: mirroring {config.fraction:.0%} of requests to {target}"
+         + (f" until {config.until.isoformat()}" if config.until else ""))
+    return 0
+
+
+def _clear(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+    from engine.shadow import ConfigStore, ShadowTables
+    from registry import Registry
+
+    ConfigStore(ShadowTables.for_registry(Registry.open(args.registry))).clear(args.tenant)
+    emit(args, {"tenant_id": args.tenant, "cleared": True}, f"{args.tenant}: shadow cleared")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+    from engine.shadow import shadow_report
+    from engine.shadow.config import parse_time
+    from registry import Registry
+
+    report = shadow_report(Registry.open(args.registry), args.tenant, parse_time(args.since),
+                           args.shadow_version)
+    emit(args, report.to_json(), report.text)
+    return 0
+
+
+def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
+    """Register ``tenantry shadow …``."""
+    shadow = sub.add_parser("shadow", help="mirror traffic to a shadow version and compare")
+    ssub = shadow.add_subparsers(dest="shadow_command", required=True)
+    p = ssub.add_parser("set", parents=[parent], help="shadow a tenant")
+    p.add_argument("tenant")
+    p.add_argument("--version", type=int, default=None,
+                   help="shadow version (default: the tenant's shadow alias)")
+    p.add_argument("--fraction", type=float, required=True, help="share of requests, 0..1")
+    p.add_argument("--start", default=None, help="ISO 8601 time to start (default: now)")
+    p.add_argument("--until", default=None, help="ISO 8601 time to stop by itself")
+    p.set_defaults(handler=_set)
+    p = ssub.add_parser("clear", parents=[parent], help="stop shadowing a tenant")
+    p.add_argument("tenant")
+    p.set_defaults(handler=_clear)
+    p = ssub.add_parser("report", parents=[parent], help="compare shadow with production")
+    p.add_argument("tenant")
+    p.add_argument("--since", default=None, help="only pairs at or after this ISO 8601 time")
+    p.add_argument("--shadow-version", type=int, default=None,
+                   help="report on this shadow version (default: the latest logged)")
+    p.set_defaults(handler=_report)
