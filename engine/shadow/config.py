@@ -10,7 +10,7 @@ CLI and any replica can write them and every replica sees them within a refresh.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -113,19 +113,34 @@ class ConfigStore:
 
     def set(self, config: ShadowConfig) -> None:
         """Record ``config`` as the tenant's current shadow setting."""
-        self._append(config.tenant_id, config.version, config.fraction, config.start,
-                     config.until, False)
+        self.set_many([config])
+
+    def set_many(self, configs: Sequence[ShadowConfig]) -> None:
+        """Record several tenants' settings in one commit."""
+        self._append([(c.tenant_id, c.version, c.fraction, c.start, c.until, False)
+                      for c in configs])
 
     def clear(self, tenant_id: str) -> None:
         """Stop shadowing ``tenant_id``."""
-        self._append(validate_tenant_id(tenant_id), None, 0.0, None, None, True)
+        self.clear_many([tenant_id])
 
-    def _append(self, tenant_id: str, version: int | None, fraction: float,
-                start: datetime | None, until: datetime | None, cleared: bool) -> None:
+    def clear_many(self, tenant_ids: Sequence[str]) -> None:
+        """Stop shadowing several tenants in one commit."""
+        self._append([(validate_tenant_id(t), None, 0.0, None, None, True) for t in tenant_ids])
+
+    def _append(self, rows: list[tuple[str, int | None, float, datetime | None,
+                                       datetime | None, bool]]) -> None:
+        if not rows:
+            return
+        cols = list(zip(*rows))
         self.tables.append(CONFIG, pa.table({
-            "tenant_id": [tenant_id], "version": pa.array([version], pa.int64()),
-            "fraction": [fraction], "start": [start], "until": [until],
-            "cleared": [cleared], "set_at": [_now()]}))
+            "tenant_id": pa.array(cols[0], pa.string()),
+            "version": pa.array(cols[1], pa.int64()),
+            "fraction": pa.array(cols[2], pa.float64()),
+            "start": pa.array(cols[3], pa.timestamp("us", tz="UTC")),
+            "until": pa.array(cols[4], pa.timestamp("us", tz="UTC")),
+            "cleared": pa.array(cols[5], pa.bool_()),
+            "set_at": pa.array([_now()] * len(rows), pa.timestamp("us", tz="UTC"))}))
 
     def version(self) -> int:
         """Current table version (-1 before the first config)."""

@@ -109,3 +109,11 @@ def test_report_with_nothing_logged(fresh: Any, h: Any) -> None:
     doc = shadow_report(fresh.reg, h.TENANT).to_json()
     assert doc["pairs"] == 0 and doc["agreement"] is None and doc["shadow_version"] == 2
     assert doc["promote_command"] is None
+
+
+def test_store_bulk_set_and_clear(tmp_path: Any) -> None:
+    store = ConfigStore(ShadowTables(str(tmp_path / "shadow"), {}))
+    store.set_many([build_config(f"t{i}", 0.1) for i in range(50)] + [build_config("hot", 1.0)])
+    assert len(store.load()) == 51 and store.version() == 0
+    store.clear_many([f"t{i}" for i in range(50)])
+    assert list(store.load()) == ["hot"]
