@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,12 +19,11 @@ __all__ = ["main", "build_parser", "emit"]
 
 Handler = Callable[[argparse.Namespace], int]
 
-DEFAULT_REGISTRY = "./tenantry-data/registry"
-
-
 def default_registry() -> str:
-    """The registry root used when ``--registry`` is not given."""
-    return os.environ.get("TENANTRY_REGISTRY", DEFAULT_REGISTRY)
+    """The registry root used when ``--registry`` is not given (``TENANTRY_REGISTRY``)."""
+    from registry.settings import RegistrySettings
+
+    return RegistrySettings.from_env().root
 
 
 def emit(args: argparse.Namespace, document: Any, text: str | Callable[[], str]) -> None:
