@@ -32,12 +32,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.features import DATE_COLUMN, FEATURE_NAMES, LABEL_COLUMN, TENANT_COLUMN  # noqa: E402
-from training.generate import GeneratorConfig, generate  # noqa: E402
-from training.job import run_training  # noqa: E402
-from training.model import ModelSpec, TenantSkipped, train_tenant  # noqa: E402
-from training.settings import TrainingSettings  # noqa: E402
-from training.table import FeatureTable, window_dates  # noqa: E402
+from training.features import DATE_COLUMN, FEATURE_NAMES, LABEL_COLUMN, TENANT_COLUMN
+from training.generate import GeneratorConfig, generate
+from training.job import run_training
+from training.model import ModelSpec, TenantSkipped, train_tenant
+from training.settings import TrainingSettings
+from training.table import FeatureTable, window_dates
 
 Task = tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 

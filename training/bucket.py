@@ -20,12 +20,24 @@ from registry import ModelVersion, Registry, StagedArtifact, shard_of
 from training.errors import InvalidTrainingInput
 from training.features import DATE_COLUMN, FEATURE_NAMES, LABEL_COLUMN, TENANT_COLUMN
 from training.model import (
-    HoldoutScore, ModelSpec, SkipReason, TenantSkipped, score, train_tenant,
+    HoldoutScore,
+    ModelSpec,
+    SkipReason,
+    TenantSkipped,
+    score,
+    train_tenant,
 )
 from training.table import FeatureTable
 
-__all__ = ["Status", "BucketSpec", "JobContext", "TenantOutcome", "BucketResult",
-           "bucket_part", "train_bucket"]
+__all__ = [
+    "BucketResult",
+    "BucketSpec",
+    "JobContext",
+    "Status",
+    "TenantOutcome",
+    "bucket_part",
+    "train_bucket",
+]
 
 
 class Status(str, Enum):

@@ -13,7 +13,7 @@ import pyarrow as pa
 from registry import shard_of
 from training.features import FEATURE_NAMES, table_schema
 
-__all__ = ["tenant_rows", "rule_rows"]
+__all__ = ["rule_rows", "tenant_rows"]
 
 
 def tenant_rows(tenant_id: str, date: str, x: np.ndarray, y: np.ndarray,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from registry.errors import Conflict, NotFound, ValidationError
 
-__all__ = ["DataNotFound", "InvalidTrainingInput", "DataExists"]
+__all__ = ["DataExists", "DataNotFound", "InvalidTrainingInput"]
 
 
 class DataNotFound(NotFound):

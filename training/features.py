@@ -10,12 +10,12 @@ from __future__ import annotations
 import pyarrow as pa
 
 __all__ = [
-    "FEATURE_NAMES",
-    "TENANT_COLUMN",
     "DATE_COLUMN",
-    "SHARD_COLUMN",
+    "FEATURE_NAMES",
     "LABEL_COLUMN",
     "PARTITION_COLUMNS",
+    "SHARD_COLUMN",
+    "TENANT_COLUMN",
     "table_schema",
 ]
 

@@ -29,8 +29,14 @@ from training.errors import DataExists, InvalidTrainingInput
 from training.features import FEATURE_NAMES, table_schema
 from training.table import FeatureTable, parse_date, write_rows
 
-__all__ = ["GeneratorConfig", "TenantProfile", "GenerateSummary", "tenant_profiles",
-           "tenant_day_rows", "generate"]
+__all__ = [
+    "GenerateSummary",
+    "GeneratorConfig",
+    "TenantProfile",
+    "generate",
+    "tenant_day_rows",
+    "tenant_profiles",
+]
 
 # (transform, a, b) per feature: how a standardised latent z becomes the raw value.
 _TRANSFORMS: tuple[tuple[str, float, float], ...] = (
@@ -100,7 +106,7 @@ def _sparse_weights(rng: np.random.Generator, n: int) -> np.ndarray:
     w = np.zeros(n)
     active = rng.choice(n, size=int(rng.integers(3, 8)), replace=False)
     w[active] = rng.normal(0.0, 1.0, size=active.size)
-    return w * (rng.uniform(1.5, 3.0) / max(np.linalg.norm(w), 1e-9))
+    return w * (rng.uniform(1.5, 3.0) / max(float(np.linalg.norm(w)), 1e-9))
 
 
 def tenant_profiles(config: GeneratorConfig) -> Iterator[TenantProfile]:
@@ -258,7 +264,7 @@ def generate(out: str, config: GeneratorConfig, *, overwrite: bool = False) -> G
         write_rows(out, rows, num_shards=config.num_shards, overwrite=overwrite and day == 0)
         dates.append(date)
         total += rows.num_rows
-    count = lambda attr: {k: sum(getattr(p, attr) == k for p in profiles)  # noqa: E731
+    count = lambda attr: {k: sum(getattr(p, attr) == k for p in profiles)
                           for k in sorted({getattr(p, attr) for p in profiles})}
     return GenerateSummary(path=out, tenants=config.tenants, days=config.days, rows=total,
                            dates=tuple(dates), kinds=count("kind"), drifts=count("drift"))

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry import AliasMove, NewVersion, Registry, RegistryNotFound, validate_run_id
-from training.bucket import BucketResult, BucketSpec, JobContext, Status, train_bucket
+from training.bucket import (
+    BucketResult,
+    BucketSpec,
+    JobContext,
+    Status,
+    TenantOutcome,
+    train_bucket,
+)
 from training.errors import DataNotFound
 from training.features import FEATURE_NAMES
 from training.gate import Decision, decide
@@ -29,7 +36,7 @@ from training.report import TenantFailure, TrainingReport
 from training.settings import TrainingSettings
 from training.table import FeatureTable, parse_date, window_dates
 
-__all__ = ["run_training", "default_run_id", "plan_buckets", "ensure_ray"]
+__all__ = ["default_run_id", "ensure_ray", "plan_buckets", "run_training"]
 
 
 def default_run_id(date: str) -> str:
@@ -105,10 +112,9 @@ def _run_buckets(ctx: JobContext, buckets: list[BucketSpec]) -> Iterator[BucketR
     data_ctx.enable_progress_bars = False
     data_ctx.print_on_execution_start = False
     data_ctx.enable_auto_log_stats = False
-    ds = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
-                             override_num_blocks=len(buckets))
-    ds = ds.map(_BucketFn(ctx), num_cpus=1)
-    for row in ds.iter_rows():
+    items = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
+                                override_num_blocks=len(buckets))
+    for row in items.map(_BucketFn(ctx), num_cpus=1).iter_rows():
         yield pickle.loads(row["result"])
 
 
@@ -167,7 +173,8 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
     t_train = time.perf_counter()
     progress = progress or make_progress(settings.progress)
     progress.start(len(buckets))
-    outcomes, done = [], 0
+    outcomes: list[TenantOutcome] = []
+    done = 0
     counts = {s: 0 for s in Status}
     try:
         for result in _run_buckets(ctx, buckets):
@@ -207,12 +214,12 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
         shadowed, trained / max(elapsed, 1e-9), elapsed, window=dates, buckets=len(buckets),
         failures=tuple(failures), timings={"train_s": train_s})
     t_pub = time.perf_counter()
-    result = reg.publish(run_id, versions, moves, run_record=report.to_json(max_failures=1000))
+    published = reg.publish(run_id, versions, moves, run_record=report.to_json(max_failures=1000))
     elapsed = time.perf_counter() - t0
     return TrainingReport(
-        run_id, date, trained, report.skipped, report.failed, result.published, promoted,
+        run_id, date, trained, report.skipped, report.failed, published.published, promoted,
         shadowed, trained / max(elapsed, 1e-9), elapsed,
-        already_published=result.already_published, window=dates, buckets=len(buckets),
+        already_published=published.already_published, window=dates, buckets=len(buckets),
         failures=tuple(failures),
         timings={"ray_init_s": t_train - t_ray, "train_s": train_s,
                  "publish_s": time.perf_counter() - t_pub})

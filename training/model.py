@@ -16,8 +16,19 @@ import numpy as np
 
 from training.settings import TrainingSettings
 
-__all__ = ["SkipReason", "TenantSkipped", "HoldoutScore", "TrainedModel", "ModelSpec",
-           "tenant_seed", "check_trainable", "auc_score", "log_loss", "score", "train_tenant"]
+__all__ = [
+    "HoldoutScore",
+    "ModelSpec",
+    "SkipReason",
+    "TenantSkipped",
+    "TrainedModel",
+    "auc_score",
+    "check_trainable",
+    "log_loss",
+    "score",
+    "tenant_seed",
+    "train_tenant",
+]
 
 
 class SkipReason(str, Enum):

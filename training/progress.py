@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Protocol, TextIO
 
-__all__ = ["Progress", "NullProgress", "LineProgress", "RichProgress", "make_progress"]
+__all__ = ["LineProgress", "NullProgress", "Progress", "RichProgress", "make_progress"]
 
 
 class Progress(Protocol):
@@ -63,8 +63,8 @@ class RichProgress:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as _Bar, TextColumn,
-                                   TimeElapsedColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as _Bar
 
         self._bar = _Bar(TextColumn("training buckets"), BarColumn(), MofNCompleteColumn(),
                          TimeElapsedColumn(), TextColumn("{task.description}"),

@@ -69,10 +69,10 @@ class TrainingReport:
         if self.already_published:
             return f"run {self.run_id} ({self.date}) was already published; nothing to do"
         lines = [
-            f"run {self.run_id}  date {self.date}  window {self.window[0] if self.window else ''}"
-            f"..{self.date}  buckets {self.buckets}",
-            f"trained {self.trained}  skipped {self.skipped}  failed {self.failed}  "
-            f"published {self.published}  promoted {self.promoted}  shadowed {self.shadowed}",
+            (f"run {self.run_id}  date {self.date}  window "
+             f"{self.window[0] if self.window else ''}..{self.date}  buckets {self.buckets}"),
+            (f"trained {self.trained}  skipped {self.skipped}  failed {self.failed}  "
+             f"published {self.published}  promoted {self.promoted}  shadowed {self.shadowed}"),
             f"{self.models_per_s:.1f} models/s  elapsed {self.elapsed_s:.1f}s",
         ]
         if self.failures:

@@ -99,7 +99,8 @@ class FeatureTable:
         try:
             return DeltaTable(self.path)
         except Exception as exc:  # deltalake raises TableNotFoundError / OSError variants
-            raise DataNotFound(f"no feature table at {self.path!r} ({exc})") from exc
+            first = (str(exc).splitlines() or [""])[0]
+            raise DataNotFound(f"no feature table at {self.path!r} ({first})") from exc
 
     def exists(self) -> bool:
         """Whether a Delta table exists at the path."""

@@ -24,7 +24,7 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], limit_s: float = 240.0)
     deadline = time.monotonic() + limit_s
     while not path.exists():
         if proc.poll() is not None:
-            out, err = proc.communicate()
+            _, err = proc.communicate()
             pytest.fail(f"train exited with {proc.returncode} before halting:\n{err.decode()}")
         if time.monotonic() > deadline:
             proc.kill()

@@ -95,7 +95,7 @@ def test_bucket_trains_only_its_part_and_retry_reuses_claims(
 
 def test_production_is_scored_on_the_same_holdout(
         setup: tuple[JobContext, dict[str, str]]) -> None:
-    ctx, t = setup
+    ctx, _ = setup
     from registry import AliasMove, NewVersion
 
     first = train_bucket(ctx, BucketSpec(shard=0))

@@ -10,7 +10,13 @@ from sklearn.metrics import roc_auc_score
 
 from training.features import FEATURE_NAMES
 from training.model import (
-    ModelSpec, SkipReason, TenantSkipped, auc_score, check_trainable, log_loss, tenant_seed,
+    ModelSpec,
+    SkipReason,
+    TenantSkipped,
+    auc_score,
+    check_trainable,
+    log_loss,
+    tenant_seed,
     train_tenant,
 )
 
