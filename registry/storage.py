@@ -1,14 +1,16 @@
 """Artifact storage over a local path or an object store (``s3://``), via pyarrow.fs.
 
 Paths given to :class:`ArtifactStore` are relative to the registry root and always use
-``/``. Local roots get true exclusive creates (``O_EXCL``); object stores get
-check-then-put, and the Delta index stays the single source of truth either way.
+``/``. Exclusive creates (how a version number is claimed) are real on both: ``O_EXCL``
+on local disk, a conditional ``PutObject`` (``If-None-Match: *``, through boto3) on S3.
+An object store without conditional puts is refused rather than silently raced.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +21,19 @@ from registry.errors import RegistryError
 
 __all__ = ["ArtifactStore", "FileEntry", "is_remote", "storage_options_from_env"]
 
+# Source variable -> storage option, in increasing precedence (later entries win).
+_AWS_ENV = (
+    ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+    ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ("AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+    ("AWS_DEFAULT_REGION", "AWS_REGION"),
+    ("AWS_REGION", "AWS_REGION"),
+    ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+    ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    ("AWS_ALLOW_HTTP", "AWS_ALLOW_HTTP"),
+)
+_CONDITIONAL_RETRIES = 8
+
 
 def is_remote(root: str) -> bool:
     """True when ``root`` is an object-store URI rather than a local path."""
@@ -26,23 +41,27 @@ def is_remote(root: str) -> bool:
 
 
 def storage_options_from_env(root: str, env: Mapping[str, str]) -> dict[str, str]:
-    """Delta/object-store options for ``root`` from the usual AWS environment variables."""
+    """Delta/object-store options for ``root`` from the usual AWS environment variables.
+
+    Args:
+        root: the registry root; only ``s3://`` roots get options.
+        env: the environment (or any mapping) to read ``AWS_*`` variables from.
+
+    Returns:
+        Options understood by deltalake (object_store) and by :class:`ArtifactStore`.
+        Missing credentials are left out, so each client falls back to its default chain
+        (instance profile, ``~/.aws``).
+    """
     if not root.startswith("s3://"):
         return {}
-    keys = {
-        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
-        "AWS_REGION": "AWS_REGION",
-        "AWS_DEFAULT_REGION": "AWS_REGION",
-        "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3": "AWS_ENDPOINT_URL",
-    }
-    opts = {dst: env[src] for src, dst in keys.items() if env.get(src)}
-    endpoint = opts.get("AWS_ENDPOINT_URL", "")
-    if endpoint.startswith("http://"):
+    opts: dict[str, str] = {}
+    for src, dst in _AWS_ENV:
+        if env.get(src):
+            opts[dst] = env[src]
+    if opts.get("AWS_ENDPOINT_URL", "").startswith("http://"):
         opts["AWS_ALLOW_HTTP"] = "true"
-    # Concurrent writers on S3 rely on conditional puts (S3 supports them since 2024).
+    # Delta commits on S3 are put-if-absent (S3 conditional writes, no DynamoDB lock);
+    # say so explicitly rather than rely on deltalake's default.
     opts.setdefault("conditional_put", "etag")
     return opts
 
@@ -64,11 +83,13 @@ class ArtifactStore:
     storage_options: Mapping[str, str] = field(default_factory=dict)
     _fs: Any = field(default=None, init=False, repr=False, compare=False)
     _base: str = field(default="", init=False, repr=False, compare=False)
+    _s3: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._connect()
 
     def _connect(self) -> None:
+        self._s3 = None  # boto3 client, made on first conditional put
         if is_remote(self.root):
             if not self.root.startswith("s3://"):
                 raise RegistryError(f"unsupported registry URI scheme: {self.root}")
@@ -79,7 +100,8 @@ class ArtifactStore:
                 access_key=opts.get("AWS_ACCESS_KEY_ID"),
                 secret_key=opts.get("AWS_SECRET_ACCESS_KEY"),
                 session_token=opts.get("AWS_SESSION_TOKEN"),
-                region=opts.get("AWS_REGION", "us-east-1"),
+                # A custom endpoint (MinIO, moto) has no region to discover.
+                region=opts.get("AWS_REGION") or ("us-east-1" if endpoint else None),
                 endpoint_override=host or None,
                 scheme=scheme or "https",
                 allow_bucket_creation=False,
@@ -112,7 +134,7 @@ class ArtifactStore:
 
     def rel_of_uri(self, uri: str) -> str:
         """Inverse of :meth:`uri`."""
-        full = uri[len("s3://"):] if uri.startswith("s3://") else uri
+        full = uri.removeprefix("s3://")
         return posixpath.relpath(full, self._base)
 
     def write(self, rel: str, data: bytes) -> None:
@@ -142,10 +164,50 @@ class ArtifactStore:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             return True
-        if self.exists(rel):
-            return False
-        self.write(rel, data)
-        return True
+        return self._s3_put_if_absent(path, data)
+
+    def _s3_client(self) -> Any:
+        if self._s3 is None:
+            import boto3
+            from botocore.config import Config
+
+            opts = self.storage_options
+            self._s3 = boto3.client(
+                "s3",
+                endpoint_url=opts.get("AWS_ENDPOINT_URL") or None,
+                aws_access_key_id=opts.get("AWS_ACCESS_KEY_ID") or None,
+                aws_secret_access_key=opts.get("AWS_SECRET_ACCESS_KEY") or None,
+                aws_session_token=opts.get("AWS_SESSION_TOKEN") or None,
+                region_name=opts.get("AWS_REGION") or None,
+                config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            )
+        return self._s3
+
+    def _s3_put_if_absent(self, path: str, data: bytes) -> bool:
+        """``PutObject`` with ``If-None-Match: *``: True if created, False if it existed."""
+        from botocore.exceptions import ClientError
+
+        bucket, _, key = path.partition("/")
+        for attempt in range(_CONDITIONAL_RETRIES):
+            try:
+                self._s3_client().put_object(Bucket=bucket, Key=key, Body=data,
+                                             IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                code = exc.response.get("Error", {}).get("Code", "")
+                if status == 412 or code == "PreconditionFailed":
+                    return False
+                if status == 409 or code == "ConditionalRequestConflict":
+                    # A racing conditional put on the same key: S3 asks us to retry.
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                if status == 501 or code == "NotImplemented":
+                    raise RegistryError(
+                        f"object store at {self.root} does not support conditional puts "
+                        "(If-None-Match); concurrent publishers need them") from exc
+                raise RegistryError(f"cannot create s3://{path}: {code or exc}") from exc
+        raise RegistryError(f"cannot create s3://{path}: conditional put kept conflicting")
 
     def read(self, rel: str) -> bytes:
         """Bytes of ``rel``; raises FileNotFoundError if absent."""
