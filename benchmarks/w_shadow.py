@@ -1,0 +1,176 @@
+"""W-shadow: production p99 with and without shadow mode at 50% of capacity.
+
+    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 20] [--rounds 2]
+
+W-serve's setup (Zipf(1.1) single-row requests over loopback HTTP, 2 model-host replicas,
+a cache that fits ~25% of the tenants per replica, open-loop arrivals from the
+``engine.loadtest`` library). Every tenant gets a second version under its ``shadow``
+alias (a different model), then the script finds the capacity (highest rate with
+p99 <= 50 ms; skipped with ``--rate``), and at half of it alternates phases with shadow
+off and on (``--rounds`` of each, interleaved so drift hits both alike). Shadow on mirrors
+100% of the hottest tenant and 10% of every other tenant. Prints p99 off/on and the ratio
+(target <= 1.1) and writes JSON to ``benchmarks/results/``.
+
+The load tester marks its requests synthetic, so mirrored requests are predicted by the
+shadow but not written to the pair log (synthetic traffic is never logged as pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.loadtest import LoadTestConfig, StageResult, ZipfSampler, run_loadtest  # noqa: E402
+from engine.loadtest.capacity import max_within_slo  # noqa: E402
+from engine.serving.launch import start_serving  # noqa: E402
+from engine.serving.model import FOOTPRINT_FIXED_BYTES, FOOTPRINT_PER_ARTIFACT_BYTE  # noqa: E402
+from engine.settings import ServeSettings  # noqa: E402
+from engine.shadow import ConfigStore, ShadowTables, build_config  # noqa: E402
+from registry import AliasMove, NewVersion, Registry  # noqa: E402
+from training.features import FEATURE_NAMES  # noqa: E402
+from training.model import ModelSpec, train_tenant  # noqa: E402
+
+DISTINCT_MODELS = 64  # models trained; tenants reuse their bytes (each has its own artifact)
+
+
+def _train(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=len(FEATURE_NAMES))
+    x = rng.normal(size=(1200, len(FEATURE_NAMES)))
+    y = (x @ w + rng.normal(size=len(x)) > 0).astype(np.int64)
+    return train_tenant(f"bench-{seed}", FEATURE_NAMES, x[:1000], y[:1000], x[1000:],
+                        y[1000:], ModelSpec()).model_bytes
+
+
+def build_registry(root: str, tenants: list[str]) -> Registry:
+    """Every tenant at v1 (production) and v2 (shadow alias, a different model)."""
+    with mp.get_context("fork").Pool() as pool:
+        models = pool.map(_train, range(DISTINCT_MODELS))
+    reg = Registry.create(root, num_shards=16)
+    for run, alias, shift in (("w-shadow-prod", "production", 0), ("w-shadow-new", "shadow", 1)):
+        staged = [reg.stage_artifact(t, models[(i + shift) % DISTINCT_MODELS], run)
+                  for i, t in enumerate(tenants)]
+        reg.publish(run, [NewVersion(s, FEATURE_NAMES, {"auc": 0.9}) for s in staged],
+                    [AliasMove(s.tenant_id, alias, s.version) for s in staged])
+    return reg
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _shadow_counts(url: str) -> dict[str, float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    return {s.labels["outcome"]: s.value for fam in text_string_to_metric_families(text)
+            for s in fam.samples if s.name == "tenantry_shadow_requests_total"}
+
+
+def _stage(url: str, tenants: list[str], rate: float, hold: float, seed: int) -> StageResult:
+    cfg = LoadTestConfig(url, tuple(tenants), (len(FEATURE_NAMES),) * len(tenants),
+                         rates=(rate,), hold_s=hold, refine=False, stop_on_fail=False,
+                         workers=1, seed=seed)
+    return run_loadtest(cfg).stages[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tenants", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=None, help="skip the capacity search")
+    ap.add_argument("--capacity-rates", default="100,200,300,400,500,600,800")
+    ap.add_argument("--hold", type=float, default=20.0, help="seconds per measured phase")
+    ap.add_argument("--rounds", type=int, default=2, help="off/on pairs")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="w-shadow-"))
+    tenants = [f"t{i:05d}" for i in range(args.tenants)]
+    started = time.time()
+    reg = build_registry(str(workdir / "registry"), tenants)
+    mean_size = np.mean([mv.size_bytes for mv in reg.production_versions().values()])
+    per_model = mean_size * FOOTPRINT_PER_ARTIFACT_BYTE + FOOTPRINT_FIXED_BYTES
+    cache_mb = args.tenants * 0.25 * per_model / 2**20
+    print(f"registry of {args.tenants} tenants x 2 versions in {time.time() - started:.0f}s; "
+          f"cache {cache_mb:.1f} MB per replica", flush=True)
+    settings = ServeSettings(registry=reg.root, port=_free_port(), replicas=2,
+                             cache_mb=cache_mb)
+    handle = start_serving(settings, app_name="w-shadow")
+    store = ConfigStore(ShadowTables.for_registry(reg))
+    hot = tenants[int(ZipfSampler(len(tenants), 1.1, seed=0).rank_to_index[0])]
+    try:
+        rate = args.rate
+        capacity = None
+        if rate is None:
+            rates = tuple(float(r) for r in args.capacity_rates.split(","))
+            run = run_loadtest(LoadTestConfig(handle.url, tuple(tenants),
+                                              (len(FEATURE_NAMES),) * len(tenants),
+                                              rates=rates, hold_s=10.0))
+            for st in run.stages:
+                print(f"  capacity stage {st.offered_rps:.0f} req/s: achieved "
+                      f"{st.achieved_rps:.0f}, p99 {st.p99_ms:.1f} ms, errors "
+                      f"{st.error_rate:.2%} {st.status_counts}", flush=True)
+            capacity = max_within_slo(run.stages)
+            if capacity is None:
+                print("no stage met the SLO; pass --rate", file=sys.stderr)
+                return 1
+            rate = round(capacity * 0.5)
+        print(f"capacity {capacity} req/s -> measuring at {rate} req/s; hot tenant {hot}",
+              flush=True)
+        _stage(handle.url, tenants, rate, max(5.0, args.hold / 2), seed=99)  # warm caches
+        phases: list[dict[str, Any]] = []
+        for r in range(args.rounds):
+            for shadow in (False, True):
+                if shadow:
+                    store.set_many([build_config(t, 1.0 if t == hot else 0.1)
+                                    for t in tenants])
+                else:
+                    store.clear_many(tenants)
+                time.sleep(3.0)  # replicas re-read the config table every ~1 s
+                before = _shadow_counts(handle.url)
+                res = _stage(handle.url, tenants, rate, args.hold, seed=r)
+                after = _shadow_counts(handle.url)
+                mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                phases.append({"shadow": shadow, "round": r, "p50_ms": res.p50_ms,
+                               "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
+                               "error_rate": res.error_rate, "hit_rate": res.hit_rate,
+                               "shadow_outcomes": mirrored})
+                print(f"  round {r} shadow {'on ' if shadow else 'off'}: p50 "
+                      f"{res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms at {res.achieved_rps:.0f} "
+                      f"req/s, errors {res.error_rate:.3%}, shadow {mirrored}", flush=True)
+        store.clear_many(tenants)
+    finally:
+        handle.shutdown()
+    off = float(np.median([p["p99_ms"] for p in phases if not p["shadow"]]))
+    on = float(np.median([p["p99_ms"] for p in phases if p["shadow"]]))
+    doc = {"workload": "W-shadow", "tenants": args.tenants, "capacity_rps": capacity,
+           "rate_rps": rate, "hot_tenant": hot, "hold_s": args.hold, "phases": phases,
+           "p99_ms_without_shadow": off, "p99_ms_with_shadow": on, "ratio": on / off,
+           "target_ratio": 1.1}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "w_shadow.json").write_text(json.dumps(doc, indent=2))
+    print(f"W-shadow: production p99 {off:.2f} ms without shadow, {on:.2f} ms with shadow "
+          f"-> ratio {on / off:.3f} (target <= 1.1); {out / 'w_shadow.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
