@@ -32,15 +32,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.loadtest import LoadTestConfig, StageResult, ZipfSampler, run_loadtest  # noqa: E402
-from engine.loadtest.capacity import max_within_slo  # noqa: E402
-from engine.serving.launch import start_serving  # noqa: E402
-from engine.serving.model import FOOTPRINT_FIXED_BYTES, FOOTPRINT_PER_ARTIFACT_BYTE  # noqa: E402
-from engine.settings import ServeSettings  # noqa: E402
-from engine.shadow import ConfigStore, ShadowTables, build_config  # noqa: E402
-from registry import AliasMove, NewVersion, Registry  # noqa: E402
-from training.features import FEATURE_NAMES  # noqa: E402
-from training.model import ModelSpec, train_tenant  # noqa: E402
+from engine.loadtest import LoadTestConfig, StageResult, ZipfSampler, run_loadtest
+from engine.loadtest.capacity import max_within_slo
+from engine.serving.launch import start_serving
+from engine.serving.model import FOOTPRINT_FIXED_BYTES, FOOTPRINT_PER_ARTIFACT_BYTE
+from engine.settings import ServeSettings
+from engine.shadow import ConfigStore, ShadowTables, build_config
+from registry import AliasMove, NewVersion, Registry
+from training.features import FEATURE_NAMES
+from training.model import ModelSpec, train_tenant
 
 DISTINCT_MODELS = 64  # models trained; tenants reuse their bytes (each has its own artifact)
 

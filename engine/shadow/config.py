@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -21,11 +21,11 @@ from engine.shadow.tables import CONFIG, ShadowTables
 from registry import validate_tenant_id
 from registry.errors import ValidationError
 
-__all__ = ["ShadowConfig", "ConfigStore", "ConfigWatcher", "parse_time", "build_config"]
+__all__ = ["ConfigStore", "ConfigWatcher", "ShadowConfig", "build_config", "parse_time"]
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def parse_time(value: str | datetime | None) -> datetime | None:
@@ -43,8 +43,8 @@ def parse_time(value: str | datetime | None) -> datetime | None:
             raise ValidationError(f"not an ISO 8601 time: {value!r} "
                                   "(e.g. 2026-12-01T18:00:00Z)") from None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

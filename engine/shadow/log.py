@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -152,7 +152,7 @@ def _pairs_table(items: list[ComparedRequest], replica: str) -> pa.Table:
     sizes = np.array([len(i.production) for i in items])
     at = np.repeat(np.array([i.at for i in items]), sizes)
     ts = pa.array((at * 1e6).astype("int64"), pa.timestamp("us", tz="UTC"))
-    dates = [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d") for t in at]
+    dates = [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d") for t in at]
     prod = np.concatenate([i.production for i in items]).astype(np.float64)
     shadow = np.concatenate([i.shadow for i in items]).astype(np.float64)
 
@@ -177,7 +177,7 @@ def _pairs_table(items: list[ComparedRequest], replica: str) -> pa.Table:
 
 
 def _stats_table(counts: Counter[tuple[str, int, str]], replica: str) -> pa.Table:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     keys = sorted(counts)
     return pa.table({
         "date": [now.strftime("%Y-%m-%d")] * len(keys),

@@ -29,7 +29,7 @@ from engine.shadow.log import ComparedRequest, PairLog
 from engine.shadow.models import Loader, ShadowModels
 from registry import Alias, ModelVersion, RegistrySnapshot
 
-__all__ = ["ShadowMirror", "MirrorItem", "lower_priority", "OUTCOMES"]
+__all__ = ["OUTCOMES", "MirrorItem", "ShadowMirror", "lower_priority"]
 
 OUTCOMES = ("ok", "synthetic", "error", "timeout", "dropped", "skipped")
 DRAIN_S = 2.0  # on close, time the worker gets to finish queued items

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from engine.serving.model import LoadedModel
 from registry import ModelKey, ModelVersion
 
-__all__ = ["ShadowModels", "Loader"]
+__all__ = ["Loader", "ShadowModels"]
 
 Loader = Callable[[ModelVersion], LoadedModel]
 FAILED_LOAD_TTL_S = 5.0

@@ -18,7 +18,7 @@ from engine.shadow.config import ConfigStore
 from engine.shadow.tables import PAIRS, STATS, ShadowTables, sql_str
 from registry import Alias, Registry, validate_tenant_id
 
-__all__ = ["Comparison", "ShadowReport", "compare", "psi", "ks_statistic", "shadow_report"]
+__all__ = ["Comparison", "ShadowReport", "compare", "ks_statistic", "psi", "shadow_report"]
 
 THRESHOLD = 0.5
 PSI_BINS = 10
@@ -121,17 +121,19 @@ class ShadowReport:
         def f(v: float | None, fmt: str = ".4f") -> str:
             return "n/a" if v is None else format(v, fmt)
 
-        lines = [f"shadow report for {self.tenant_id}: production v{self.production_version} "
-                 f"vs shadow v{self.shadow_version}",
-                 f"  pairs {c.pairs} ({self.requests} requests)   agreement@0.5 "
-                 f"{f(c.agreement)}   mean |diff| {f(c.mean_abs_diff)}   max |diff| "
-                 f"{f(c.max_abs_diff)}",
-                 f"  shift: PSI {f(c.psi)}  KS {f(c.ks)}   mean prediction "
-                 f"{f(c.production_mean)} -> {f(c.shadow_mean)}",
-                 f"  latency ms p50/p99: production {f(self.production_p50_ms, '.2f')}/"
-                 f"{f(self.production_p99_ms, '.2f')}  shadow {f(self.shadow_p50_ms, '.2f')}/"
-                 f"{f(self.shadow_p99_ms, '.2f')}",
-                 f"  dropped {self.dropped}  errors {self.errors}  timeouts {self.timeouts}"]
+        lines = [
+            (f"shadow report for {self.tenant_id}: production v{self.production_version} "
+             f"vs shadow v{self.shadow_version}"),
+            (f"  pairs {c.pairs} ({self.requests} requests)   agreement@0.5 "
+             f"{f(c.agreement)}   mean |diff| {f(c.mean_abs_diff)}   max |diff| "
+             f"{f(c.max_abs_diff)}"),
+            (f"  shift: PSI {f(c.psi)}  KS {f(c.ks)}   mean prediction "
+             f"{f(c.production_mean)} -> {f(c.shadow_mean)}"),
+            (f"  latency ms p50/p99: production {f(self.production_p50_ms, '.2f')}/"
+             f"{f(self.production_p99_ms, '.2f')}  shadow {f(self.shadow_p50_ms, '.2f')}/"
+             f"{f(self.shadow_p99_ms, '.2f')}"),
+            f"  dropped {self.dropped}  errors {self.errors}  timeouts {self.timeouts}",
+        ]
         if self.config:
             lines.append(f"  config: fraction {self.config['fraction']} until "
                          f"{self.config['until'] or 'cleared'} (active: {self.config['active']})")

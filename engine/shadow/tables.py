@@ -22,7 +22,7 @@ from registry import Registry
 from registry.errors import RegistryConflict, RegistryError
 from registry.index import sql_str, to_arrow
 
-__all__ = ["CONFIG", "PAIRS", "STATS", "SCHEMAS", "ShadowTables", "sql_str"]
+__all__ = ["CONFIG", "PAIRS", "SCHEMAS", "STATS", "ShadowTables", "sql_str"]
 
 _TS = pa.timestamp("us", tz="UTC")
 CONFIG, PAIRS, STATS = "config", "log", "stats"

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +112,11 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
         assert "tenantry_shadow_abs_diff_count 30.0" in metrics
 
         # A window that ends: nothing sent after `until` is mirrored.
-        until = datetime.now(timezone.utc) + timedelta(seconds=3)
+        until = datetime.now(UTC) + timedelta(seconds=3)
         resp = client.put(f"/v1/admin/tenants/{TENANT}/shadow",
                           json={"fraction": 1.0, "until": until.isoformat()})
         assert resp.status_code == 200, resp.text
-        time.sleep(max(0.0, (until - datetime.now(timezone.utc)).total_seconds()) + 0.5)
+        time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.5)
         _send(client, rows[:10], "late")
         time.sleep(4.5)  # two flush periods
         assert not any(r.startswith("late") for r in _logged(reg)["request_id"])

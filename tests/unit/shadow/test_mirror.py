@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -96,7 +96,7 @@ def test_pairs_logged_with_correct_statistics(fresh: Any, h: Any) -> None:
 def test_window_end_stops_mirroring(fresh: Any, h: Any, closing: Any) -> None:
     state = closing(fresh.host())
     mirror, _ = create_mirror(state, state.settings)
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     now = [t0.timestamp()]
     mirror.clock = lambda: now[0]
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0, until=t0 + timedelta(seconds=60)))
@@ -112,7 +112,7 @@ def test_window_end_stops_mirroring(fresh: Any, h: Any, closing: Any) -> None:
 def test_window_start_in_future_does_not_mirror(fresh: Any, h: Any, closing: Any) -> None:
     state = closing(fresh.host())
     mirror, _ = create_mirror(state, state.settings)
-    start = datetime.now(timezone.utc) + timedelta(hours=1)
+    start = datetime.now(UTC) + timedelta(hours=1)
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0, start=start))
     _predict_all(h, state, [h.rows(1)])
     time.sleep(0.2)
@@ -206,7 +206,7 @@ def test_fraction_samples_and_alias_resolution(fresh: Any, h: Any, closing: Any)
 
 def test_config_reaches_a_replica_through_the_table(fresh: Any, h: Any, closing: Any) -> None:
     state = closing(fresh.host())
-    mirror, watcher = create_mirror(state, state.settings)
+    mirror, _ = create_mirror(state, state.settings)
     assert mirror.config(h.TENANT) is None
     ConfigStore(ShadowTables.for_registry(fresh.reg)).set(build_config(h.TENANT, 0.5))
     _wait(lambda: mirror.config(h.TENANT) is not None)  # the watcher thread picked it up

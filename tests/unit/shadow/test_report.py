@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,7 @@ def test_psi_zero_for_same_and_grows_with_shift() -> None:
 
 def test_build_config_validates() -> None:
     cfg = build_config("acme", 0.25, 3, until="2030-01-01T00:00:00Z")
-    assert cfg.until == datetime(2030, 1, 1, tzinfo=timezone.utc) and cfg.active()
+    assert cfg.until == datetime(2030, 1, 1, tzinfo=UTC) and cfg.active()
     with pytest.raises(ValidationError):
         build_config("acme", 1.5)
     with pytest.raises(ValidationError):
@@ -62,7 +62,7 @@ def test_build_config_validates() -> None:
     with pytest.raises(InvalidTenantId):
         build_config("../etc", 0.5)
     assert not build_config("acme", 0.0).active()
-    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    past = datetime.now(UTC) - timedelta(seconds=1)
     assert not build_config("acme", 1.0, until=past).active()
 
 
@@ -80,7 +80,7 @@ def test_store_latest_row_wins(tmp_path: Any) -> None:
 
 def test_report_picks_latest_version_pair_and_counts_drops(fresh: Any, h: Any) -> None:
     log = PairLog(ShadowTables.for_registry(fresh.reg), flush_rows=10_000, flush_s=60)
-    now = datetime.now(timezone.utc).timestamp()
+    now = datetime.now(UTC).timestamp()
     old = ComparedRequest(h.TENANT, "old", 1, 3, np.array([0.9]), np.array([0.1]), 0.001,
                           0.002, now - 10)
     log.add(old)
@@ -101,7 +101,7 @@ def test_report_picks_latest_version_pair_and_counts_drops(fresh: Any, h: Any) -
     assert doc["promote_command"] == f"tenantry registry promote {h.TENANT} 2"
     v3 = shadow_report(fresh.reg, h.TENANT, shadow_version=3).to_json()
     assert v3["pairs"] == 1 and v3["agreement"] == 0.0 and v3["dropped"] == 7
-    later = datetime.fromtimestamp(now + 1.5, timezone.utc)
+    later = datetime.fromtimestamp(now + 1.5, UTC)
     assert shadow_report(fresh.reg, h.TENANT, since=later).to_json()["pairs"] == 4
 
 
