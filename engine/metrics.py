@@ -35,6 +35,9 @@ class Metrics:
                                   registry=r)
         self.cache_misses = Counter("tenantry_cache_misses",
                                     "Predictions that had to load their model", registry=r)
+        self.cache_coalesced = Counter("tenantry_cache_coalesced",
+                                       "Hits that waited for a load another request started",
+                                       registry=r)
         self.cache_evictions = Counter("tenantry_cache_evictions",
                                        "Models evicted from a cache (budget or new version)",
                                        registry=r)

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from cachetools import LRUCache
 
-__all__ = ["BytesLRU", "ModelCache"]
+__all__ = ["BytesLRU", "Lookup", "ModelCache"]
+
+
+class Lookup(str, Enum):
+    """How a lookup was answered."""
+
+    HIT = "hit"  # the value was cached
+    COALESCED = "coalesced"  # another request was already loading it; this one waited
+    MISS = "miss"  # this lookup started the load
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -68,20 +77,20 @@ class ModelCache(Generic[K, V]):
         """Cached keys, least recently used first."""
         return list(self._lru.keys())
 
-    async def get(self, key: K) -> tuple[V, bool]:
-        """The value for ``key`` and whether it was a hit; loads it on a miss.
+    async def get(self, key: K) -> tuple[V, Lookup]:
+        """The value for ``key`` and how it was found; loads it on a miss.
 
         Raises:
             Whatever the loader raised (every waiter of that load sees the same error;
             nothing is cached, so the next request tries again).
         """
         try:
-            return self._lru[key], True
+            return self._lru[key], Lookup.HIT
         except KeyError:
             pass
         pending = self._inflight.get(key)
         if pending is not None:
-            return await asyncio.shield(pending), False
+            return await asyncio.shield(pending), Lookup.COALESCED
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -94,7 +103,7 @@ class ModelCache(Generic[K, V]):
             del self._inflight[key]
         future.set_result(value)
         self.put(key, value)
-        return value, False
+        return value, Lookup.MISS
 
     def put(self, key: K, value: V) -> bool:
         """Insert ``value``; False if it alone exceeds the budget (then it is not kept)."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.metrics import Metrics
-from engine.serving.cache import ModelCache
+from engine.serving.cache import Lookup, ModelCache
 from engine.serving.model import LoadedModel, load_model
 from engine.serving.validation import parse_body, to_matrix
 from engine.settings import ServeSettings
@@ -101,12 +101,23 @@ class ModelHostState:
         self.metrics.cache_bytes.set(self.cache.nbytes)
         self.metrics.cache_models.set(len(self.cache))
 
-    async def model_for(self, mv: ModelVersion) -> tuple[LoadedModel, bool]:
-        """The loaded model for ``mv`` and whether the cache had it."""
-        model, hit = await self.cache.get(ModelKey(mv.tenant_id, mv.version))
-        if not hit:
+    async def model_for(self, mv: ModelVersion) -> tuple[LoadedModel, Lookup]:
+        """The loaded model for ``mv`` and how the cache answered."""
+        model, lookup = await self.cache.get(ModelKey(mv.tenant_id, mv.version))
+        if lookup is Lookup.MISS:
             self._update_gauges()
-        return model, hit
+        return model, lookup
+
+    def _count(self, lookup: Lookup) -> None:
+        # A miss is a lookup that started a load. Requests that arrive while that load is
+        # in flight wait for it without loading again: they count as hits (as the trace
+        # model of an LRU counts every access after the first) and also as coalesced.
+        if lookup is Lookup.MISS:
+            self.metrics.cache_misses.inc()
+        else:
+            self.metrics.cache_hits.inc()
+            if lookup is Lookup.COALESCED:
+                self.metrics.cache_coalesced.inc()
 
     # -- the request path ---------------------------------------------------------------
     async def predict(self, tenant_id: str, body: bytes, request_id: str = "",
@@ -121,8 +132,8 @@ class ModelHostState:
         validate_tenant_id(tenant_id)
         mv = self.snapshot.resolve(tenant_id, Alias.PRODUCTION)
         instances = parse_body(body, self.settings.max_rows)
-        model, hit = await self.model_for(mv)
-        (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
+        model, lookup = await self.model_for(mv)
+        self._count(lookup)
         x = to_matrix(instances, model.feature_names, model.index)
         preds = model.predict(x)
         if self.shadow is not None:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from engine.serving.cache import ModelCache
+from engine.serving.cache import Lookup, ModelCache
 
 
 class Sized:
@@ -33,10 +33,10 @@ def test_concurrent_misses_share_one_load() -> None:
         cache, calls, _ = make_cache(100, delay=0.05)
         results = await asyncio.gather(*(cache.get("a") for _ in range(20)))
         assert calls == ["a"]
-        assert sum(hit for _, hit in results) == 0
+        assert [how for _, how in results] == [Lookup.MISS] + [Lookup.COALESCED] * 19
         assert len({id(v) for v, _ in results}) == 1
-        value, hit = await cache.get("a")
-        assert hit and value is results[0][0]
+        value, how = await cache.get("a")
+        assert how is Lookup.HIT and value is results[0][0]
 
     asyncio.run(main())
 
@@ -49,8 +49,8 @@ def test_loads_of_different_keys_run_in_parallel_and_hits_do_not_wait() -> None:
         started = loop.time()
         slow = [asyncio.create_task(cache.get(k)) for k in ("x", "y", "z")]
         await asyncio.sleep(0)
-        _, hit = await cache.get("warm")  # must not wait for x/y/z
-        assert hit and loop.time() - started < 0.1
+        _, how = await cache.get("warm")  # must not wait for x/y/z
+        assert how is Lookup.HIT and loop.time() - started < 0.1
         await asyncio.gather(*slow)
         assert loop.time() - started < 0.35  # three 0.2 s loads overlapped, not 0.6 s
 
@@ -88,8 +88,8 @@ def test_failed_load_is_not_cached_and_every_waiter_sees_it() -> None:
 def test_value_larger_than_budget_is_served_not_kept() -> None:
     async def main() -> None:
         cache, _, _ = make_cache(50, sizes={"huge": 80})
-        value, hit = await cache.get("huge")
-        assert value.key == "huge" and not hit and "huge" not in cache
+        value, how = await cache.get("huge")
+        assert value.key == "huge" and how is Lookup.MISS and "huge" not in cache
 
     asyncio.run(main())
 
