@@ -78,7 +78,7 @@ def build_app(registry_root: str, cache_models: int, replicas: int = 2) -> Any:
                 return JSONResponse({"detail": "unknown tenant"}, status_code=404)
             return {"tenant_id": tenant_id, "production": mv.to_json()}
 
-    return MultiplexedHost.bind(registry_root)
+    return MultiplexedHost.bind(registry_root)  # type: ignore[attr-defined]  # a Deployment
 
 
 def main(argv: list[str] | None = None) -> int:

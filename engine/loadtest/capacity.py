@@ -20,8 +20,15 @@ from engine.loadtest.hitratio import HitRatioCurve, hit_ratio_curve
 from engine.loadtest.stats import StageResult
 from engine.loadtest.workload import ZipfSampler
 
-__all__ = ["HEADROOM", "MAX_ERROR_RATE", "search", "max_within_slo", "Recommendation",
-           "recommend", "target_curve"]
+__all__ = [
+    "HEADROOM",
+    "MAX_ERROR_RATE",
+    "Recommendation",
+    "max_within_slo",
+    "recommend",
+    "search",
+    "target_curve",
+]
 
 HEADROOM = 0.15
 MAX_ERROR_RATE = 0.001

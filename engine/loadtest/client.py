@@ -17,8 +17,17 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Connection", "ConnectionPool", "Counters", "ShareResult", "STATUS_CONN_ERROR", "STATUS_TIMEOUT",
-           "build_request", "run_share", "new_event_loop"]
+__all__ = [
+    "STATUS_CONN_ERROR",
+    "STATUS_TIMEOUT",
+    "Connection",
+    "ConnectionPool",
+    "Counters",
+    "ShareResult",
+    "build_request",
+    "new_event_loop",
+    "run_share",
+]
 
 STATUS_CONN_ERROR = 0
 STATUS_TIMEOUT = -1
@@ -64,17 +73,17 @@ class Connection(asyncio.Protocol):
         self._buf = bytearray()
         self._waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    def data_received(self, data: bytes) -> None:
         self._buf += data
         self._try_complete(eof=False)
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._try_complete(eof=True)
         if self._waiter is not None and not self._waiter.done():
@@ -177,9 +186,9 @@ class ConnectionPool:
 class Counters(Protocol):
     """Two progress slots, [0] sent and [1] done (a list or a shared-memory view)."""
 
-    def __getitem__(self, index: int) -> int: ...  # noqa: D105
+    def __getitem__(self, index: int) -> int: ...
 
-    def __setitem__(self, index: int, value: int) -> None: ...  # noqa: D105
+    def __setitem__(self, index: int, value: int) -> None: ...
 
 
 @dataclass(frozen=True)

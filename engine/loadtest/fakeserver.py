@@ -21,7 +21,7 @@ from collections import OrderedDict
 
 from engine.loadtest.client import new_event_loop
 
-__all__ = ["FakeState", "serve", "main"]
+__all__ = ["FakeState", "main", "serve"]
 
 _MODEL_BYTES = 125_000
 
@@ -93,10 +93,10 @@ class _Handler(asyncio.Protocol):
         self.state, self.buf, self.transport = state, bytearray(), None
         self.tail: asyncio.Future[None] | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # always a Transport here
 
-    def data_received(self, data: bytes) -> None:  # noqa: D102
+    def data_received(self, data: bytes) -> None:
         self.buf += data
         while True:
             end = self.buf.find(b"\r\n\r\n")
@@ -132,8 +132,8 @@ class _Handler(asyncio.Protocol):
                 reply, at = _response(404, b'{"detail":"unknown tenant"}'), 0.0
             else:
                 rows = len(json.loads(body)["instances"])
-                doc = {"tenant_id": tenant, "model_version": 1, "predictions": [0.5] * rows}
-                reply, at = _response(200, json.dumps(doc).encode()), state.admit(tenant)
+                answer = {"tenant_id": tenant, "model_version": 1, "predictions": [0.5] * rows}
+                reply, at = _response(200, json.dumps(answer).encode()), state.admit(tenant)
         else:
             reply, at = _response(404, b'{"detail":"not found"}'), 0.0
         fut: asyncio.Future[None] = loop.create_future()

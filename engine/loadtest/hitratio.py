@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HitRatioCurve", "stack_distances", "hit_ratio_curve", "simulate_lru"]
+__all__ = ["HitRatioCurve", "hit_ratio_curve", "simulate_lru", "stack_distances"]
 
 COLD = -1  # distance of a first access (a compulsory miss at every size)
 

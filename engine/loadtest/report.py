@@ -15,7 +15,7 @@ from typing import Any
 from engine.loadtest.capacity import Recommendation, max_within_slo
 from engine.loadtest.runner import LoadTestRun
 
-__all__ = ["build_document", "write_report", "render_markdown"]
+__all__ = ["build_document", "render_markdown", "write_report"]
 
 
 def _clean(value: Any) -> Any:

@@ -156,8 +156,10 @@ def run_loadtest(config: LoadTestConfig, display: ProgressDisplay | None = None)
     after = last["after"]
     notes = []
     if any(s.generator_behind for s in stages):
-        notes.append("the load generator fell behind its schedule in some stages; add "
-                     "--workers or run it on another machine")
+        late = sum(s.generator_behind for s in stages)
+        notes.append(f"the load generator fell behind its schedule (sends > 5 ms late) in "
+                     f"{late} stage(s): their latencies include the generator's delay; add "
+                     "--workers, or run on a less busy machine")
     model_bytes = None
     if after is not None and after.cache_bytes and after.cache_models:
         model_bytes = after.cache_bytes / after.cache_models

@@ -13,8 +13,14 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["Arrivals", "Stage", "MAX_REQUESTS_PER_STAGE", "send_offsets", "split_round_robin",
-           "parse_rates"]
+__all__ = [
+    "MAX_REQUESTS_PER_STAGE",
+    "Arrivals",
+    "Stage",
+    "parse_rates",
+    "send_offsets",
+    "split_round_robin",
+]
 
 MAX_REQUESTS_PER_STAGE = 2_000_000
 
@@ -46,7 +52,7 @@ class Stage:
     def expected_requests(self) -> int:
         """Number of requests the stage sends (ramp and hold)."""
         ramp = 0.5 * (self.rate_rps + self.ramp_from_rps) * self.ramp_s
-        return int(math.floor(ramp + self.rate_rps * self.hold_s))
+        return math.floor(ramp + self.rate_rps * self.hold_s)
 
 
 def _cumulative_inverse(stage: Stage, counts: np.ndarray) -> np.ndarray:

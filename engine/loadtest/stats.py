@@ -12,7 +12,7 @@ from engine.loadtest.metrics_probe import CacheDelta
 from engine.loadtest.schedule import Stage
 from engine.loadtest.workers import StageOutcome
 
-__all__ = ["StageResult", "summarize", "LATE_THRESHOLD_S"]
+__all__ = ["LATE_THRESHOLD_S", "StageResult", "summarize"]
 
 LATE_THRESHOLD_S = 0.005  # a send dispatched later than this counts as "behind schedule"
 _BEHIND_FRACTION = 0.01  # more than this share of late sends flags the generator
@@ -82,7 +82,7 @@ def summarize(stage: Stage, outcome: StageOutcome, cache: CacheDelta, slo_p99_ms
     done = outcome.done_offset_s
     in_window = (done >= stage.ramp_s) & (done <= stage.total_s)
     achieved = float(np.count_nonzero(ok_all & in_window)) / stage.hold_s
-    n = int(len(status))
+    n = len(status)
     errors = int(np.count_nonzero((status < 200) | (status >= 300)))
     lag = outcome.lag_s[hold]
     late = int(np.count_nonzero(lag > LATE_THRESHOLD_S))

@@ -9,7 +9,7 @@ import numpy as np
 from engine.loadtest.workload import synthetic_tenants
 from registry.errors import RegistryNotFound, ValidationError
 
-__all__ = ["TenantSet", "registry_tenants", "choose_tenants"]
+__all__ = ["TenantSet", "choose_tenants", "registry_tenants"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
-from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from engine.loadtest.client import ShareResult, new_event_loop, run_share
 from engine.loadtest.schedule import split_round_robin
 
-__all__ = ["ShareJob", "StageOutcome", "LoadWorkers"]
+__all__ = ["LoadWorkers", "ShareJob", "StageOutcome"]
 
 _START_DELAY_S = 0.3
 
@@ -92,7 +91,7 @@ class LoadWorkers:
             raise ValueError("at least one load process is needed")
         ctx = mp.get_context("spawn")
         self.processes = processes
-        self.counters: SynchronizedArray[Any] = ctx.Array("q", 2 * processes, lock=False)  # type: ignore[assignment]  # RawArray view
+        self.counters: Any = ctx.Array("q", 2 * processes, lock=False)  # a lock-free RawArray
         self._pipes: list[Pipe] = []
         self._procs: list[mp.process.BaseProcess] = []
         for w in range(processes):

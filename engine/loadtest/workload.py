@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.loadtest.client import build_request
 
-__all__ = ["ZipfSampler", "TenantProfile", "Workload", "SYNTHETIC_HEADER", "synthetic_tenants"]
+__all__ = ["SYNTHETIC_HEADER", "TenantProfile", "Workload", "ZipfSampler", "synthetic_tenants"]
 
 SYNTHETIC_HEADER = ("x-tenantry-synthetic", "1")
 MULTIPLEX_HEADER = "serve_multiplexed_model_id"

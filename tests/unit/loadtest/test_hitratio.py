@@ -14,7 +14,7 @@ from engine.loadtest.workload import ZipfSampler
 @given(st.lists(st.integers(min_value=0, max_value=15), max_size=200))
 def test_curve_matches_brute_force_lru_at_every_size(trace: list[int]) -> None:
     curve = hit_ratio_curve(trace)
-    for size in range(0, 20):
+    for size in range(20):
         assert curve.hits(size) == simulate_lru(trace, size)
 
 

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from engine.loadtest.schedule import (
-    Arrivals, Stage, parse_rates, send_offsets, split_round_robin,
+    Arrivals,
+    Stage,
+    parse_rates,
+    send_offsets,
+    split_round_robin,
 )
 
 
