@@ -24,6 +24,7 @@ class MetricsSnapshot:
 
     hits: float | None = None
     misses: float | None = None
+    coalesced: float | None = None  # waited on another request's load (counted as a miss)
     evictions: float | None = None
     loads: float | None = None  # count of tenantry_model_load_seconds observations
     load_seconds: float | None = None  # sum of tenantry_model_load_seconds
@@ -56,6 +57,7 @@ class CacheDelta:
 _SAMPLES = {
     "tenantry_cache_hits_total": "hits",
     "tenantry_cache_misses_total": "misses",
+    "tenantry_cache_coalesced_total": "coalesced",
     "tenantry_cache_evictions_total": "evictions",
     "tenantry_model_load_seconds_count": "loads",
     "tenantry_model_load_seconds_sum": "load_seconds",
@@ -104,6 +106,9 @@ def diff(before: MetricsSnapshot | None, after: MetricsSnapshot | None) -> Cache
     if before is None or after is None:
         return CacheDelta(None, None, None, None, None, None, None, None)
     hits, misses = _delta(after.hits, before.hits), _delta(after.misses, before.misses)
+    coalesced = _delta(after.coalesced, before.coalesced)
+    if misses is not None and coalesced is not None:
+        misses += coalesced  # a coalesced wait paid for a load too: not a hit
     rate = hits / (hits + misses) if hits is not None and misses is not None and hits + misses \
         else None
     loads = _delta(after.loads, before.loads)

@@ -82,3 +82,7 @@ def test_metrics_diff_sums_replicas_and_computes_rates() -> None:
     assert abs(delta.mean_load_ms - 2.0) < 1e-9
     assert delta.mean_model_bytes == 500
     assert diff(None, after).hit_rate is None
+    coalesced = "# TYPE tenantry_cache_coalesced_total counter\ntenantry_cache_coalesced_total %d\n"
+    b2 = parse_metrics(METRICS % (0, 5, 5, 5, 0.005) + coalesced % 0)
+    a2 = parse_metrics(METRICS % (80, 15, 15, 15, 0.025) + coalesced % 10)
+    assert diff(b2, a2).hit_rate == 80 / 100
