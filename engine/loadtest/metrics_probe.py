@@ -24,7 +24,7 @@ class MetricsSnapshot:
 
     hits: float | None = None
     misses: float | None = None
-    coalesced: float | None = None  # waited on another request's load (counted as a miss)
+    coalesced: float | None = None  # waited on another request's load (already in hits)
     evictions: float | None = None
     loads: float | None = None  # count of tenantry_model_load_seconds observations
     load_seconds: float | None = None  # sum of tenantry_model_load_seconds
@@ -106,9 +106,8 @@ def diff(before: MetricsSnapshot | None, after: MetricsSnapshot | None) -> Cache
     if before is None or after is None:
         return CacheDelta(None, None, None, None, None, None, None, None)
     hits, misses = _delta(after.hits, before.hits), _delta(after.misses, before.misses)
-    coalesced = _delta(after.coalesced, before.coalesced)
-    if misses is not None and coalesced is not None:
-        misses += coalesced  # a coalesced wait paid for a load too: not a hit
+    # The server counts a request that waited on another request's load as a hit (as the
+    # trace model of an LRU does); tenantry_cache_coalesced_total reports those waits apart.
     rate = hits / (hits + misses) if hits is not None and misses is not None and hits + misses \
         else None
     loads = _delta(after.loads, before.loads)
