@@ -70,6 +70,7 @@ class ModelHostState:
         self._failed: dict[ModelKey, tuple[float, TenantryError]] = {}
         self._refresher: asyncio.Task[None] | None = None
         self.metrics.registry_lag_seconds.set_function(self.snapshot.lag_seconds)
+        import xgboost  # noqa: F401, PLC0415 - import now (~1 s), not inside the first load
 
     # -- loading ------------------------------------------------------------------------
     async def _load(self, key: ModelKey) -> LoadedModel:
