@@ -11,7 +11,8 @@ import hashlib
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
@@ -81,6 +82,8 @@ class TenantOutcome:
     reason: str = ""
     detail: str = ""
     artifact: StagedArtifact | None = None
+    model_bytes: bytes = field(default=b"", repr=False)
+    """The UBJSON artifact between training and staging (emptied once staged)."""
     metrics: tuple[tuple[str, float], ...] = ()
     params: tuple[tuple[str, object], ...] = ()
     production_version: int | None = None
@@ -106,6 +109,7 @@ class BucketResult:
     train_s: float
     started_at: float = 0.0
     pid: int = 0
+    cpu_s: float = 0.0
 
 
 def bucket_part(tenant_id: str, parts: int) -> int:
@@ -128,8 +132,16 @@ def _score_production(reg: Registry, mv: ModelVersion, x: np.ndarray,
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-def _train_one(ctx: JobContext, tenant_id: str, x: np.ndarray, y: np.ndarray,
-               holdout: np.ndarray, production: ModelVersion | None) -> TenantOutcome:
+def _failure(tenant_id: str, exc: BaseException) -> TenantOutcome:
+    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}" if last else ""
+    return TenantOutcome(tenant_id, Status.FAILED, SkipReason.ERROR.value,
+                         f"{type(exc).__name__}: {exc}{where}"[:500])
+
+
+def _fit_one(ctx: JobContext, tenant_id: str, x: np.ndarray, y: np.ndarray,
+             holdout: np.ndarray, production: ModelVersion | None) -> TenantOutcome:
+    """Train and gate-score one tenant; the artifact is staged by the caller."""
     try:
         model = train_tenant(tenant_id, FEATURE_NAMES, x[~holdout], y[~holdout], x[holdout],
                              y[holdout], ctx.spec)
@@ -137,20 +149,25 @@ def _train_one(ctx: JobContext, tenant_id: str, x: np.ndarray, y: np.ndarray,
         if production is not None:
             prod_score, prod_error = _score_production(ctx.registry, production, x[holdout],
                                                        y[holdout])
-        artifact = ctx.registry.stage_artifact(tenant_id, model.model_bytes, ctx.run_id)
     except TenantSkipped as skip:
         return TenantOutcome(tenant_id, Status.SKIPPED, skip.reason.value, skip.detail)
     except Exception as exc:  # noqa: BLE001 - one tenant's failure must not sink the bucket
-        last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}" if last else ""
-        return TenantOutcome(tenant_id, Status.FAILED, SkipReason.ERROR.value,
-                             f"{type(exc).__name__}: {exc}{where}"[:500])
+        return _failure(tenant_id, exc)
     return TenantOutcome(
-        tenant_id, Status.TRAINED, artifact=artifact,
+        tenant_id, Status.TRAINED, model_bytes=model.model_bytes,
         metrics=tuple(sorted(model.metrics().items())),
         params=tuple(sorted(model.params.items())),
         production_version=production.version if production else None,
         production_score=prod_score, production_error=prod_error)
+
+
+def _staged(outcome: TenantOutcome, write: Future[StagedArtifact] | None) -> TenantOutcome:
+    if write is None:
+        return outcome
+    try:
+        return replace(outcome, artifact=write.result(), model_bytes=b"")
+    except Exception as exc:  # noqa: BLE001 - a failed write fails this tenant only
+        return _failure(outcome.tenant_id, exc)
 
 
 def train_bucket(ctx: JobContext, bucket: BucketSpec) -> BucketResult:
@@ -167,7 +184,7 @@ def train_bucket(ctx: JobContext, bucket: BucketSpec) -> BucketResult:
         InvalidTrainingInput: the table's ``shard`` column disagrees with ``ctx.num_shards``.
         Exception: reading the shard failed (the job fails; re-running resumes).
     """
-    started_at, t0 = time.time(), time.perf_counter()
+    started_at, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()
     table = FeatureTable(ctx.data_path).read_shard(bucket.shard, ctx.dates)
     tenants = table.column(TENANT_COLUMN).to_numpy(zero_copy_only=False).astype(str)
     x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -180,18 +197,29 @@ def train_bucket(ctx: JobContext, bucket: BucketSpec) -> BucketResult:
     bounds = list(starts) + [len(order)]
     read_s = time.perf_counter() - t0
     production = {mv.tenant_id: mv for mv in bucket.production}
-    outcomes: list[TenantOutcome] = []
-    for k, tenant_id in enumerate(names.tolist()):
-        if bucket_part(tenant_id, bucket.parts) != bucket.part:
-            continue
-        if shard_of(tenant_id, ctx.num_shards) != bucket.shard:
-            raise InvalidTrainingInput(
-                f"tenant {tenant_id!r} is stored in shard {bucket.shard} but hashes to "
-                f"{shard_of(tenant_id, ctx.num_shards)} of {ctx.num_shards}: the feature "
-                "table was laid out with another shard count")
-        idx = order[bounds[k]:bounds[k + 1]]
-        outcomes.append(_train_one(ctx, tenant_id, x[idx], y[idx], is_holdout[idx],
-                                   production.get(tenant_id)))
+    fitted: list[tuple[TenantOutcome, Future[StagedArtifact] | None]] = []
+    # Artifact writes (fsync) wait on the disk, not the CPU: a writer thread overlaps them
+    # with training the next tenant.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-artifacts")
+    try:
+        for k, tenant_id in enumerate(names.tolist()):
+            if bucket_part(tenant_id, bucket.parts) != bucket.part:
+                continue
+            if shard_of(tenant_id, ctx.num_shards) != bucket.shard:
+                raise InvalidTrainingInput(
+                    f"tenant {tenant_id!r} is stored in shard {bucket.shard} but hashes to "
+                    f"{shard_of(tenant_id, ctx.num_shards)} of {ctx.num_shards}: the feature "
+                    "table was laid out with another shard count")
+            idx = order[bounds[k]:bounds[k + 1]]
+            outcome = _fit_one(ctx, tenant_id, x[idx], y[idx], is_holdout[idx],
+                               production.get(tenant_id))
+            write = writer.submit(ctx.registry.stage_artifact, tenant_id, outcome.model_bytes,
+                                  ctx.run_id) if outcome.status is Status.TRAINED else None
+            fitted.append((outcome, write))
+        outcomes = [_staged(outcome, write) for outcome, write in fitted]
+    finally:
+        writer.shutdown(wait=True)
     return BucketResult(bucket.shard, bucket.part, tuple(outcomes), rows=len(tenants),
                         read_s=read_s, train_s=time.perf_counter() - t0 - read_s,
-                        started_at=started_at, pid=os.getpid())
+                        started_at=started_at, pid=os.getpid(),
+                        cpu_s=time.process_time() - cpu0)

@@ -15,6 +15,7 @@ import os
 import pickle
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,17 +106,46 @@ class _BucketFn:
         return {"result": pickle.dumps(train_bucket(self.ctx, pickle.loads(row["bucket"])))}
 
 
-def _run_buckets(ctx: JobContext, buckets: list[BucketSpec]) -> Iterator[BucketResult]:
+_BACKPRESSURE_KEY = "backpressure_policies.enabled"
+
+
+@contextmanager
+def _quiet_unthrottled_data_context() -> Iterator[None]:
+    """Ray Data settings for this job, restored afterwards.
+
+    Backpressure protects the object store from large block outputs; a bucket returns a few
+    KB of metadata, so it buys nothing here, and with it Ray Data runs a single task until
+    the first finishes (to learn output sizes) -- on 2 CPUs that idles half the machine for
+    a whole bucket. Ray Data's progress bars are replaced by our own display.
+    """
     import ray.data
 
     data_ctx = ray.data.DataContext.get_current()
+    saved = (data_ctx.enable_progress_bars, data_ctx.print_on_execution_start,
+             data_ctx.enable_auto_log_stats, data_ctx.get_config(_BACKPRESSURE_KEY, None))
     data_ctx.enable_progress_bars = False
     data_ctx.print_on_execution_start = False
     data_ctx.enable_auto_log_stats = False
-    items = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
-                                override_num_blocks=len(buckets))
-    for row in items.map(_BucketFn(ctx), num_cpus=1).iter_rows():
-        yield pickle.loads(row["result"])
+    data_ctx.set_config(_BACKPRESSURE_KEY, [])
+    try:
+        yield
+    finally:
+        (data_ctx.enable_progress_bars, data_ctx.print_on_execution_start,
+         data_ctx.enable_auto_log_stats) = saved[:3]
+        if saved[3] is None:
+            data_ctx.remove_config(_BACKPRESSURE_KEY)
+        else:
+            data_ctx.set_config(_BACKPRESSURE_KEY, saved[3])
+
+
+def _run_buckets(ctx: JobContext, buckets: list[BucketSpec]) -> Iterator[BucketResult]:
+    import ray.data
+
+    with _quiet_unthrottled_data_context():
+        items = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
+                                    override_num_blocks=len(buckets))
+        for row in items.map(_BucketFn(ctx), num_cpus=1).iter_rows():
+            yield pickle.loads(row["result"])
 
 
 def _halt(settings: TrainingSettings) -> None:
@@ -174,11 +204,13 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
     progress = progress or make_progress(settings.progress)
     progress.start(len(buckets))
     outcomes: list[TenantOutcome] = []
-    done = 0
+    done, task_s, task_cpu_s = 0, 0.0, 0.0
     counts = {s: 0 for s in Status}
     try:
         for result in _run_buckets(ctx, buckets):
             outcomes.extend(result.outcomes)
+            task_s += result.read_s + result.train_s
+            task_cpu_s += result.cpu_s
             for o in result.outcomes:
                 counts[o.status] += 1
             done += 1
@@ -222,4 +254,5 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
         already_published=published.already_published, window=dates, buckets=len(buckets),
         failures=tuple(failures),
         timings={"ray_init_s": t_train - t_ray, "train_s": train_s,
-                 "publish_s": time.perf_counter() - t_pub})
+                 "publish_s": time.perf_counter() - t_pub, "bucket_tasks_s": task_s,
+                 "bucket_tasks_cpu_s": task_cpu_s})

@@ -13,7 +13,9 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
 from training.errors import DataNotFound, InvalidTrainingInput
@@ -160,14 +162,34 @@ class FeatureTable:
                    columns: Sequence[str] | None = None) -> pa.Table:
         """All rows of one shard over ``dates`` (partition-pruned).
 
+        The feature table is append-only, so when its protocol has no reader features
+        (deletion vectors, column mapping) its data files are read directly -- about twice as
+        fast as a filtered dataset scan, which lists every file of the table first.
+
         Args:
             shard: the shard to read.
             dates: the dates to read.
-            columns: columns to return (default all).
+            columns: columns to return (default all, in schema order).
 
         Returns:
             An Arrow table, possibly empty.
         """
-        filters = [(SHARD_COLUMN, "=", int(shard)), (DATE_COLUMN, "in", list(dates))]
-        return self._delta().to_pyarrow_table(
-            filters=filters, columns=list(columns) if columns is not None else None)
+        delta = self._delta()
+        names = list(columns) if columns is not None else table_schema().names
+        if delta.protocol().min_reader_version > 1:
+            filters = [(SHARD_COLUMN, "=", int(shard)), (DATE_COLUMN, "in", list(dates))]
+            return delta.to_pyarrow_table(filters=filters, columns=names)
+        schema = pa.schema([table_schema().field(n) for n in names])
+        in_file = [n for n in names if n not in PARTITION_COLUMNS]
+        parts = []
+        for date in dates:
+            uris = delta.file_uris(file_pruning_predicate=[
+                (SHARD_COLUMN, "=", str(int(shard))), (DATE_COLUMN, "=", date)])
+            for uri in uris:
+                part = pq.read_table(uri, columns=in_file)
+                n = part.num_rows
+                constants = {SHARD_COLUMN: pa.array(np.full(n, shard, dtype=np.int32)),
+                             DATE_COLUMN: pa.array([date] * n, pa.string())}
+                parts.append(pa.table({c: constants[c] if c in constants else part.column(c)
+                                       for c in names}).cast(schema))
+        return pa.concat_tables(parts) if parts else schema.empty_table()

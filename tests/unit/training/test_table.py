@@ -40,3 +40,20 @@ def test_reads_one_shard_and_counts_rows(tmp_path: Path) -> None:
 def test_missing_table_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(DataNotFound):
         FeatureTable(str(tmp_path / "nope")).dates()
+
+
+def test_direct_file_read_equals_filtered_scan(tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    path = str(tmp_path / "t")
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):  # one commit per day
+        write_rows(path, pa.concat_tables([rule_rows(f"t{i}", day, 20, seed=i, num_shards=2)
+                                           for i in range(6)]), num_shards=2)
+    fast = FeatureTable(path).read_shard(1, ["2024-01-01", "2024-01-03"]).to_pandas()
+    scan = DeltaTable(path).to_pyarrow_table(filters=[
+        ("shard", "=", 1), ("date", "in", ["2024-01-01", "2024-01-03"])]).to_pandas()
+    scan = scan[fast.columns]
+    key = list(fast.columns)
+    assert len(fast) > 0
+    assert fast.sort_values(key).reset_index(drop=True).equals(
+        scan.sort_values(key).reset_index(drop=True))
