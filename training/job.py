@@ -89,8 +89,9 @@ def ensure_ray(settings: TrainingSettings) -> None:
     if ray.is_initialized():
         return
     if settings.num_cpus is not None and settings.ray_address is None:
+        # A private Ray for this job: ask for loopback, as engine.serving.launch does.
         ray.init(address="local", num_cpus=settings.num_cpus, include_dashboard=False,
-                 ignore_reinit_error=True, log_to_driver=False)
+                 ignore_reinit_error=True, log_to_driver=False, _node_ip_address="127.0.0.1")
     else:
         ray.init(address=settings.ray_address, ignore_reinit_error=True, log_to_driver=False)
 
@@ -138,13 +139,17 @@ def _quiet_unthrottled_data_context() -> Iterator[None]:
             data_ctx.set_config(_BACKPRESSURE_KEY, saved[3])
 
 
-def _run_buckets(ctx: JobContext, buckets: list[BucketSpec]) -> Iterator[BucketResult]:
+def _run_buckets(ctx: JobContext, buckets: list[BucketSpec],
+                 resources: dict[str, float]) -> Iterator[BucketResult]:
     import ray.data
 
+    remote_args: dict[str, Any] = {"num_cpus": 1}
+    if resources:  # placement: only nodes offering these (e.g. training=1) run buckets
+        remote_args["resources"] = resources
     with _quiet_unthrottled_data_context():
         items = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
                                     override_num_blocks=len(buckets))
-        for row in items.map(_BucketFn(ctx), num_cpus=1).iter_rows():
+        for row in items.map(_BucketFn(ctx), **remote_args).iter_rows():
             yield pickle.loads(row["result"])
 
 
@@ -207,7 +212,7 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
     done, task_s, task_cpu_s = 0, 0.0, 0.0
     counts = {s: 0 for s in Status}
     try:
-        for result in _run_buckets(ctx, buckets):
+        for result in _run_buckets(ctx, buckets, settings.resources()):
             outcomes.extend(result.outcomes)
             task_s += result.read_s + result.train_s
             task_cpu_s += result.cpu_s

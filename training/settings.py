@@ -50,6 +50,10 @@ class TrainingSettings:
     before publishing, as if the process were killed there."""
     halt_marker: str | None = None
     """File the halt hook creates when it stops (so a test knows when to kill)."""
+    task_resources: str = ""
+    """Custom Ray resources every training task asks for, ``name=amount[,…]`` (e.g.
+    ``training=1``), which keeps the tasks on nodes that offer them, as cluster.yaml's
+    training nodes do; empty = CPUs only."""
 
     def __post_init__(self) -> None:
         if self.window_days < 2:
@@ -60,6 +64,26 @@ class TrainingSettings:
             raise InvalidTrainingInput("n_estimators, max_depth, buckets_per_shard must be >= 1")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise InvalidTrainingInput("num_cpus must be >= 1")
+        self.resources()  # a malformed task_resources fails here, not inside a Ray task
+
+    def resources(self) -> dict[str, float]:
+        """``task_resources`` parsed: ``{"training": 1.0}`` for ``training=1``.
+
+        Raises:
+            InvalidTrainingInput: a part that is not ``name=amount`` with amount > 0.
+        """
+        out: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in self.task_resources.split(","))):
+            name, sep, amount = (x.strip() for x in part.partition("="))
+            try:
+                value = float(amount)
+            except ValueError:
+                value = 0.0
+            if not name or not sep or not value > 0:
+                raise InvalidTrainingInput(
+                    f"task_resources part {part!r} is not name=amount with amount > 0")
+            out[name] = value
+        return out
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingSettings:

@@ -37,3 +37,15 @@ def test_overrides_skip_none() -> None:
 def test_bad_values_are_user_errors(env: dict[str, str]) -> None:
     with pytest.raises(InvalidTrainingInput):
         TrainingSettings.from_env(env)
+
+
+def test_task_resources_parse() -> None:
+    s = TrainingSettings.from_env({"TENANTRY_TRAIN_TASK_RESOURCES": "training=1, spot=0.5"})
+    assert s.resources() == {"training": 1.0, "spot": 0.5}
+    assert TrainingSettings().resources() == {}
+
+
+@pytest.mark.parametrize("raw", ["training", "training=", "=1", "training=0", "training=x"])
+def test_bad_task_resources_are_user_errors(raw: str) -> None:
+    with pytest.raises(InvalidTrainingInput, match="task_resources"):
+        TrainingSettings(task_resources=raw)
