@@ -110,8 +110,8 @@ def main() -> int:
     cache_mb = args.tenants * 0.25 * per_model / 2**20
     print(f"registry of {args.tenants} tenants x 2 versions in {time.time() - started:.0f}s; "
           f"cache {cache_mb:.1f} MB per replica", flush=True)
-    settings = ServeSettings(registry=reg.root, port=_free_port(), replicas=2,
-                             cache_mb=cache_mb)
+    settings = ServeSettings.from_env(registry=reg.root, port=_free_port(), replicas=2,
+                                      cache_mb=cache_mb)
     handle = start_serving(settings, app_name="w-shadow")
     store = ConfigStore(ShadowTables.for_registry(reg))
     hot = tenants[int(ZipfSampler(len(tenants), 1.1, seed=0).rank_to_index[0])]
@@ -119,6 +119,7 @@ def main() -> int:
         rate = args.rate
         capacity = None
         if rate is None:
+            _stage(handle.url, tenants, 50.0, 10.0, seed=0)  # warm caches before the search
             rates = tuple(float(r) for r in args.capacity_rates.split(","))
             run = run_loadtest(LoadTestConfig(handle.url, tuple(tenants),
                                               (len(FEATURE_NAMES),) * len(tenants),
@@ -134,7 +135,8 @@ def main() -> int:
             rate = round(capacity * 0.5)
         print(f"capacity {capacity} req/s -> measuring at {rate} req/s; hot tenant {hot}",
               flush=True)
-        _stage(handle.url, tenants, rate, max(5.0, args.hold / 2), seed=99)  # warm caches
+        # Same seed everywhere: same hot tenant, same request sequence in every phase.
+        _stage(handle.url, tenants, rate, max(5.0, args.hold / 2), seed=0)  # warm caches
         phases: list[dict[str, Any]] = []
         for r in range(args.rounds):
             for shadow in (False, True):
@@ -145,7 +147,7 @@ def main() -> int:
                     store.clear_many(tenants)
                 time.sleep(3.0)  # replicas re-read the config table every ~1 s
                 before = _shadow_counts(handle.url)
-                res = _stage(handle.url, tenants, rate, args.hold, seed=r)
+                res = _stage(handle.url, tenants, rate, args.hold, seed=0)
                 after = _shadow_counts(handle.url)
                 mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
                 phases.append({"shadow": shadow, "round": r, "p50_ms": res.p50_ms,

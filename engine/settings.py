@@ -61,8 +61,6 @@ class ServeSettings:
     """Separate LRU budget for shadow models, so shadowing never evicts production models."""
     shadow_max_age_s: float = 10.0
     """A mirrored request older than this when the worker reaches it is discarded (timeout)."""
-    shadow_nice: int = 10
-    """Niceness added to the shadow threads so the OS runs them after production."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:

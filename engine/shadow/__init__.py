@@ -21,7 +21,7 @@ from engine.serving.model import load_model
 from engine.settings import ServeSettings
 from engine.shadow.config import ConfigStore, ConfigWatcher, ShadowConfig, build_config
 from engine.shadow.log import ComparedRequest, PairLog
-from engine.shadow.mirror import ShadowMirror, lower_priority
+from engine.shadow.mirror import ShadowMirror
 from engine.shadow.models import Loader
 from engine.shadow.report import ShadowReport, compare, shadow_report
 from engine.shadow.routes import add_shadow_routes
@@ -48,13 +48,12 @@ def create_mirror(state: ModelHostState, settings: ServeSettings,
     """
     tables = ShadowTables.for_registry(state.registry)
     log = PairLog(tables, settings.shadow_flush_rows, settings.shadow_flush_s,
-                  replica=f"{socket.gethostname()}:{os.getpid()}",
-                  nice=lower_priority(settings.shadow_nice))
+                  replica=f"{socket.gethostname()}:{os.getpid()}")
     mirror = ShadowMirror(state.snapshot, state.metrics, log,
                           loader or partial(load_model, state.registry),
                           settings.shadow_queue_size,
                           int(settings.shadow_cache_mb * 1024 * 1024),
-                          settings.shadow_max_age_s, settings.shadow_nice)
+                          settings.shadow_max_age_s)
     watcher = ConfigWatcher(ConfigStore(tables), settings.shadow_config_refresh_s,
                             mirror.set_configs)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -43,12 +42,11 @@ class PairLog:
     """Buffers compared requests and drop counts; writes them to Delta in batches."""
 
     def __init__(self, tables: ShadowTables, flush_rows: int = 2000, flush_s: float = 2.0,
-                 replica: str = "", nice: Callable[[], None] | None = None) -> None:
+                 replica: str = "") -> None:
         self.tables = tables
         self.flush_rows = max(1, flush_rows)
         self.flush_s = flush_s
         self.replica = replica
-        self._nice = nice
         self._lock = threading.Lock()
         self._pending: list[ComparedRequest] = []
         self._rows = 0
@@ -122,8 +120,6 @@ class PairLog:
                 self.discarded_rows += len(dropped.production)
 
     def _run(self) -> None:
-        if self._nice is not None:
-            self._nice()
         while not self._stop.is_set():
             self._wake.wait(self.flush_s)
             self._wake.clear()

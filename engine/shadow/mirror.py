@@ -2,15 +2,18 @@
 
 ``after_predict`` runs on the request path after the production answer exists: a dict
 lookup, a window check, a coin flip and a ``put_nowait`` onto a bounded queue (full: the
-request is dropped and counted). One worker thread, at a lower OS priority and with its
-own small model cache, takes items, predicts with the shadow version, observes metrics
+request is dropped and counted). One worker thread with its own small model cache takes items, predicts with the shadow version, observes metrics
 and hands compared pairs to the :class:`PairLog`. Whatever the shadow model does — raise,
 hang, return garbage — the client only ever sees the production answer.
+
+The worker is deliberately *not* given a lower OS priority: it shares the GIL with the
+request loop, so a de-prioritised thread preempted while holding the GIL would stall
+production (priority inversion). What keeps it cheap is the sampling, the bounded queue
+and that XGBoost's predict releases the GIL.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import random
 import threading
@@ -29,7 +32,7 @@ from engine.shadow.log import ComparedRequest, PairLog
 from engine.shadow.models import Loader, ShadowModels
 from registry import Alias, ModelVersion, RegistrySnapshot
 
-__all__ = ["OUTCOMES", "MirrorItem", "ShadowMirror", "lower_priority"]
+__all__ = ["OUTCOMES", "MirrorItem", "ShadowMirror"]
 
 OUTCOMES = ("ok", "synthetic", "error", "timeout", "dropped", "skipped")
 DRAIN_S = 2.0  # on close, time the worker gets to finish queued items
@@ -63,26 +66,12 @@ class _Active:
     config: ShadowConfig
 
 
-def lower_priority(nice: int) -> Callable[[], None]:
-    """A function that lowers the calling thread's OS priority by ``nice`` (Linux)."""
-    def apply() -> None:
-        if nice <= 0:
-            return
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid)
-                                                     + nice))
-        except (OSError, AttributeError):
-            pass  # not permitted or not Linux: the bounded queue still protects production
-    return apply
-
-
 class ShadowMirror:
     """Implements the host's ShadowHook: sampling, bounded queue, worker, pair log."""
 
     def __init__(self, snapshot: RegistrySnapshot, metrics: Metrics, log: PairLog,
                  loader: Loader, queue_size: int = 1024, cache_bytes: int = 16 << 20,
-                 max_age_s: float = 10.0, nice: int = 10, clock: Clock = time.time,
+                 max_age_s: float = 10.0, clock: Clock = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self.snapshot = snapshot
         self.metrics = metrics
@@ -93,7 +82,6 @@ class ShadowMirror:
         self._rand = rand
         self._queue: queue.Queue[MirrorItem | None] = queue.Queue(max(1, queue_size))
         self._configs: dict[str, _Active] = {}
-        self._nice = lower_priority(nice)
         self._outcome = {o: metrics.shadow_requests.labels(o) for o in OUTCOMES}
         self.outcomes: Counter[str] = Counter()
         self.last_error = ""
@@ -208,7 +196,6 @@ class ShadowMirror:
             self.log.count(item.tenant_id, item.shadow.version, outcome)
 
     def _run(self) -> None:
-        self._nice()
         while True:
             try:
                 item = self._queue.get(timeout=0.25)

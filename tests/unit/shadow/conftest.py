@@ -56,7 +56,7 @@ class World:
 
     def settings(self, **kw: Any) -> ServeSettings:
         base: dict[str, Any] = {"registry": self.root, "shadow_flush_s": 0.2,
-                                "shadow_config_refresh_s": 0.2, "shadow_nice": 0}
+                                "shadow_config_refresh_s": 0.2}
         base.update(kw)
         return ServeSettings(**base)
 
