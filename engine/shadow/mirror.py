@@ -2,8 +2,9 @@
 
 ``after_predict`` runs on the request path after the production answer exists: a dict
 lookup, a window check, a coin flip and a ``put_nowait`` onto a bounded queue (full: the
-request is dropped and counted). One worker thread with its own small model cache takes items, predicts with the shadow version, observes metrics
-and hands compared pairs to the :class:`PairLog`. Whatever the shadow model does — raise,
+request is dropped and counted). One worker thread with its own small model cache takes
+items, predicts with the shadow version, observes metrics and hands compared pairs to the
+:class:`PairLog`. Whatever the shadow model does — raise,
 hang, return garbage — the client only ever sees the production answer.
 
 The worker is deliberately *not* given a lower OS priority: it shares the GIL with the
