@@ -190,6 +190,6 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
                                   "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1"}}}
     if settings.resources():
         actor_opts["resources"] = settings.resources()
-    hosts = ModelHost.options(num_replicas=settings.replicas,
-                              ray_actor_options=actor_opts).bind(sdict, app_name)
-    return Router.bind(sdict, app_name, hosts)
+    hosts = ModelHost.options(  # type: ignore[attr-defined]  # @serve.deployment adds it
+        num_replicas=settings.replicas, ray_actor_options=actor_opts).bind(sdict, app_name)
+    return Router.bind(sdict, app_name, hosts)  # type: ignore[attr-defined]  # Serve adds bind
