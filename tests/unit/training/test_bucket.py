@@ -65,6 +65,10 @@ def test_each_degenerate_tenant_is_isolated_with_its_reason(
     by_tenant = {o.tenant_id: o for o in result.outcomes}
     assert set(by_tenant) == set(t.values())
     assert by_tenant[t["good"]].status is Status.TRAINED
+    # each tenant trained on exactly its own rows: 2 training days + the holdout day
+    assert dict(by_tenant[t["good"]].metrics)["n_train"] == 160
+    assert dict(by_tenant[t["good"]].metrics)["n_holdout"] == 80
+    assert dict(by_tenant[t["good2"]].metrics)["n_holdout"] == 60
     assert by_tenant[t["good2"]].status is Status.TRAINED
     assert (by_tenant[t["tiny"]].status, by_tenant[t["tiny"]].reason) == \
         (Status.SKIPPED, "too_few_rows")
