@@ -49,6 +49,9 @@ class ServeSettings:
     """Custom Ray resources per replica, ``name=amount[,…]`` (e.g. ``serving=1``)."""
     access_log: bool = False
     """Log every request (off: it costs CPU on the hot path)."""
+    ray_address: str = ""
+    """Ray cluster to join (``TENANTRY_RAY_ADDRESS``, else ``RAY_ADDRESS``); empty starts a
+    private local Ray on loopback."""
     shadow_queue_size: int = 1024
     """Mirrored requests a replica buffers for its shadow worker; more are dropped."""
     shadow_flush_rows: int = 2000
@@ -71,6 +74,8 @@ class ServeSettings:
             raw = env.get(f"TENANTRY_{f.name.upper()}")
             if raw is not None:
                 values[f.name] = _coerce(f.type, raw)
+        if "ray_address" not in values and env.get("RAY_ADDRESS"):
+            values["ray_address"] = env["RAY_ADDRESS"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

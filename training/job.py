@@ -88,10 +88,11 @@ def ensure_ray(settings: TrainingSettings) -> None:
 
     if ray.is_initialized():
         return
-    if settings.num_cpus is not None and settings.ray_address is None:
-        # A private Ray for this job: ask for loopback, as engine.serving.launch does.
+    if settings.ray_address is None:
+        # A private Ray for this job, on loopback as engine.serving.launch does (Ray 2.60
+        # swaps 127.0.0.1 for the host's routable IP but keeps the rest of 127.0.0.0/8).
         ray.init(address="local", num_cpus=settings.num_cpus, include_dashboard=False,
-                 ignore_reinit_error=True, log_to_driver=False, _node_ip_address="127.0.0.1")
+                 ignore_reinit_error=True, log_to_driver=False, _node_ip_address="127.0.0.2")
     else:
         ray.init(address=settings.ray_address, ignore_reinit_error=True, log_to_driver=False)
 

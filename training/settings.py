@@ -105,6 +105,8 @@ class TrainingSettings:
             key = prefix + f.name.removeprefix("ray_").upper()
             if env.get(key, "") != "":
                 values[f.name] = _parse(key, env[key], str(f.type))
+        if "ray_address" not in values and env.get("RAY_ADDRESS"):
+            values["ray_address"] = env["RAY_ADDRESS"]  # e.g. inside `ray job submit`
         return cls(**values)
 
     def with_overrides(self, **changes: Any) -> TrainingSettings:

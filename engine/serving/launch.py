@@ -27,8 +27,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
     else:
+        # A private Ray stays on loopback. Ray 2.60 replaces 127.0.0.1 with the host's
+        # routable address, but keeps the rest of 127.0.0.0/8 (Linux routes all of it to lo).
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1", namespace=NAMESPACE)
+                 _node_ip_address="127.0.0.2", namespace=NAMESPACE)
 
 
 def wait_ready(url: str, replicas: int, timeout_s: float = 120.0) -> dict[str, Any]:
@@ -73,7 +75,7 @@ class ServingHandle:
 def start_serving(settings: ServeSettings, app_name: str = DEFAULT_APP_NAME,
                   address: str | None = None, timeout_s: float = 180.0) -> ServingHandle:
     """Deploy the router and ``settings.replicas`` model hosts; return once ready."""
-    ensure_ray(address)
+    ensure_ray(address or settings.ray_address or None)
     serve.start(proxy_location="Disabled")
     args: dict[str, Any] = asdict(settings)
     args["app_name"] = app_name

@@ -56,7 +56,7 @@ def ray_session() -> Iterator[None]:
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1", namespace="tenantry")
+                 _node_ip_address="127.0.0.2", namespace="tenantry")  # 127.0.0.1 is rewritten
     yield
     try:
         from ray import serve
