@@ -21,7 +21,7 @@ from ray import serve
 from engine.metrics import Metrics
 from engine.serving.api import RouteHook, create_app
 from engine.serving.auth import KeyStore
-from engine.serving.directory import Endpoint, get_or_create_directory
+from engine.serving.directory import Endpoint, find_directory, get_or_create_directory
 from engine.serving.hashring import rendezvous_order
 from engine.serving.host import ModelHostState
 from engine.serving.proxy import serve_http
@@ -60,7 +60,8 @@ class ModelHost:
         host = self.settings.replica_host
         if host == "auto":
             host = ray.util.get_node_ip_address()
-        self.directory = get_or_create_directory(app_name, self.settings.replica_ttl_s)
+        self.app_name = app_name
+        self.directory: Any = None  # the router creates it; found by the first heartbeat
         self.server = ThreadedServer(app, host, 0, on_start=self._on_start,
                                      name=f"tenantry-host-{self.replica_id}",
                                      access_log=self.settings.access_log)
@@ -81,6 +82,11 @@ class ModelHost:
             ep = Endpoint(self.endpoint.replica_id, self.endpoint.host, self.endpoint.port,
                           self.endpoint.started_at, stats["models"], stats["bytes"])
             try:
+                if self.directory is None:
+                    self.directory = find_directory(self.app_name)
+                if self.directory is None:
+                    await asyncio.sleep(0.2)
+                    continue
                 await self.directory.heartbeat.remote(ep)
                 if first:
                     first = False
@@ -113,7 +119,8 @@ class ModelHost:
     def shutdown(self) -> None:
         """Leave routing, finish in-flight requests, stop the server."""
         try:
-            self.directory.leave.remote(self.replica_id)
+            if self.directory is not None:
+                self.directory.leave.remote(self.replica_id)
         except Exception:  # noqa: BLE001 - the directory may be gone already
             pass
         self.server.stop()

@@ -15,8 +15,8 @@ from typing import Any
 
 import ray
 
-__all__ = ["Endpoint", "Directory", "directory_name", "get_or_create_directory",
-           "NAMESPACE"]
+__all__ = ["Endpoint", "Directory", "directory_name", "find_directory",
+           "get_or_create_directory", "NAMESPACE"]
 
 NAMESPACE = "tenantry"
 
@@ -85,6 +85,22 @@ def directory_name(app_name: str) -> str:
 
 
 def get_or_create_directory(app_name: str, ttl_s: float) -> Any:
-    """The app's directory actor handle, creating it if it is not running."""
+    """The app's directory actor, created on the caller's node if it is not running.
+
+    The router calls this, so the directory lives beside it (on the head node of a
+    cluster) and does not die with a worker node that hosts model replicas.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     return Directory.options(name=directory_name(app_name), namespace=NAMESPACE,
-                             get_if_exists=True, lifetime="detached").remote(ttl_s)
+                             get_if_exists=True, lifetime="detached",
+                             scheduling_strategy=here).remote(ttl_s)
+
+
+def find_directory(app_name: str) -> Any | None:
+    """The app's directory actor if the router has created it, else None."""
+    try:
+        return ray.get_actor(directory_name(app_name), namespace=NAMESPACE)
+    except ValueError:
+        return None
