@@ -118,3 +118,20 @@ def test_preload_fills_a_share_of_the_budget(reg: Registry) -> None:
         assert await state.preload(["acme", "globex"], budget_bytes=10**9) == 2
 
     asyncio.run(main())
+
+
+def test_models_compile_to_a_forest_and_odd_ones_fall_back(reg: Registry) -> None:
+    from engine.serving.model import load_model
+
+    loaded = load_model(reg, reg.get("acme").production)
+    assert loaded.engine == "forest" and loaded.nbytes < reg.get("acme").production.size_bytes
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3))
+    dart = xgb.train({"booster": "dart", "objective": "binary:logistic", "nthread": 1,
+                      "max_depth": 2}, xgb.DMatrix(x, (x[:, 0] > 0).astype(int),
+                                                   feature_names=list(NAMES)), 4)
+    publish(reg, "r-dart", {"darty": bytes(dart.save_raw("ubj"))})
+    fallback = load_model(reg, reg.get("darty").production)
+    assert fallback.engine == "xgboost"
+    np.testing.assert_allclose(fallback.predict(x.astype(np.float32)),
+                               dart.inplace_predict(x.astype(np.float32)), atol=1e-6)
