@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 from engine.loadtest import LoadTestConfig, run_loadtest, simulate_lru  # noqa: E402
 from engine.loadtest.metrics_probe import scrape  # noqa: E402
 from engine.loadtest.tenants import registry_tenants  # noqa: E402
-from engine.serving.model import FOOTPRINT_FIXED_BYTES, FOOTPRINT_PER_ARTIFACT_BYTE  # noqa: E402
+from engine.serving.model import load_model  # noqa: E402
 from registry import Registry  # noqa: E402
 
 BIN = Path(sys.executable).parent
-RATES = {"tenantry": (100, 200, 300, 400, 500, 600, 700, 800, 1000),
+RATES = {"tenantry": (200, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000),
          "b1": (20, 40, 60, 80, 100, 150, 200),
          "b2": (200, 300, 400, 500, 600, 700, 800, 1000)}
 PORTS = {"tenantry": 18180, "b1": 18181, "b2": 18182}
@@ -78,8 +78,26 @@ def wait_http(port: int, path: str, timeout_s: float = 180.0) -> None:
     raise TimeoutError(f"server on port {port} did not answer {path}")
 
 
-def start(system: str, registry: str, cache_models: int, cache_mb: float) -> subprocess.Popen:
-    """Start one system's server as a subprocess."""
+def wait_predict(port: int, tenant: str, width: int, timeout_s: float = 180.0) -> None:
+    """Poll until a predict for ``tenant`` answers 200 (B1 has no readiness route)."""
+    deadline = time.monotonic() + timeout_s
+    body = json.dumps({"instances": [[0.5] * width]})
+    headers = {"content-type": "application/json", "serve_multiplexed_model_id": tenant}
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("POST", f"/v1/tenants/{tenant}/predict", body, headers)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"server on port {port} never answered a prediction")
+
+
+def start(system: str, registry: str, cache_models: int, cache_mb: float,
+          probe_tenant: tuple[str, int]) -> subprocess.Popen:
+    """Start one system's server as a subprocess (stopped again if it never comes up)."""
     port = PORTS[system]
     if system == "tenantry":
         cmd = [str(BIN / "tenantry"), "serve", "--registry", registry, "--port", str(port),
@@ -89,17 +107,23 @@ def start(system: str, registry: str, cache_models: int, cache_mb: float) -> sub
         script = "b1_serve_multiplexed.py" if system == "b1" else "b2_uvicorn_app.py"
         cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--registry", registry,
                "--port", str(port), "--cache-models", str(cache_models)]
-        probe = "/metrics"
+        probe = ""
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    wait_http(port, probe)
-    if system == "tenantry":
-        deadline = time.monotonic() + 60
-        while json.loads(_get(port, "/readyz")).get("replicas", 0) < 2:
-            if time.monotonic() > deadline:
-                raise TimeoutError("tenantry replicas did not register")
-            time.sleep(0.5)
+    try:
+        if probe:
+            wait_http(port, probe)
+        wait_predict(port, *probe_tenant)
+        if system == "tenantry":
+            deadline = time.monotonic() + 60
+            while json.loads(_get(port, "/readyz")).get("replicas", 0) < 2:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("tenantry replicas did not register")
+                time.sleep(0.5)
+    except BaseException:
+        stop(proc)
+        raise
     return proc
 
 
@@ -145,7 +169,8 @@ def measure(system: str, reg: Registry, args: argparse.Namespace, cache_models: 
     tenant_set = registry_tenants(reg.root, None)
     port = PORTS[system]
     url = f"http://127.0.0.1:{port}"
-    proc = start(system, reg.root, cache_models, cache_mb)
+    proc = start(system, reg.root, cache_models, cache_mb,
+                 (tenant_set.ids[-1], tenant_set.widths[-1]))
     try:
         out: dict[str, Any] = {"system": system}
         base = dict(url=url, tenants=tenant_set.ids, widths=tenant_set.widths, zipf_s=1.1,
@@ -201,9 +226,11 @@ def main() -> int:
     reg = prepare_registry(workdir, args.tenants)
     production = reg.production_versions()
     cache_models = max(1, round(0.25 * len(production)))
-    mean_size = float(np.mean([mv.size_bytes for mv in production.values()]))
-    cache_mb = cache_models * (mean_size * FOOTPRINT_PER_ARTIFACT_BYTE +
-                               FOOTPRINT_FIXED_BYTES) / 2**20
+    # tenantry's budget is bytes: size it from the measured footprint of loaded models
+    # (a sample), so it too holds ~25% of the tenants per replica.
+    sample = sorted(production)[:: max(1, len(production) // 200)]
+    cache_mb = cache_models * float(np.mean([load_model(reg, production[t]).nbytes
+                                             for t in sample])) / 2**20
     results = {"tenants": len(production), "cache_models_per_replica": cache_models,
                "cache_mb_per_replica": cache_mb, "systems": {}}
     for system in args.systems.split(","):
