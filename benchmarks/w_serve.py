@@ -37,9 +37,9 @@ from engine.serving.model import load_model  # noqa: E402
 from registry import Registry  # noqa: E402
 
 BIN = Path(sys.executable).parent
-RATES = {"tenantry": (200, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000),
+RATES = {"tenantry": (500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 5000, 6000),
          "b1": (20, 40, 60, 80, 100, 150, 200),
-         "b2": (200, 300, 400, 500, 600, 700, 800, 1000)}
+         "b2": (300, 600, 800, 1000, 1200, 1500, 1800, 2200, 2600, 3000)}
 PORTS = {"tenantry": 18180, "b1": 18181, "b2": 18182}
 
 
@@ -173,6 +173,9 @@ def measure(system: str, reg: Registry, args: argparse.Namespace, cache_models: 
                  (tenant_set.ids[-1], tenant_set.widths[-1]))
     try:
         out: dict[str, Any] = {"system": system}
+        if system != "b1":  # before any traffic: the first 100 tenants are all cold
+            out.update(miss_vs_hit(port, list(tenant_set.ids[:100]), tenant_set.widths[0],
+                                   False))
         base = dict(url=url, tenants=tenant_set.ids, widths=tenant_set.widths, zipf_s=1.1,
                     hold_s=args.hold, slo_p99_ms=50.0, workers=args.workers,
                     multiplexed_header=(system == "b1"), seed=args.seed)
@@ -185,7 +188,8 @@ def measure(system: str, reg: Registry, args: argparse.Namespace, cache_models: 
                                                       "p99_ms", "error_rate", "hit_rate",
                                                       "generator_behind")} for s in run.stages]
         out["notes"] = run.notes
-        if before.hits is not None and after.hits is not None:
+        if before is not None and after is not None and before.hits is not None \
+                and after.hits is not None:
             hits = after.hits - before.hits
             lookups = hits + (after.misses or 0) - (before.misses or 0)
             out["hit_rate"] = hits / lookups if lookups else None
@@ -200,11 +204,6 @@ def measure(system: str, reg: Registry, args: argparse.Namespace, cache_models: 
         out["fixed_rate"] = {"offered_rps": s.offered_rps, "achieved_rps": s.achieved_rps,
                              "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "hit_rate": s.hit_rate,
                              "error_rate": s.error_rate}
-        if system != "b1":
-            seen = set(run.trace.tolist()) | set(fixed.trace.tolist())
-            cold = [t for i, t in enumerate(tenant_set.ids) if i not in seen][:100]
-            if len(cold) >= 20:
-                out.update(miss_vs_hit(port, cold, tenant_set.widths[0], system == "b1"))
         return out
     finally:
         stop(proc)
