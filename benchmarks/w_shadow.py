@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from engine.loadtest import LoadTestConfig, StageResult, ZipfSampler, run_loadtest
 from engine.loadtest.capacity import max_within_slo
 from engine.serving.launch import start_serving
-from engine.serving.model import FOOTPRINT_FIXED_BYTES, FOOTPRINT_PER_ARTIFACT_BYTE
+from engine.serving.model import load_model
 from engine.settings import ServeSettings
 from engine.shadow import ConfigStore, ShadowTables, build_config
 from registry import AliasMove, NewVersion, Registry
@@ -105,9 +105,10 @@ def main() -> int:
     tenants = [f"t{i:05d}" for i in range(args.tenants)]
     started = time.time()
     reg = build_registry(str(workdir / "registry"), tenants)
-    mean_size = np.mean([mv.size_bytes for mv in reg.production_versions().values()])
-    per_model = mean_size * FOOTPRINT_PER_ARTIFACT_BYTE + FOOTPRINT_FIXED_BYTES
-    cache_mb = args.tenants * 0.25 * per_model / 2**20
+    production = reg.production_versions()
+    sample = sorted(production)[:: max(1, len(production) // 200)]
+    per_model = float(np.mean([load_model(reg, production[t]).nbytes for t in sample]))
+    cache_mb = args.tenants * 0.25 * per_model / 2**20  # measured footprint, as W-serve
     print(f"registry of {args.tenants} tenants x 2 versions in {time.time() - started:.0f}s; "
           f"cache {cache_mb:.1f} MB per replica", flush=True)
     settings = ServeSettings.from_env(registry=reg.root, port=_free_port(), replicas=2,
