@@ -44,9 +44,10 @@ class HttpResponse:
 class UpstreamError(Exception):
     """The upstream failed; ``sent`` tells whether the request may have been processed."""
 
-    def __init__(self, message: str, sent: bool) -> None:
+    def __init__(self, message: str, sent: bool, refused: bool = False) -> None:
         super().__init__(message)
         self.sent = sent
+        self.refused = refused  # the connection itself could not be made
 
 
 def simple_response(status: int, body: bytes, content_type: str = "application/json",
@@ -114,7 +115,8 @@ class UpstreamPool:
             reader, writer = self._idle.pop() if reused else \
                 await asyncio.open_connection(self.host, self.port, limit=MAX_HEAD)
         except OSError as exc:
-            raise UpstreamError(f"connect {self.host}:{self.port}: {exc}", sent=False) from exc
+            raise UpstreamError(f"connect {self.host}:{self.port}: {exc}", sent=False,
+                                refused=True) from exc
         self.inflight += 1
         try:
             writer.write(head + body)

@@ -71,11 +71,37 @@ class RouterCore:
         self.heat: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
         self._rr = 0
+        self._listed_at: dict[str, float] = {}  # last time the directory listed a replica
+        self._unreachable: dict[str, float] = {}  # replica -> when it refused a connection
 
     # -- membership ---------------------------------------------------------------------
     def set_endpoints(self, endpoints: list[Endpoint]) -> None:
-        """Replace the live replica set (pools of departed replicas are closed)."""
-        new = {ep.replica_id: ep for ep in endpoints}
+        """Take the directory's live replica set (pools of departed replicas are closed).
+
+        A replica the directory stops listing (missed heartbeats) stays routable for a few
+        TTLs unless it has refused a connection: when a node dies, the survivors'
+        heartbeats can stall for seconds while Ray sorts the failure out, and dropping them
+        would leave no replica to route to. A dead replica refuses at once and is dropped
+        by :meth:`mark_unreachable` on its first refused request.
+        """
+        now = time.monotonic()
+        new = {ep.replica_id: ep for ep in endpoints
+               if now - self._unreachable.get(ep.replica_id, -1e9) > self.settings.replica_ttl_s}
+        for rid in new:
+            self._listed_at[rid] = now
+        for rid, ep in self.endpoints.items():
+            if rid not in new and rid not in self._unreachable and \
+                    now - self._listed_at.get(rid, now) < 4 * self.settings.replica_ttl_s:
+                new[rid] = ep
+        self._install(new)
+
+    def mark_unreachable(self, replica_id: str) -> None:
+        """Stop routing to a replica that refused a connection (until listed afresh)."""
+        self._unreachable[replica_id] = time.monotonic()
+        if replica_id in self.endpoints:
+            self._install({r: ep for r, ep in self.endpoints.items() if r != replica_id})
+
+    def _install(self, new: dict[str, Endpoint]) -> None:
         for rid, pool in list(self.pools.items()):
             ep = new.get(rid)
             if ep is None or (ep.host, ep.port) != (pool.host, pool.port):
@@ -160,6 +186,8 @@ class RouterCore:
                     return self._own(req, 502, _error(
                         502, "ReplicaUnavailable", f"model host failed mid-request: {exc}"),
                         started)
+                if exc.refused:
+                    self.mark_unreachable(rid)
                 continue  # never reached the replica: the next one in order takes it
             return resp.raw
         return self._own(req, 503, _error(503, "ReplicaUnavailable",

@@ -300,6 +300,7 @@ def test_two_nodes_train_serve_and_survive_losing_one(cluster: TwoNodes, tmp_pat
 
     # -- kill node 2 under steady traffic ----------------------------------------------------
     statuses: list[int] = []  # HTTP status per request; 0 = no answer at all
+    bodies: list[str] = []  # the first few non-200 answers, for the failure message
     stop = threading.Event()
     tenants = sorted(production)
 
@@ -308,7 +309,10 @@ def test_two_nodes_train_serve_and_survive_losing_one(cluster: TwoNodes, tmp_pat
             i = 0
             while not stop.is_set():
                 try:
-                    statuses.append(_predict(c, tenants[i % len(tenants)], width).status_code)
+                    resp = _predict(c, tenants[i % len(tenants)], width)
+                    statuses.append(resp.status_code)
+                    if resp.status_code != 200 and len(bodies) < 5:
+                        bodies.append(resp.text[:300])
                 except httpx.HTTPError:
                     statuses.append(0)
                 i += 1
@@ -331,7 +335,7 @@ def test_two_nodes_train_serve_and_survive_losing_one(cluster: TwoNodes, tmp_pat
     failed = [s for s in statuses if s != 200]
     assert len(statuses) > 100, len(statuses)
     assert len(failed) <= 2, f"{len(failed)}/{len(statuses)} failed ({sorted(set(failed))}): " \
-                             "only requests in flight on the dead node may fail"
+                             f"only requests in flight on the dead node may fail: {bodies}"
     with httpx.Client(base_url=url, timeout=30) as client:
         for tenant, mv in production.items():
             resp = _predict(client, tenant, width)

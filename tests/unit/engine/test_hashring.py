@@ -45,3 +45,28 @@ def test_membership_change_resets_memo() -> None:
     lb.order("t")
     lb.set_replicas(["a"])
     assert lb.order("t") == ["a"]
+
+
+def test_router_keeps_a_silent_replica_until_it_refuses() -> None:
+    from engine.serving.directory import Endpoint
+    from engine.serving.router import RouterCore
+    from engine.settings import ServeSettings
+
+    class NoDirectory:
+        async def live(self) -> list[Endpoint]:
+            return []
+
+        async def report_heat(self, counts: dict[str, int]) -> None:
+            return None
+
+    core = RouterCore(ServeSettings(replica_ttl_s=5.0), NoDirectory())
+    a, b = Endpoint("a", "127.0.0.1", 1, 0.0), Endpoint("b", "127.0.0.1", 2, 0.0)
+    core.set_endpoints([a, b])
+    core.set_endpoints([a])  # b missed heartbeats (e.g. a stalled core worker): still routed
+    assert sorted(core.endpoints) == ["a", "b"]
+    core.mark_unreachable("b")  # b refused a connection: gone at once
+    assert sorted(core.endpoints) == ["a"]
+    core.set_endpoints([a, b])  # listed again right away (stale heartbeat): stays out
+    assert sorted(core.endpoints) == ["a"]
+    core.set_endpoints([])  # a directory hiccup never empties routing
+    assert sorted(core.endpoints) == ["a"]
