@@ -37,7 +37,7 @@ from registry.types import (
     TenantModels, TenantSummary,
 )
 
-__all__ = ["Registry", "FORMAT_VERSION", "validate_run_id"]
+__all__ = ["FORMAT_VERSION", "Registry", "booster_from_bytes", "validate_run_id"]
 
 FORMAT_VERSION = 1
 META_FILE = "_tenantry.json"
@@ -317,17 +317,24 @@ class Registry:
 
     def load_booster(self, mv: ModelVersion | StagedArtifact) -> Any:
         """An ``xgboost.Booster`` loaded from the verified artifact."""
-        import xgboost as xgb
+        return booster_from_bytes(self.read_artifact(mv), f"{mv.tenant_id}@v{mv.version}")
 
-        data = self.read_artifact(mv)
-        booster = xgb.Booster()
-        try:
-            booster.load_model(bytearray(data))
-        except xgb.core.XGBoostError as exc:
-            raise ModelLoadError(f"artifact of {mv.tenant_id}@v{mv.version} is not a valid "
-                                 f"XGBoost model: {str(exc).splitlines()[0]}") from exc
-        booster.set_param({"nthread": 1})
-        return booster
+
+def booster_from_bytes(data: bytes, label: str) -> Any:
+    """An ``xgboost.Booster`` (one thread) from artifact bytes already verified.
+
+    Raises:
+        ModelLoadError: the bytes are not a valid XGBoost model.
+    """
+    import xgboost as xgb
+
+    booster = xgb.Booster(params={"nthread": 1})
+    try:
+        booster.load_model(bytearray(data))
+    except xgb.core.XGBoostError as exc:
+        raise ModelLoadError(f"artifact of {label} is not a valid XGBoost model: "
+                             f"{str(exc).splitlines()[0]}") from exc
+    return booster
 
 
 def _env_options(root: str) -> dict[str, str]:

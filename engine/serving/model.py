@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from engine.serving.forest import ForestUnsupported, compile_forest
 from registry import ModelKey, ModelVersion, Registry
 from registry.errors import ModelLoadError
+from registry.registry import booster_from_bytes
 
 __all__ = ["LoadedModel", "load_model", "FOOTPRINT_PER_ARTIFACT_BYTE", "FOOTPRINT_FIXED_BYTES"]
 
@@ -74,7 +74,7 @@ def load_model(registry: Registry, mv: ModelVersion) -> LoadedModel:
         return LoadedModel(key, mv, forest.predict, names,
                            forest.nbytes + FOOTPRINT_FIXED_BYTES, "forest",
                            {n: i for i, n in enumerate(names)})
-    booster = _booster(data, key)
+    booster = booster_from_bytes(data, str(key))
 
     def predict(x: np.ndarray) -> np.ndarray:
         return booster.inplace_predict(x, validate_features=False)
@@ -85,14 +85,3 @@ def load_model(registry: Registry, mv: ModelVersion) -> LoadedModel:
     return LoadedModel(key, mv, predict, names, nbytes, "xgboost",
                        {n: i for i, n in enumerate(names)})
 
-
-def _booster(data: bytes, key: ModelKey) -> Any:
-    import xgboost as xgb
-
-    booster = xgb.Booster(params={"nthread": 1})
-    try:
-        booster.load_model(bytearray(data))
-    except xgb.core.XGBoostError as exc:
-        raise ModelLoadError(f"artifact of {key} is not a valid XGBoost model: "
-                             f"{str(exc).splitlines()[0]}") from exc
-    return booster
