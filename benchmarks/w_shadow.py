@@ -1,6 +1,7 @@
 """W-shadow: production p99 with and without shadow mode at 50% of capacity.
 
     python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 20] [--rounds 2]
+                                  [--shadow-worker actor|thread] [--synthetic]
 
 W-serve's setup (Zipf(1.1) single-row requests over loopback HTTP, 2 model-host replicas,
 a cache that fits ~25% of the tenants per replica, open-loop arrivals from the
@@ -11,8 +12,10 @@ off and on (``--rounds`` of each, interleaved so drift hits both alike). Shadow 
 100% of the hottest tenant and 10% of every other tenant. Prints p99 off/on and the ratio
 (target <= 1.1) and writes JSON to ``benchmarks/results/``.
 
-The load tester marks its requests synthetic, so mirrored requests are predicted by the
-shadow but not written to the pair log (synthetic traffic is never logged as pairs).
+Requests are sent unmarked (without ``x-tenantry-synthetic: 1``), so every mirrored
+request is predicted by the shadow *and* written to the pair log, as real traffic would be;
+``--synthetic`` marks them (predicted, never logged). ``--shadow-worker thread`` runs the
+shadow inside the replica process instead of its own Ray actor, for comparison.
 """
 
 from __future__ import annotations
@@ -83,10 +86,20 @@ def _shadow_counts(url: str) -> dict[str, float]:
             for s in fam.samples if s.name == "tenantry_shadow_requests_total"}
 
 
-def _stage(url: str, tenants: list[str], rate: float, hold: float, seed: int) -> StageResult:
+def _pairs_logged(reg: Registry) -> int:
+    from engine.shadow.tables import PAIRS
+
+    try:
+        return int(ShadowTables.for_registry(reg).query(PAIRS).num_rows)
+    except Exception:  # noqa: BLE001 - no pair written yet: the table may not exist
+        return 0
+
+
+def _stage(url: str, tenants: list[str], rate: float, hold: float, seed: int,
+           synthetic: bool) -> StageResult:
     cfg = LoadTestConfig(url, tuple(tenants), (len(FEATURE_NAMES),) * len(tenants),
                          rates=(rate,), hold_s=hold, refine=False, stop_on_fail=False,
-                         workers=1, seed=seed)
+                         workers=1, seed=seed, synthetic=synthetic)
     return run_loadtest(cfg).stages[0]
 
 
@@ -97,6 +110,10 @@ def main() -> int:
     ap.add_argument("--capacity-rates", default="100,200,300,400,500,600,800")
     ap.add_argument("--hold", type=float, default=20.0, help="seconds per measured phase")
     ap.add_argument("--rounds", type=int, default=2, help="off/on pairs")
+    ap.add_argument("--shadow-worker", choices=("actor", "thread"), default="actor",
+                    help="where shadow predictions run (default: a Ray actor per replica)")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="mark requests synthetic (shadowed but never logged as pairs)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
@@ -112,7 +129,7 @@ def main() -> int:
     print(f"registry of {args.tenants} tenants x 2 versions in {time.time() - started:.0f}s; "
           f"cache {cache_mb:.1f} MB per replica", flush=True)
     settings = ServeSettings.from_env(registry=reg.root, port=_free_port(), replicas=2,
-                                      cache_mb=cache_mb)
+                                      cache_mb=cache_mb, shadow_worker=args.shadow_worker)
     handle = start_serving(settings, app_name="w-shadow")
     store = ConfigStore(ShadowTables.for_registry(reg))
     hot = tenants[int(ZipfSampler(len(tenants), 1.1, seed=0).rank_to_index[0])]
@@ -120,11 +137,12 @@ def main() -> int:
         rate = args.rate
         capacity = None
         if rate is None:
-            _stage(handle.url, tenants, 50.0, 10.0, seed=0)  # warm caches before the search
+            _stage(handle.url, tenants, 50.0, 10.0, 0, args.synthetic)  # warm caches first
             rates = tuple(float(r) for r in args.capacity_rates.split(","))
             run = run_loadtest(LoadTestConfig(handle.url, tuple(tenants),
                                               (len(FEATURE_NAMES),) * len(tenants),
-                                              rates=rates, hold_s=10.0))
+                                              rates=rates, hold_s=10.0,
+                                              synthetic=args.synthetic))
             for st in run.stages:
                 print(f"  capacity stage {st.offered_rps:.0f} req/s: achieved "
                       f"{st.achieved_rps:.0f}, p99 {st.p99_ms:.1f} ms, errors "
@@ -137,7 +155,7 @@ def main() -> int:
         print(f"capacity {capacity} req/s -> measuring at {rate} req/s; hot tenant {hot}",
               flush=True)
         # Same seed everywhere: same hot tenant, same request sequence in every phase.
-        _stage(handle.url, tenants, rate, max(5.0, args.hold / 2), seed=0)  # warm caches
+        _stage(handle.url, tenants, rate, max(5.0, args.hold / 2), 0, args.synthetic)  # warm
         phases: list[dict[str, Any]] = []
         for r in range(args.rounds):
             for shadow in (False, True):
@@ -148,7 +166,7 @@ def main() -> int:
                     store.clear_many(tenants)
                 time.sleep(3.0)  # replicas re-read the config table every ~1 s
                 before = _shadow_counts(handle.url)
-                res = _stage(handle.url, tenants, rate, args.hold, seed=0)
+                res = _stage(handle.url, tenants, rate, args.hold, 0, args.synthetic)
                 after = _shadow_counts(handle.url)
                 mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
                 phases.append({"shadow": shadow, "round": r, "p50_ms": res.p50_ms,
@@ -163,15 +181,19 @@ def main() -> int:
         handle.shutdown()
     off = float(np.median([p["p99_ms"] for p in phases if not p["shadow"]]))
     on = float(np.median([p["p99_ms"] for p in phases if p["shadow"]]))
+    pairs = _pairs_logged(reg)
     doc = {"workload": "W-shadow", "tenants": args.tenants, "capacity_rps": capacity,
+           "shadow_worker": args.shadow_worker, "synthetic": args.synthetic,
+           "pairs_logged": pairs,
            "rate_rps": rate, "hot_tenant": hot, "hold_s": args.hold, "phases": phases,
            "p99_ms_without_shadow": off, "p99_ms_with_shadow": on, "ratio": on / off,
            "target_ratio": 1.1}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "w_shadow.json").write_text(json.dumps(doc, indent=2))
+    name = "w_shadow.json" if args.shadow_worker == "actor" else "w_shadow_thread.json"
+    (out / name).write_text(json.dumps(doc, indent=2))
     print(f"W-shadow: production p99 {off:.2f} ms without shadow, {on:.2f} ms with shadow "
-          f"-> ratio {on / off:.3f} (target <= 1.1); {out / 'w_shadow.json'}")
+          f"-> ratio {on / off:.3f} (target <= 1.1); {pairs} pairs logged; {out / name}")
     return 0
 
 

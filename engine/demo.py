@@ -78,7 +78,7 @@ def _shadow(url: str, registry: Any) -> None:
         conn.request("POST", f"/v1/tenants/{tenant}/predict", json.dumps({"instances": [row]}),
                      {"content-type": "application/json"})
         conn.getresponse().read()
-    time.sleep(4.0)  # pair log flushes every ~2 s
+    time.sleep(4.0)  # the demo's pair log flushes every ~2 s
     report = shadow_report(registry, tenant)
     print(report.text())
 
@@ -111,7 +111,7 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
               f"shadow {('v' + str(r.shadow_version)) if r.shadow_version else '-'}")
     _say("4. serving: router + 2 model-host replicas on Ray Serve")
     handle = start_serving(ServeSettings(registry=registry_root, port=port, replicas=2,
-                                         cache_mb=4.0))
+                                         cache_mb=4.0, shadow_flush_s=2.0))
     try:
         print(f"serving at {handle.url}")
         _say("5. a burst of Zipf(1.1) open-loop traffic")

@@ -54,16 +54,27 @@ class ServeSettings:
     private local Ray on loopback."""
     shadow_queue_size: int = 1024
     """Mirrored requests a replica buffers for its shadow worker; more are dropped."""
-    shadow_flush_rows: int = 2000
+    shadow_flush_rows: int = 20000
     """Shadow pairs buffered before the pair log is written (also every ``shadow_flush_s``)."""
-    shadow_flush_s: float = 2.0
-    """Longest a shadow pair waits in memory before it is written to the pair log."""
+    shadow_flush_s: float = 10.0
+    """Longest a shadow pair waits in memory before it is written to the pair log (each
+    write is a Delta commit: fewer, larger ones disturb production less)."""
     shadow_config_refresh_s: float = 1.0
     """How often replicas re-read the shadow configuration table."""
     shadow_cache_mb: float = 16.0
     """Separate LRU budget for shadow models, so shadowing never evicts production models."""
     shadow_max_age_s: float = 10.0
-    """A mirrored request older than this when the worker reaches it is discarded (timeout)."""
+    """A mirrored request older than this when the worker reaches it is discarded (timeout);
+    a worker busy with one batch for longer is considered hung and restarted."""
+    shadow_worker: str = "auto"
+    """Where shadow predictions run: ``actor`` (a Ray actor process per replica), ``thread``
+    (inside the replica; no isolation), ``auto`` (actor when running in Ray)."""
+    shadow_idle_priority: bool = True
+    """Run the shadow actor's process under ``SCHED_IDLE``: only CPU production leaves idle."""
+    shadow_worker_resources: str = ""
+    """Custom Ray resources for shadow actors, ``name=amount[,…]``; empty: the replica's node."""
+    shadow_batch_interval_s: float = 0.1
+    """How often a replica sends its mirrored requests to its shadow worker, as one batch."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
@@ -90,11 +101,19 @@ class ServeSettings:
 
     def resources(self) -> dict[str, float]:
         """``replica_resources`` parsed into a dict."""
-        out: dict[str, float] = {}
-        for part in filter(None, (p.strip() for p in self.replica_resources.split(","))):
-            name, _, amount = part.partition("=")
-            out[name.strip()] = float(amount or 1)
-        return out
+        return _parse_resources(self.replica_resources)
+
+    def shadow_resources(self) -> dict[str, float]:
+        """``shadow_worker_resources`` parsed into a dict."""
+        return _parse_resources(self.shadow_worker_resources)
+
+
+def _parse_resources(spec: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, amount = part.partition("=")
+        out[name.strip()] = float(amount or 1)
+    return out
 
 
 def _coerce(kind: Any, raw: str) -> Any:

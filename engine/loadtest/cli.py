@@ -49,6 +49,9 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, default=1, help="rows per request")
     p.add_argument("--arrivals", choices=[a.value for a in Arrivals], default="uniform")
     p.add_argument("--timeout", type=float, default=5.0, help="request timeout seconds")
+    p.add_argument("--unmarked", action="store_true",
+                   help="do not send x-tenantry-synthetic: 1 (requests count as real traffic, "
+                        "e.g. shadow pairs are logged)")
     p.add_argument("--multiplexed-header", action="store_true",
                    help="also send serve_multiplexed_model_id: TENANT (stock Serve baseline)")
     p.add_argument("--all-stages", action="store_true", help="do not stop at the first failure")
@@ -119,6 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
         cold_fraction=args.cold_fraction, rows_per_request=args.rows, workers=args.workers,
         connections=args.connections, timeout_s=args.timeout, refine=not args.no_refine,
         stop_on_fail=not args.all_stages, multiplexed_header=args.multiplexed_header,
+        synthetic=not args.unmarked,
         arrivals=Arrivals(args.arrivals), seed=args.seed)
     display = ProgressDisplay(enabled=not args.no_progress)
     display.note(f"loadtest: {len(tenants.ids)} {tenants.source} tenants, rates {rates}, "

@@ -75,6 +75,7 @@ class LoadTestConfig:
     refine: bool = True
     stop_on_fail: bool = True
     multiplexed_header: bool = False
+    synthetic: bool = True  # send x-tenantry-synthetic: 1 (never logged as shadow pairs)
     arrivals: Arrivals = Arrivals.UNIFORM
     seed: int = 0
 
@@ -118,7 +119,8 @@ def run_loadtest(config: LoadTestConfig, display: ProgressDisplay | None = None)
     display = display or ProgressDisplay(enabled=False)
     workload = Workload(config.tenants, config.widths, f"{target.host}:{target.port}",
                         config.zipf_s, config.seed, config.cold_fraction,
-                        config.rows_per_request, config.multiplexed_header)
+                        config.rows_per_request, config.multiplexed_header,
+                        config.synthetic)
     metrics_url = f"{target.base_url}/metrics"
     traces: list[np.ndarray] = []
     last: dict[str, MetricsSnapshot | None] = {"after": None}

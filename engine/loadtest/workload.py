@@ -91,13 +91,15 @@ class Workload:
 
     def __init__(self, tenants: Sequence[str], widths: Sequence[int], host: str,
                  zipf_s: float, seed: int = 0, cold_fraction: float = 0.0,
-                 rows_per_request: int = 1, multiplexed_header: bool = False) -> None:
+                 rows_per_request: int = 1, multiplexed_header: bool = False,
+                 synthetic: bool = True) -> None:
         if len(tenants) != len(widths) or not tenants:
             raise ValueError("need one feature width per tenant")
         self.tenants = list(tenants)
         self.host = host
         self.rows_per_request = rows_per_request
         self.multiplexed_header = multiplexed_header
+        self.synthetic = synthetic
         self.sampler = ZipfSampler(len(tenants), zipf_s, seed, cold_fraction)
         self._rng = np.random.default_rng(seed + 1)
         profile_rng = np.random.default_rng(seed + 2)
@@ -126,7 +128,7 @@ class Workload:
         out: list[bytes] = []
         for idx, k in zip(picks.tolist(), which.tolist()):
             tenant = self.tenants[idx]
-            headers = [SYNTHETIC_HEADER]
+            headers = [SYNTHETIC_HEADER] if self.synthetic else []
             if self.multiplexed_header:
                 headers.append((MULTIPLEX_HEADER, tenant))
             out.append(build_request("POST", self.host, f"/v1/tenants/{tenant}/predict",

@@ -39,6 +39,9 @@ class ShadowHook(Protocol):
     def pinned_versions(self, tenant_id: str) -> Iterable[int]:
         """Versions of the tenant the cache must not drop as stale."""
 
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start background work, on ``loop`` (called from its thread) when given."""
+
     def close(self) -> None:
         """Flush what is buffered (called on graceful shutdown)."""
 
@@ -176,8 +179,11 @@ class ModelHostState:
                 pass
 
     def start_refresher(self) -> None:
-        """Start :meth:`run_refresher` on the running loop."""
-        self._refresher = asyncio.get_running_loop().create_task(self.run_refresher())
+        """Start :meth:`run_refresher` (and the shadow's dispatch) on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._refresher = loop.create_task(self.run_refresher())
+        if self.shadow is not None:
+            self.shadow.start(loop)
 
     async def preload(self, tenants: Iterable[str], budget_bytes: int) -> int:
         """Load the given tenants' production models, hottest first, up to ``budget_bytes``."""

@@ -2,58 +2,54 @@
 request path, log every compared pair to Delta and report on them.
 
 ``install(state, settings)`` is called by each model host (``engine.serving.app``): it
-attaches a :class:`ShadowMirror` as ``state.shadow`` and returns the hook that adds the
-shadow HTTP routes. ``shadow_report`` and :class:`ConfigStore` back ``tenantry shadow``.
+attaches a :class:`ShadowMirror` as ``state.shadow`` (with its shadow worker, by default
+a Ray actor process of its own) and returns the hook that adds the shadow HTTP routes. ``shadow_report`` and :class:`ConfigStore` back ``tenantry shadow``.
 """
 
 from __future__ import annotations
-
-import os
-import socket
-from functools import partial
 
 from fastapi import FastAPI
 
 from engine.serving.api import RouteHook
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
-from engine.serving.model import load_model
 from engine.settings import ServeSettings
 from engine.shadow.config import ConfigStore, ConfigWatcher, ShadowConfig, build_config
+from engine.shadow.executors import new_executor
 from engine.shadow.log import ComparedRequest, PairLog
 from engine.shadow.mirror import ShadowMirror
 from engine.shadow.models import Loader
 from engine.shadow.report import ShadowReport, compare, shadow_report
 from engine.shadow.routes import add_shadow_routes
 from engine.shadow.tables import ShadowTables
+from engine.shadow.worker import ShadowWorker
 
 __all__ = [
     "ComparedRequest", "ConfigStore", "ConfigWatcher", "PairLog", "ShadowConfig",
-    "ShadowMirror", "ShadowReport", "ShadowTables", "build_config", "compare", "create_mirror",
+    "ShadowMirror", "ShadowReport", "ShadowTables", "ShadowWorker", "build_config", "compare", "create_mirror",
     "install", "shadow_report",
 ]
 
 
-def create_mirror(state: ModelHostState, settings: ServeSettings,
-                  loader: Loader | None = None) -> tuple[ShadowMirror, ConfigWatcher]:
-    """A started mirror (worker, pair-log flusher, config watcher) for ``state``.
+def create_mirror(state: ModelHostState, settings: ServeSettings, loader: Loader | None = None,
+                  start: bool = True) -> tuple[ShadowMirror, ConfigWatcher]:
+    """A started mirror (dispatcher, shadow worker, config watcher) for ``state``.
 
     Args:
         state: the replica's host state (its snapshot, registry and metrics are used).
         settings: serving settings (the ``shadow_*`` fields).
-        loader: how shadow models are loaded (default: verified from the registry).
+        loader: how the worker loads shadow models (default: verified from the registry);
+            it must pickle when the worker is a Ray actor.
+        start: start a dispatcher thread now; False leaves that to the caller, who calls
+            ``mirror.start(loop)`` from its serving loop (what a model host does).
 
     Returns:
         the mirror, already set as ``state.shadow``, and its config watcher.
     """
     tables = ShadowTables.for_registry(state.registry)
-    log = PairLog(tables, settings.shadow_flush_rows, settings.shadow_flush_s,
-                  replica=f"{socket.gethostname()}:{os.getpid()}")
-    mirror = ShadowMirror(state.snapshot, state.metrics, log,
-                          loader or partial(load_model, state.registry),
-                          settings.shadow_queue_size,
-                          int(settings.shadow_cache_mb * 1024 * 1024),
-                          settings.shadow_max_age_s)
+    executor = new_executor(state.registry.root, settings, loader)
+    mirror = ShadowMirror(state.snapshot, state.metrics, executor, settings.shadow_queue_size,
+                          settings.shadow_max_age_s, settings.shadow_batch_interval_s)
     watcher = ConfigWatcher(ConfigStore(tables), settings.shadow_config_refresh_s,
                             mirror.set_configs)
     try:
@@ -62,15 +58,15 @@ def create_mirror(state: ModelHostState, settings: ServeSettings,
         watcher.errors += 1
     mirror.on_close.append(watcher.stop)
     watcher.start()
-    log.start()
-    mirror.start()
+    if start:
+        mirror.start()
     state.shadow = mirror
     return mirror, watcher
 
 
 def install(state: ModelHostState, settings: ServeSettings) -> RouteHook:
     """Attach shadow mode to a model host; returns the hook adding its HTTP routes."""
-    mirror, watcher = create_mirror(state, settings)
+    mirror, watcher = create_mirror(state, settings, start=False)  # started on the loop
 
     def hook(app: FastAPI, host: ModelHostState, keys: KeyStore) -> None:
         add_shadow_routes(app, host, keys, mirror, watcher.store)

@@ -1,25 +1,32 @@
-"""The shadow mirror: sample production requests, replay them on the shadow version.
+"""The shadow mirror: sample production requests and hand them to a shadow worker.
 
 ``after_predict`` runs on the request path after the production answer exists: a dict
-lookup, a window check, a coin flip and a ``put_nowait`` onto a bounded queue (full: the
-request is dropped and counted). One worker thread with its own small model cache takes
-items, predicts with the shadow version, observes metrics and hands compared pairs to the
-:class:`PairLog`. Whatever the shadow model does — raise,
-hang, return garbage — the client only ever sees the production answer.
+lookup, a window check, a coin flip and an append to a bounded in-memory queue (full: the
+request is dropped and counted). Every ``shadow_batch_interval_s`` while anything is
+queued or in flight, a dispatch step sends what is queued as one :class:`ShadowBatch` to
+the replica's :class:`~engine.shadow.worker.ShadowWorker` — by default a Ray actor process
+of its own at idle CPU priority (see :mod:`engine.shadow.executors`) — collects finished
+batches without blocking and turns their small results into metrics.
 
-The worker is deliberately *not* given a lower OS priority: it shares the GIL with the
-request loop, so a de-prioritised thread preempted while holding the GIL would stall
-production (priority inversion). What keeps it cheap is the sampling, the bounded queue
-and that XGBoost's predict releases the GIL.
+In a model host the step runs on the serving event loop itself (:meth:`ShadowMirror.start`
+with the loop): no extra thread of the replica ever wakes up to compete for the GIL with
+the request path — on a busy box a thread waiting for the GIL makes the thread holding it
+hand over and wait for it to be scheduled, which showed up directly in production p99.
+Without a loop (tests, plain use) a dispatcher thread runs the same step.
+
+A watchdog restarts a worker that spends longer than ``shadow_max_age_s`` on one batch (a
+hanging shadow model); the requests it held count as timeouts. Whatever the shadow model
+does — raise, hang, crash its process — the client only ever sees the production answer.
 """
 
 from __future__ import annotations
 
-import queue
+import asyncio
+import os
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,33 +34,19 @@ from typing import Any
 import numpy as np
 
 from engine.metrics import Metrics
-from engine.serving.model import LoadedModel
 from engine.shadow.config import ShadowConfig
-from engine.shadow.log import ComparedRequest, PairLog
-from engine.shadow.models import Loader, ShadowModels
+from engine.shadow.executors import ShadowExecutor
+from engine.shadow.worker import BatchResult, DropKey, MirrorItem, ShadowBatch
 from registry import Alias, ModelVersion, RegistrySnapshot
 
 __all__ = ["OUTCOMES", "MirrorItem", "ShadowMirror"]
 
 OUTCOMES = ("ok", "synthetic", "error", "timeout", "dropped", "skipped")
-DRAIN_S = 2.0  # on close, time the worker gets to finish queued items
+DRAIN_S = 2.0  # on close, time queued requests get to reach the worker
+CLOSE_S = 2.5  # on close, time the worker gets to flush its pair log
+MAX_IN_FLIGHT = 2  # batches sent and not answered yet (one running, one waiting)
+MAX_BATCH = 512  # requests per batch
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorItem:
-    """A production request queued for the shadow worker."""
-
-    tenant_id: str
-    production: ModelVersion
-    shadow: ModelVersion
-    x: np.ndarray
-    predictions: np.ndarray
-    request_id: str
-    synthetic: bool
-    latency_s: float
-    at: float  # epoch seconds
-    enqueued: float  # monotonic seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,28 +60,43 @@ class _Active:
     config: ShadowConfig
 
 
-class ShadowMirror:
-    """Implements the host's ShadowHook: sampling, bounded queue, worker, pair log."""
+@dataclass(slots=True)
+class _InFlight:
+    handle: Any  # the executor's
+    batch: ShadowBatch
+    since: float  # monotonic: when it was sent or, later, when it reached the head
 
-    def __init__(self, snapshot: RegistrySnapshot, metrics: Metrics, log: PairLog,
-                 loader: Loader, queue_size: int = 1024, cache_bytes: int = 16 << 20,
-                 max_age_s: float = 10.0, clock: Clock = time.time,
-                 rand: Callable[[], float] = random.random) -> None:
+
+class ShadowMirror:
+    """Implements the host's ShadowHook: sampling, bounded queue, batching, watchdog."""
+
+    def __init__(self, snapshot: RegistrySnapshot, metrics: Metrics, executor: ShadowExecutor,
+                 queue_size: int = 1024, max_age_s: float = 10.0, interval_s: float = 0.05,
+                 clock: Clock = time.time, rand: Callable[[], float] = random.random) -> None:
         self.snapshot = snapshot
         self.metrics = metrics
-        self.log = log
-        self.models = ShadowModels(cache_bytes, loader)
+        self.executor = executor
+        self.queue_size = max(1, queue_size)
         self.max_age_s = max_age_s
+        self.interval_s = interval_s
         self.clock = clock
         self._rand = rand
-        self._queue: queue.Queue[MirrorItem | None] = queue.Queue(max(1, queue_size))
         self._configs: dict[str, _Active] = {}
         self._outcome = {o: metrics.shadow_requests.labels(o) for o in OUTCOMES}
         self.outcomes: Counter[str] = Counter()
         self.last_error = ""
+        self.worker_stats: dict[str, Any] = {}
+        self._queue: deque[MirrorItem] = deque()
+        self._in_flight: deque[_InFlight] = deque()
+        self._in_flight_items = 0
+        self._counts: Counter[DropKey] = Counter()  # to log with the next batch
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._step_lock = threading.Lock()
         self._closing = False
-        self._drain_until = 0.0
-        self._worker: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick: asyncio.TimerHandle | None = None
         self.on_close: list[Callable[[], None]] = []  # e.g. stop the config watcher
 
     # -- configuration ------------------------------------------------------------------
@@ -139,126 +147,213 @@ class ShadowMirror:
                 self._count("skipped")
                 return
             shadow = self.snapshot.version(tenant_id, version)
-            item = MirrorItem(tenant_id, production, shadow, np.array(x, copy=True),
-                              np.array(predictions, dtype=np.float64), request_id, synthetic,
-                              latency_s, now, time.monotonic())
+            if len(self._queue) + self._in_flight_items >= self.queue_size:
+                self._count("dropped")
+                if not synthetic:
+                    with self._lock:
+                        self._counts[(tenant_id, shadow.version, "dropped")] += 1
+                return
+            self._queue.append(MirrorItem(
+                tenant_id, production, shadow, np.array(x, copy=True),
+                np.array(predictions, dtype=np.float64), request_id, synthetic, latency_s,
+                now, time.monotonic()))
+            if self._loop is not None and self._tick is None:
+                self._schedule()
         except Exception:  # noqa: BLE001 - shadow trouble must never reach the client
             self._count("skipped")
-            return
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self._count("dropped")
-            if not synthetic:
-                self.log.count(tenant_id, shadow.version, "dropped")
 
     def pinned_versions(self, tenant_id: str) -> list[int]:
         """Explicitly configured shadow versions (the host cache may keep them)."""
         active = self._configs.get(tenant_id)
         return [active.version] if active and active.version is not None else []
 
-    # -- the worker ---------------------------------------------------------------------
-    def _count(self, outcome: str) -> None:
-        self.outcomes[outcome] += 1
-        self._outcome[outcome].inc()
+    # -- the dispatcher -----------------------------------------------------------------
+    def _count(self, outcome: str, n: int = 1) -> None:
+        self.outcomes[outcome] += n
+        self._outcome[outcome].inc(n)
 
-    def process(self, item: MirrorItem) -> None:
-        """Predict one queued request with its shadow version and record the outcome."""
-        if time.monotonic() - item.enqueued > self.max_age_s:
-            self._fail(item, "timeout")
+    def _lost(self, batch: ShadowBatch, outcome: str) -> None:
+        """``batch`` never got (or will never give) an answer: count its requests."""
+        shadows = batch.versions[:, 1].tolist()
+        with self._lock:
+            self._counts.update(batch.counts)  # the worker may not have logged them
+            for tenant, shadow, synthetic in zip(batch.tenants, shadows,
+                                                 batch.synthetic.tolist(), strict=True):
+                if not synthetic:
+                    self._counts[(tenant, shadow, outcome)] += 1
+        if len(batch):
+            self._count(outcome, len(batch))
+
+    def _apply(self, result: BatchResult) -> None:
+        for outcome, n in result.outcomes.items():
+            self._count(outcome, n)
+        for d in result.abs_diffs.tolist():
+            self.metrics.shadow_abs_diff.observe(d)
+        if result.last_error:
+            self.last_error = result.last_error
+        self.worker_stats = result.stats
+
+    def _collect(self) -> None:
+        """Take the answers of finished batches (they finish in order)."""
+        while self._in_flight:
+            head = self._in_flight[0]
+            try:
+                result = self.executor.poll(head.handle)
+            except Exception as exc:  # noqa: BLE001 - the worker died or was cancelled
+                self.last_error = f"shadow worker: {type(exc).__name__}: {exc}"[:500]
+                result = None
+                self._lost(head.batch, "error")
+            else:
+                if result is None:
+                    return  # still running; later batches queue behind it
+                self._apply(result)
+            self._in_flight.popleft()
+            self._in_flight_items -= len(head.batch)
+            if self._in_flight:
+                self._in_flight[0].since = time.monotonic()
+
+    def _watchdog(self) -> None:
+        """Restart a worker stuck on one batch for longer than ``max_age_s``."""
+        if not self._in_flight or time.monotonic() - self._in_flight[0].since <= self.max_age_s:
             return
+        self.last_error = f"shadow worker busy with one batch for over {self.max_age_s:g}s: " \
+                          "restarted"
+        lost, self._in_flight = list(self._in_flight), deque()
+        self._in_flight_items = 0
+        for flight in lost:
+            self._lost(flight.batch, "timeout")
         try:
-            model = self.models.get(item.shadow)
-            x = _align(item.x, item.production.feature_names, model)
-            started = time.perf_counter()
-            shadow = np.asarray(model.predict(x), dtype=np.float64).reshape(-1)
-            shadow_latency = time.perf_counter() - started
-            if shadow.shape != item.predictions.shape:
-                raise ValueError(f"shadow returned {shadow.shape[0]} predictions for "
-                                 f"{item.predictions.shape[0]} rows")
-        except Exception as exc:  # noqa: BLE001 - a broken shadow is an outcome, not a crash
-            self.last_error = f"{item.tenant_id}@v{item.shadow.version}: " \
-                              f"{type(exc).__name__}: {exc}"[:500]
-            self._fail(item, "error")
-            return
-        if item.synthetic:
-            self._count("synthetic")  # load-test traffic: exercised, never logged
-            return
-        for d in np.abs(shadow - item.predictions):
-            self.metrics.shadow_abs_diff.observe(float(d))
-        self._count("ok")
-        self.log.add(ComparedRequest(item.tenant_id, item.request_id, item.production.version,
-                                     item.shadow.version, item.predictions, shadow,
-                                     item.latency_s, shadow_latency, item.at))
+            self.executor.restart()
+        except Exception as exc:  # noqa: BLE001 - try again at the next hang
+            self.last_error = f"shadow worker restart failed: {exc}"[:500]
 
-    def _fail(self, item: MirrorItem, outcome: str) -> None:
-        self._count(outcome)
-        if not item.synthetic:
-            self.log.count(item.tenant_id, item.shadow.version, outcome)
+    def _dispatch(self) -> None:
+        """Send what is queued (expired requests are timeouts) as one batch."""
+        if len(self._in_flight) >= MAX_IN_FLIGHT or not self.executor.ready():
+            return
+        now = time.monotonic()
+        items: list[MirrorItem] = []
+        budgets: list[float] = []
+        expired = 0
+        while self._queue and len(items) < MAX_BATCH:
+            item = self._queue.popleft()
+            age = now - item.enqueued
+            if age > self.max_age_s:
+                expired += 1
+                if not item.synthetic:
+                    with self._lock:
+                        self._counts[(item.tenant_id, item.shadow.version, "timeout")] += 1
+                continue
+            items.append(item)
+            budgets.append(self.max_age_s - age)
+        if expired:
+            self._count("timeout", expired)
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        if not items and not counts:
+            return
+        batch = ShadowBatch.pack(items, budgets, dict(counts))
+        try:
+            handle = self.executor.submit(batch)
+        except Exception as exc:  # noqa: BLE001 - e.g. the executor is shutting down
+            self.last_error = f"shadow worker: {type(exc).__name__}: {exc}"[:500]
+            self._lost(batch, "error")
+            return
+        self._in_flight.append(_InFlight(handle, batch, now))
+        self._in_flight_items += len(items)
+
+    def _idle(self) -> bool:
+        return not self._queue and not self._in_flight and not self._counts
+
+    def step(self) -> None:
+        """One dispatch step: collect finished batches, watchdog, send what is queued."""
+        with self._step_lock:
+            try:
+                self._collect()
+                self._watchdog()
+                if not self._closing:
+                    self._dispatch()
+            except Exception as exc:  # noqa: BLE001 - the dispatcher must keep going
+                self.last_error = f"shadow dispatcher: {type(exc).__name__}: {exc}"[:500]
 
     def _run(self) -> None:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.25)
-            except queue.Empty:
-                if self._closing:
-                    return
-                continue
-            if item is None or (self._closing and time.monotonic() > self._drain_until):
-                return
-            self.process(item)
+        while not self._closing:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if not self._closing:
+                self.step()
 
-    def start(self) -> None:
-        """Start the worker thread."""
-        self._worker = threading.Thread(target=self._run, name="tenantry-shadow-worker",
-                                        daemon=True)
-        self._worker.start()
+    # -- on the serving loop ------------------------------------------------------------
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._tick = self._loop.call_later(self.interval_s, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        if self._closing:
+            return
+        self.step()
+        if not self._idle():
+            self._schedule()
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run the dispatch steps on ``loop`` (from its thread), or on a thread of its own.
+
+        Call it once; a mirror already running its own thread ignores later calls.
+        """
+        if self._dispatcher is not None or self._loop is not None:
+            return
+        if loop is not None:
+            self._loop = loop
+            if not self._idle():
+                loop.call_soon(self._schedule)
+            return
+        self._dispatcher = threading.Thread(target=self._run, name="tenantry-shadow-dispatch",
+                                            daemon=True)
+        self._dispatcher.start()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Send everything queued and collect the answers (blocking); True if all done."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._step_lock:
+                self._collect()
+                self._watchdog()
+                self._dispatch()
+            if self._idle():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(min(self.interval_s, 0.02))
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting for the worker."""
-        return self._queue.qsize()
+        """Mirrored requests not answered by the worker yet (queued or in flight)."""
+        return len(self._queue) + self._in_flight_items
 
     def stats(self) -> dict[str, Any]:
-        """Live counters of this replica."""
-        return {"outcomes": {o: self.outcomes[o] for o in OUTCOMES},
-                "queue_depth": self.queue_depth, "queue_size": self._queue.maxsize,
-                "buffered_pairs": self.log.buffered_rows, "written_pairs": self.log.written_rows,
-                "shadow_models": len(self.models), "last_error": self.last_error}
+        """Live counters of this replica and of its worker (as of its last answer)."""
+        restarts = getattr(self.executor, "restarts", 0)
+        return {"pid": os.getpid(), "outcomes": {o: self.outcomes[o] for o in OUTCOMES},
+                "queue_depth": self.queue_depth, "queue_size": self.queue_size,
+                "worker": {"kind": self.executor.kind, "restarts": restarts,
+                           **self.worker_stats},
+                "last_error": self.last_error}
 
     def close(self) -> None:
-        """Stop mirroring, give queued items a moment, flush the pair log (idempotent)."""
+        """Stop mirroring, send what is queued, let the worker flush its log (idempotent)."""
         if self._closing:
             return
         self._closing = True
         for stop in self.on_close:
             stop()
-        self._drain_until = time.monotonic() + DRAIN_S
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
-        if self._worker is not None:
-            self._worker.join(DRAIN_S + 0.5)
-        self.log.close()
+        self._wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join(2.0)
+        self.drain(DRAIN_S)
+        self.executor.close(CLOSE_S)
 
 
 def _digest(config: ShadowConfig) -> _Active:
     start, until = config.window()
     return _Active(start, until, config.fraction, config.version, config)
-
-
-def _align(x: np.ndarray, production_names: tuple[str, ...], model: LoadedModel) -> np.ndarray:
-    """``x`` (production feature order) in the shadow model's feature order.
-
-    Raises:
-        ValueError: the shadow model needs features production does not send.
-    """
-    names = model.feature_names
-    if not production_names or tuple(production_names) == tuple(names):
-        return x
-    index = {n: i for i, n in enumerate(production_names)}
-    missing = [n for n in names if n not in index]
-    if missing:
-        raise ValueError(f"shadow model needs features production lacks: {missing[:5]}")
-    return np.ascontiguousarray(x[:, [index[n] for n in names]])

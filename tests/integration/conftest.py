@@ -85,7 +85,8 @@ def serving(ray_session: None, served_registry: Any) -> Iterator[Any]:
     from engine.settings import ServeSettings
 
     settings = ServeSettings(registry=served_registry.root, port=free_port(), replicas=2,
-                             cache_mb=2.0, refresh_interval_s=0.5, replica_ttl_s=3.0)
+                             cache_mb=2.0, refresh_interval_s=0.5, replica_ttl_s=3.0,
+                             shadow_flush_s=2.0)  # the shadow tests wait in flush periods
     handle = start_serving(settings, app_name="itest")
     yield handle
     handle.shutdown()

@@ -55,3 +55,8 @@ def test_requests_carry_synthetic_header_and_valid_json() -> None:
         assert f"\r\nserve_multiplexed_model_id: {tenant}".encode() in head
         assert f"Content-Length: {len(body)}".encode() in head
         assert len(json.loads(body)["instances"][0]) == [3, 5][idx]
+
+
+def test_unmarked_requests_carry_no_synthetic_header() -> None:
+    _, raw = Workload(["a", "b"], [3, 5], "h:1", 1.0, seed=0, synthetic=False).requests(20)
+    assert raw and not any(b"x-tenantry-synthetic" in req for req in raw)
