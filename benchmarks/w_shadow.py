@@ -190,7 +190,8 @@ def main() -> int:
            "target_ratio": 1.1}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "w_shadow.json" if args.shadow_worker == "actor" else "w_shadow_thread.json"
+    name = ("w_shadow" + ("_thread" if args.shadow_worker == "thread" else "")
+            + ("_synthetic" if args.synthetic else "") + ".json")
     (out / name).write_text(json.dumps(doc, indent=2))
     print(f"W-shadow: production p99 {off:.2f} ms without shadow, {on:.2f} ms with shadow "
           f"-> ratio {on / off:.3f} (target <= 1.1); {pairs} pairs logged; {out / name}")
