@@ -162,6 +162,8 @@ class Registry:
                 return self._write_artifact(tdir, tenant_id, shard, version, model_bytes,
                                             run_id, keep_existing=True)
         version = (existing[0] if existing else 0) + 1
+        if existing and not self.store.exists(f"{tdir}/v={existing[0]}/_claim.json"):
+            version = existing[0]  # a directory left by a claimer killed before it claimed
         marker = json.dumps({"run_id": run_id, "claimed_at": _now().isoformat()}).encode()
         while not self.store.create_exclusive(f"{tdir}/v={version}/_claim.json", marker):
             version += 1

@@ -8,9 +8,11 @@ An object store without conditional puts is refused rather than silently raced.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,13 +158,22 @@ class ArtifactStore:
         """Create ``rel`` only if it does not exist; True if this call created it."""
         path = self.full(rel)
         if self.local:
+            # Written to a temporary name first, then hard-linked into place (the link fails
+            # if the name exists): a process killed at any point never leaves a torn file.
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
             return True
         return self._s3_put_if_absent(path, data)
 

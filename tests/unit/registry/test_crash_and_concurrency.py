@@ -86,3 +86,20 @@ def test_gc_collects_what_a_killed_writer_left(tmp_path: Path, reg: Registry) ->
     report = collect_garbage(reg, keep=1, orphan_grace_s=0)
     assert report.orphans_removed == 3 and report.bytes_freed > 0
     assert list(Path(reg.root, "artifacts").rglob("model.ubj")) == []
+
+
+def test_claims_are_never_torn_and_a_bare_version_dir_is_reused(tmp_path: Path,
+                                                                 reg: Registry) -> None:
+    data = (Path(__file__).parent / "conftest.py").read_bytes()  # any bytes will do
+    store = reg.store
+    assert store.create_exclusive("claims/x.json", b'{"run_id": "a"}')
+    assert not store.create_exclusive("claims/x.json", b'{"run_id": "b"}')
+    assert store.read("claims/x.json") == b'{"run_id": "a"}'  # the loser changed nothing
+    assert sorted(p.name for p in Path(store.full("claims")).iterdir()) == ["x.json"]
+    # A claimer killed after creating v=1 but before its claim landed: the next run (or a
+    # retry of the same run) claims v=1 rather than skipping to v=2.
+    tdir = Path(reg.root) / "artifacts" / f"shard={reg.shard_of('acme'):02d}" / "tenant=acme"
+    (tdir / "v=1").mkdir(parents=True)
+    assert reg.stage_artifact("acme", data, "run-1").version == 1
+    assert reg.stage_artifact("acme", data, "run-1").version == 1  # the retry reuses it
+    assert reg.stage_artifact("acme", data, "run-2").version == 2
