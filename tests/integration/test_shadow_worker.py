@@ -57,6 +57,13 @@ def registry_root(tmp_path: Path) -> str:
     return reg.root
 
 
+def _answers(executor: Any) -> bool:
+    try:
+        return bool(executor.stats(timeout_s=10)["pid"])
+    except Exception:  # noqa: BLE001 - still restarting
+        return False
+
+
 def _misbehaving_loader(marker: str, how: str) -> Any:
     """A loader whose first call (across restarts: a marker file) hangs or kills its process."""
     def load(mv: Any) -> Any:
@@ -88,6 +95,9 @@ def test_actor_worker_recovers_and_production_never_notices(
         outcome = "timeout" if how == "hang" else "error"
         _until(lambda: mirror.outcomes[outcome] == 1, what=lambda: mirror.stats())
         assert mirror.executor.restarts == (1 if how == "hang" else 0)
+        # Wait until the new worker answers (starting it can take longer than max_age on a
+        # busy box, and requests queued meanwhile would rightly expire as timeouts).
+        _until(lambda: _answers(mirror.executor), timeout=120)
         assert _send(state, 8, "x") == expected  # production answers meanwhile, unchanged
         _until(lambda: mirror.outcomes["ok"] == 8,  # the restarted worker shadows again
                what=lambda: mirror.stats())
