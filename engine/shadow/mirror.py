@@ -10,8 +10,8 @@ batches without blocking and turns their small results into metrics.
 
 In a model host the step runs on the serving event loop itself (:meth:`ShadowMirror.start`
 with the loop): no extra thread of the replica ever wakes up to compete for the GIL with
-the request path — on a busy box a thread waiting for the GIL makes the thread holding it
-hand over and wait for it to be scheduled, which showed up directly in production p99.
+the request path (on a busy box a thread waiting for the GIL makes the thread holding it
+hand over and wait for it to be scheduled, a tail-latency risk for production).
 Without a loop (tests, plain use) a dispatcher thread runs the same step.
 
 A watchdog restarts a worker that spends longer than ``shadow_max_age_s`` on one batch (a
