@@ -148,10 +148,7 @@ class ShadowMirror:
                 return
             shadow = self.snapshot.version(tenant_id, version)
             if len(self._queue) + self._in_flight_items >= self.queue_size:
-                self._count("dropped")
-                if not synthetic:
-                    with self._lock:
-                        self._counts[(tenant_id, shadow.version, "dropped")] += 1
+                self._unanswered(tenant_id, shadow.version, synthetic, "dropped")
                 return
             self._queue.append(MirrorItem(
                 tenant_id, production, shadow, np.array(x, copy=True),
@@ -172,17 +169,20 @@ class ShadowMirror:
         self.outcomes[outcome] += n
         self._outcome[outcome].inc(n)
 
+    def _unanswered(self, tenant_id: str, version: int, synthetic: bool, outcome: str) -> None:
+        """A mirrored request that yields no pair: count it, and log it unless synthetic."""
+        self._count(outcome)
+        if not synthetic:
+            with self._lock:
+                self._counts[(tenant_id, version, outcome)] += 1
+
     def _lost(self, batch: ShadowBatch, outcome: str) -> None:
         """``batch`` never got (or will never give) an answer: count its requests."""
-        shadows = batch.versions[:, 1].tolist()
         with self._lock:
             self._counts.update(batch.counts)  # the worker may not have logged them
-            for tenant, shadow, synthetic in zip(batch.tenants, shadows,
-                                                 batch.synthetic.tolist(), strict=True):
-                if not synthetic:
-                    self._counts[(tenant, shadow, outcome)] += 1
-        if len(batch):
-            self._count(outcome, len(batch))
+        for tenant, shadow, synthetic in zip(batch.tenants, batch.versions[:, 1].tolist(),
+                                             batch.synthetic.tolist(), strict=True):
+            self._unanswered(tenant, shadow, synthetic, outcome)
 
     def _apply(self, result: BatchResult) -> None:
         for outcome, n in result.outcomes.items():
@@ -234,20 +234,14 @@ class ShadowMirror:
         now = time.monotonic()
         items: list[MirrorItem] = []
         budgets: list[float] = []
-        expired = 0
         while self._queue and len(items) < MAX_BATCH:
             item = self._queue.popleft()
             age = now - item.enqueued
             if age > self.max_age_s:
-                expired += 1
-                if not item.synthetic:
-                    with self._lock:
-                        self._counts[(item.tenant_id, item.shadow.version, "timeout")] += 1
+                self._unanswered(item.tenant_id, item.shadow.version, item.synthetic, "timeout")
                 continue
             items.append(item)
             budgets.append(self.max_age_s - age)
-        if expired:
-            self._count("timeout", expired)
         with self._lock:
             counts, self._counts = self._counts, Counter()
         if not items and not counts:
@@ -271,8 +265,7 @@ class ShadowMirror:
             try:
                 self._collect()
                 self._watchdog()
-                if not self._closing:
-                    self._dispatch()
+                self._dispatch()
             except Exception as exc:  # noqa: BLE001 - the dispatcher must keep going
                 self.last_error = f"shadow dispatcher: {type(exc).__name__}: {exc}"[:500]
 
@@ -316,10 +309,7 @@ class ShadowMirror:
         """Send everything queued and collect the answers (blocking); True if all done."""
         deadline = time.monotonic() + timeout_s
         while True:
-            with self._step_lock:
-                self._collect()
-                self._watchdog()
-                self._dispatch()
+            self.step()
             if self._idle():
                 return True
             if time.monotonic() > deadline:
