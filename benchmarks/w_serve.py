@@ -63,36 +63,28 @@ def prepare_registry(workdir: Path, tenants: int) -> Registry:
     return Registry.open(str(root))
 
 
-def wait_http(port: int, path: str, timeout_s: float = 180.0) -> None:
-    """Poll until GET path answers 200."""
+def wait_ok(port: int, method: str, path: str, body: str | None = None,
+            headers: dict[str, str] | None = None, timeout_s: float = 180.0) -> None:
+    """Poll until ``method path`` on 127.0.0.1:``port`` answers 200."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request(method, path, body, headers or {})
             if conn.getresponse().status == 200:
                 return
         except OSError:
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"server on port {port} did not answer {path}")
+    raise TimeoutError(f"server on port {port} did not answer {method} {path}")
 
 
 def wait_predict(port: int, tenant: str, width: int, timeout_s: float = 180.0) -> None:
     """Poll until a predict for ``tenant`` answers 200 (B1 has no readiness route)."""
-    deadline = time.monotonic() + timeout_s
-    body = json.dumps({"instances": [[0.5] * width]})
-    headers = {"content-type": "application/json", "serve_multiplexed_model_id": tenant}
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("POST", f"/v1/tenants/{tenant}/predict", body, headers)
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"server on port {port} never answered a prediction")
+    wait_ok(port, "POST", f"/v1/tenants/{tenant}/predict",
+            json.dumps({"instances": [[0.5] * width]}),
+            {"content-type": "application/json", "serve_multiplexed_model_id": tenant},
+            timeout_s)
 
 
 def start(system: str, registry: str, cache_models: int, cache_mb: float,
@@ -113,7 +105,7 @@ def start(system: str, registry: str, cache_models: int, cache_mb: float,
                             start_new_session=True)
     try:
         if probe:
-            wait_http(port, probe)
+            wait_ok(port, "GET", probe)
         wait_predict(port, *probe_tenant)
         if system == "tenantry":
             deadline = time.monotonic() + 60
