@@ -73,6 +73,9 @@ class ServeSettings:
     """Run the shadow actor's process under ``SCHED_IDLE``: only CPU production leaves idle."""
     shadow_worker_resources: str = ""
     """Custom Ray resources for shadow actors, ``name=amount[,…]``; empty: the replica's node."""
+    shadow_transport: str = "auto"
+    """How a replica hands batches to its shadow actor: ``auto`` over a local Unix socket
+    when the actor runs on the replica's node (Ray calls otherwise), ``ray`` always Ray calls."""
     shadow_batch_interval_s: float = 0.1
     """How often a replica sends its mirrored requests to its shadow worker, as one batch."""
 

@@ -3,7 +3,9 @@
 * :class:`ActorExecutor` (the default inside Ray): a Ray actor of its own — a separate
   process with its own GIL, by default on the replica's node under ``SCHED_IDLE`` so it
   only uses CPU production leaves idle, or on nodes given by ``shadow_worker_resources``.
-  It is owned by the replica (it dies with it) and restarts when killed.
+  It is owned by the replica (it dies with it) and restarts when killed. Batches go over a
+  local Unix socket when the actor shares the replica's node (:mod:`engine.shadow.channel`,
+  far cheaper for the replica), else as Ray actor calls; lifecycle is always Ray's.
 * :class:`ThreadExecutor`: a thread in the replica process (tests, and serving without
   Ray). It shares the replica's GIL, so it is not isolated from production.
 
@@ -15,15 +17,17 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, Protocol
 
 from engine.serving.model import load_model
 from engine.settings import ServeSettings
+from engine.shadow.channel import ChannelClient, ChannelClosed, ChannelServer
 from engine.shadow.log import PairLog
 from engine.shadow.models import Loader
 from engine.shadow.tables import ShadowTables
@@ -32,8 +36,8 @@ from registry import Registry
 
 PING_EVERY_S = 0.2  # while a worker restarts, how often to ask whether it is back
 
-__all__ = ["ActorExecutor", "ShadowExecutor", "ShadowWorkerActor", "ThreadExecutor",
-           "build_worker", "new_executor"]
+__all__ = ["ActorExecutor", "Endpoint", "ShadowExecutor", "ShadowWorkerActor",
+           "ThreadExecutor", "build_worker", "new_executor"]
 
 
 class ShadowExecutor(Protocol):
@@ -44,6 +48,7 @@ class ShadowExecutor(Protocol):
     """
 
     kind: str
+    transport: str  # how batches reach the worker
     restarts: int
 
     def submit(self, batch: ShadowBatch) -> Any:
@@ -85,6 +90,7 @@ class ThreadExecutor:
     """The worker on one thread of this process."""
 
     kind = "thread"
+    transport = "in-process"
 
     def __init__(self, factory: Callable[[], ShadowWorker]) -> None:
         self._factory = factory
@@ -116,24 +122,55 @@ class ThreadExecutor:
         self.worker.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a shadow actor runs and, if it listens, its local channel's address."""
+
+    node_id: str
+    pid: int
+    address: str  # empty: Ray calls only
+
+
 class ShadowWorkerActor:
-    """Ray actor around a :class:`ShadowWorker` (one per model-host replica)."""
+    """Ray actor around a :class:`ShadowWorker` (one per model-host replica).
+
+    With ``owner_pid`` it also serves a local channel to that process; batches from the
+    channel and from Ray calls run one at a time.
+    """
 
     def __init__(self, registry_root: str, settings: dict[str, Any], replica: str,
-                 loader: Loader | None = None) -> None:
+                 loader: Loader | None = None, owner_pid: int = 0) -> None:
+        import ray  # noqa: PLC0415 - only where Ray runs
+
         s = ServeSettings(**settings)
         if s.shadow_idle_priority:
-            lower_priority()  # the whole process: predictions and pair-log writes
+            lower_priority()  # the whole process (threads started later inherit it)
         self.worker = build_worker(registry_root, s, replica, loader)
+        self._lock = threading.Lock()
+        self.channel = ChannelServer(self.process, owner_pid) if owner_pid else None
+        self._node_id = ray.get_runtime_context().get_node_id()
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self._node_id, os.getpid(), self.channel.address if self.channel else "")
 
     def process(self, batch: ShadowBatch) -> BatchResult:
-        return self.worker.process(batch)
+        with self._lock:
+            return self.worker.process(batch)
 
     def stats(self) -> dict[str, Any]:
         return self.worker.stats()
 
     def close(self) -> dict[str, Any]:
-        return self.worker.close()
+        if self.channel is not None:
+            self.channel.close()
+        with self._lock:
+            return self.worker.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _ChannelCall:
+    channel: ChannelClient
+    seq: int
 
 
 class ActorExecutor:
@@ -149,6 +186,7 @@ class ActorExecutor:
         )
 
         self._ray = ray
+        self._node_id = ray.get_runtime_context().get_node_id()
         options: dict[str, Any] = {"num_cpus": 0, "max_restarts": -1, "max_task_retries": 0,
                                    "max_concurrency": 1}
         resources = settings.shadow_resources()
@@ -156,10 +194,16 @@ class ActorExecutor:
             options["resources"] = resources
         else:  # beside the replica: mirrored rows never leave the machine
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=True)
+                self._node_id, soft=True)
+        if settings.shadow_transport not in ("auto", "ray"):
+            raise ValueError(f"shadow_transport must be auto or ray, not "
+                             f"{settings.shadow_transport!r}")
+        owner = os.getpid() if settings.shadow_transport == "auto" else 0
         self.actor: Any = ray.remote(ShadowWorkerActor).options(**options).remote(
-            registry_root, asdict(settings), replica, loader)
+            registry_root, asdict(settings), replica, loader, owner)
         self.restarts = 0
+        self.transport = "starting"  # then "socket" or "ray", per (re)started actor
+        self._channel: ChannelClient | None = None
         # Nothing is sent before a ping succeeds (after creation and after each failure or
         # restart), so the watchdog never mistakes a worker still starting for a hung one.
         self._healthy = False
@@ -167,6 +211,12 @@ class ActorExecutor:
         self._ping_at = 0.0
 
     def submit(self, batch: ShadowBatch) -> Any:
+        if self._channel is not None:
+            try:
+                return _ChannelCall(self._channel, self._channel.send(batch))
+            except ChannelClosed:
+                self._unhealthy()
+                raise
         return self.actor.process.remote(batch)
 
     def _done(self, ref: Any) -> bool:
@@ -174,6 +224,18 @@ class ActorExecutor:
         return bool(ready)
 
     def poll(self, handle: Any) -> BatchResult | None:
+        if isinstance(handle, _ChannelCall):
+            try:
+                answer = handle.channel.result(handle.seq)
+            except ChannelClosed:
+                self._unhealthy()
+                raise
+            if answer is None:
+                return None
+            ok, value = answer
+            if not ok:
+                raise RuntimeError(f"shadow worker failed a batch: {value}")
+            return value  # type: ignore[no-any-return]  # a BatchResult from process()
         # ray.wait/ray.get on a finished small object: no callback thread of Ray's needs
         # this process's GIL to hand the result over.
         if not self._done(handle):
@@ -181,8 +243,14 @@ class ActorExecutor:
         try:
             return self._ray.get(handle, timeout=0)  # type: ignore[no-any-return]
         except Exception:
-            self._healthy = False  # crashed or restarting: ping before sending more
+            self._unhealthy()  # crashed or restarting: ping before sending more
             raise
+
+    def _unhealthy(self) -> None:
+        self._healthy = False
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
     def ready(self) -> bool:
         # After a failure the actor restarts (Ray re-runs its constructor); batches sent
@@ -192,18 +260,29 @@ class ActorExecutor:
         if self._ping is not None and self._done(self._ping):
             ping, self._ping = self._ping, None
             try:
-                self._ray.get(ping, timeout=0)
+                endpoint: Endpoint = self._ray.get(ping, timeout=0)
             except Exception:  # noqa: BLE001 - not back yet
                 return False
+            self._connect(endpoint)
             self._healthy = True
             return True
         if self._ping is None and time.monotonic() - self._ping_at >= PING_EVERY_S:
             self._ping_at = time.monotonic()
-            self._ping = self.actor.stats.remote()
+            self._ping = self.actor.endpoint.remote()
         return False
 
+    def _connect(self, endpoint: Endpoint) -> None:
+        """Use the (re)started actor's local channel if it is on this node and answers."""
+        self.transport = "ray"
+        if endpoint.address and endpoint.node_id == self._node_id:
+            try:
+                self._channel = ChannelClient(endpoint.address, endpoint.pid)
+                self.transport = "socket"
+            except ChannelClosed:
+                self._channel = None  # e.g. another network namespace: Ray calls work
+
     def restart(self) -> None:
-        self._healthy = False
+        self._unhealthy()
         self._ping = None
         self._ray.kill(self.actor, no_restart=False)
         self.restarts += 1
@@ -214,6 +293,9 @@ class ActorExecutor:
         return stats
 
     def close(self, timeout_s: float) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         try:
             self._ray.get(self.actor.close.remote(), timeout=timeout_s)
         except Exception:  # noqa: BLE001 - a dead or hung worker: nothing more to flush

@@ -46,6 +46,7 @@ DRAIN_S = 2.0  # on close, time queued requests get to reach the worker
 CLOSE_S = 2.5  # on close, time the worker gets to flush its pair log
 MAX_IN_FLIGHT = 2  # batches sent and not answered yet (one running, one waiting)
 MAX_BATCH = 512  # requests per batch
+STEP_SAMPLES = 1000  # recent dispatch-step durations kept for stats()
 Clock = Callable[[], float]
 
 
@@ -97,6 +98,7 @@ class ShadowMirror:
         self._dispatcher: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tick: asyncio.TimerHandle | None = None
+        self._step_s: deque[float] = deque(maxlen=STEP_SAMPLES)  # recent step durations
         self.on_close: list[Callable[[], None]] = []  # e.g. stop the config watcher
 
     # -- configuration ------------------------------------------------------------------
@@ -262,12 +264,14 @@ class ShadowMirror:
     def step(self) -> None:
         """One dispatch step: collect finished batches, watchdog, send what is queued."""
         with self._step_lock:
+            began = time.perf_counter()
             try:
                 self._collect()
                 self._watchdog()
                 self._dispatch()
             except Exception as exc:  # noqa: BLE001 - the dispatcher must keep going
                 self.last_error = f"shadow dispatcher: {type(exc).__name__}: {exc}"[:500]
+            self._step_s.append(time.perf_counter() - began)
 
     def _run(self) -> None:
         while not self._closing:
@@ -326,9 +330,20 @@ class ShadowMirror:
         restarts = getattr(self.executor, "restarts", 0)
         return {"pid": os.getpid(), "outcomes": {o: self.outcomes[o] for o in OUTCOMES},
                 "queue_depth": self.queue_depth, "queue_size": self.queue_size,
-                "worker": {"kind": self.executor.kind, "restarts": restarts,
+                "worker": {"kind": self.executor.kind, "transport": self.executor.transport,
+                           "restarts": restarts,
                            **self.worker_stats},
-                "last_error": self.last_error}
+                "dispatch": self._step_stats(), "last_error": self.last_error}
+
+    def _step_stats(self) -> dict[str, Any]:
+        """How long recent dispatch steps held the replica (on the serving loop: no request
+        is served meanwhile)."""
+        steps = np.array(self._step_s) * 1e3
+        if not len(steps):
+            return {"steps": 0}
+        return {"steps": len(steps), "p50_ms": round(float(np.percentile(steps, 50)), 3),
+                "p99_ms": round(float(np.percentile(steps, 99)), 3),
+                "max_ms": round(float(steps.max()), 3)}
 
     def close(self) -> None:
         """Stop mirroring, send what is queued, let the worker flush its log (idempotent)."""

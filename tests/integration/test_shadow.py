@@ -88,6 +88,7 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
         # Shadow predictions ran in a worker process of their own, at idle priority.
         worker = client.get(f"/v1/tenants/{TENANT}/shadow").json()["replica"]
         assert worker["worker"]["kind"] == "actor", worker
+        assert worker["worker"]["transport"] == "socket", worker  # same node: local channel
         assert worker["worker"]["pid"] != worker["pid"] and worker["worker"]["priority"] == "idle"
         time.sleep(2.5)  # one more flush period: nothing else should arrive
         log = _logged(reg)

@@ -79,14 +79,17 @@ def _misbehaving_loader(marker: str, how: str) -> Any:
     return load
 
 
-@pytest.mark.parametrize("how", ["hang", "crash"])
+@pytest.mark.parametrize(("how", "transport"),
+                         [("hang", "auto"), ("crash", "auto"), ("crash", "ray")])
 def test_actor_worker_recovers_and_production_never_notices(
-        ray_session: None, registry_root: str, tmp_path: Path, how: str) -> None:
+        ray_session: None, registry_root: str, tmp_path: Path, how: str,
+        transport: str) -> None:
     off = _host(registry_root)
     expected = _send(off, 8, "x")
-    # A hang is caught by the replica's watchdog (after max_age); a crash is reported by Ray
-    # (before the watchdog's 30 s).
-    state = _host(registry_root, shadow_max_age_s=2.0 if how == "hang" else 30.0)
+    # A hang is caught by the replica's watchdog (after max_age); a crash is reported by the
+    # broken local channel or by Ray (before the watchdog's 30 s).
+    state = _host(registry_root, shadow_max_age_s=2.0 if how == "hang" else 30.0,
+                  shadow_transport=transport)
     mirror, _ = create_mirror(state, state.settings,
                               loader=_misbehaving_loader(str(tmp_path / "marker"), how))
     mirror.apply(TENANT, build_config(TENANT, 1.0))
@@ -103,6 +106,8 @@ def test_actor_worker_recovers_and_production_never_notices(
                what=lambda: mirror.stats())
         stats = mirror.stats()
         assert stats["worker"]["kind"] == "actor" and stats["worker"]["pid"] != os.getpid()
+        # auto: the restarted actor is on this node, so batches reach it over the socket.
+        assert stats["worker"]["transport"] == ("socket" if transport == "auto" else "ray")
         assert stats["worker"]["priority"] == "idle"
     finally:
         state.close()
