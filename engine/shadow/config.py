@@ -147,22 +147,26 @@ class ConfigStore:
         return self.tables.version(CONFIG)
 
     def load(self) -> dict[str, ShadowConfig]:
-        """tenant -> current config, for every tenant not cleared."""
-        rows = self.tables.query(CONFIG).to_pylist()
-        rows.sort(key=lambda r: r["set_at"])
-        out: dict[str, ShadowConfig] = {}
-        for r in rows:
-            if r["cleared"]:
-                out.pop(r["tenant_id"], None)
-            else:
-                out[r["tenant_id"]] = ShadowConfig(
-                    r["tenant_id"], float(r["fraction"]), r["version"], r["start"],
-                    r["until"], r["set_at"])
-        return out
+        """tenant -> current config, for every tenant not cleared.
+
+        The table keeps every change; DataFusion picks each tenant's newest row, so a
+        replica re-reading it handles only the live configs in Python, however long the
+        history (a reload holds the GIL for the Python part, stalling the replica).
+        """
+        rows = self.tables.sql(CONFIG, _LATEST).to_pylist()
+        return {r["tenant_id"]: ShadowConfig(r["tenant_id"], float(r["fraction"]), r["version"],
+                                             r["start"], r["until"], r["set_at"])
+                for r in rows}
 
     def get(self, tenant_id: str) -> ShadowConfig | None:
         """The tenant's current config, if any."""
         return self.load().get(tenant_id)
+
+
+_LATEST = (  # each tenant's newest row, unless it cleared the config
+    "SELECT tenant_id, version, fraction, start, until, set_at FROM ("
+    "SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY set_at DESC) AS newest "
+    "FROM t) WHERE newest = 1 AND NOT cleared")
 
 
 class ConfigWatcher:

@@ -124,11 +124,15 @@ class ShadowTables:
 
     def query(self, name: str, where: str | None = None, columns: str = "*") -> pa.Table:
         """Rows of ``name`` matching the SQL predicate ``where`` (empty if no table yet)."""
+        return self.sql(name, f"SELECT {columns} FROM t" + (f" WHERE {where}" if where else ""))
+
+    def sql(self, name: str, statement: str) -> pa.Table:
+        """The result of ``statement``, a DataFusion query over table ``name`` as ``t``
+        (``name``'s empty schema if the table does not exist yet)."""
         dt = self.handle(name)
         if dt is None:
             return SCHEMAS[name].empty_table()
-        sql = f"SELECT {columns} FROM t" + (f" WHERE {where}" if where else "")
-        return to_arrow(QueryBuilder().register("t", dt).execute(sql))
+        return to_arrow(QueryBuilder().register("t", dt).execute(statement))
 
     def version(self, name: str) -> int:
         """The table's current version (-1 while it does not exist)."""

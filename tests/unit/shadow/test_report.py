@@ -76,6 +76,10 @@ def test_store_latest_row_wins(tmp_path: Any) -> None:
     configs = store.load()
     assert list(configs) == ["a"] and configs["a"].fraction == 0.3
     assert configs["a"].version is None
+    store.clear("a")
+    assert store.load() == {}
+    store.set(build_config("a", 0.5, version=7))  # set again after a clear: live again
+    assert {t: (c.fraction, c.version) for t, c in store.load().items()} == {"a": (0.5, 7)}
 
 
 def test_report_picks_latest_version_pair_and_counts_drops(fresh: Any, h: Any) -> None:
