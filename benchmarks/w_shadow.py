@@ -1,6 +1,6 @@
 """W-shadow: production p99 with and without shadow mode at 50% of capacity.
 
-    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 20] [--rounds 2]
+    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 12] [--rounds 5]
                                   [--shadow-worker actor|thread] [--synthetic]
 
 W-serve's setup (Zipf(1.1) single-row requests over loopback HTTP, 2 model-host replicas,
@@ -9,8 +9,11 @@ a cache that fits ~25% of the tenants per replica, open-loop arrivals from the
 alias (a different model), then the script finds the capacity (highest rate with
 p99 <= 50 ms; skipped with ``--rate``), and at half of it alternates phases with shadow
 off and on (``--rounds`` of each, interleaved so drift hits both alike). Shadow on mirrors
-100% of the hottest tenant and 10% of every other tenant. Prints p99 off/on and the ratio
-(target <= 1.1) and writes JSON to ``benchmarks/results/``.
+100% of the hottest tenant and 10% of every other tenant. Prints p99 off/on — the median
+over the phases of each kind, so that one phase hit by a stall of the whole machine (this
+VM shows 100-500 ms ones, the load generator falls behind in them too; each phase records
+how far) does not decide the result — and the ratio (target <= 1.1), and writes JSON to
+``benchmarks/results/``.
 
 Requests are sent unmarked (without ``x-tenantry-synthetic: 1``), so every mirrored
 request is predicted by the shadow *and* written to the pair log, as real traffic would be;
@@ -86,6 +89,16 @@ def _shadow_counts(url: str) -> dict[str, float]:
             for s in fam.samples if s.name == "tenantry_shadow_requests_total"}
 
 
+def _replica_shadow(url: str, tenant: str) -> dict[str, Any]:
+    """One replica's shadow counters: transport and what dispatch steps cost its loop."""
+    import urllib.request
+
+    doc = json.loads(urllib.request.urlopen(f"{url}/v1/tenants/{tenant}/shadow",
+                                            timeout=10).read())
+    replica = doc["replica"]
+    return {"transport": replica["worker"].get("transport"), "dispatch": replica["dispatch"]}
+
+
 def _pairs_logged(reg: Registry) -> int:
     from engine.shadow.tables import PAIRS
 
@@ -108,8 +121,8 @@ def main() -> int:
     ap.add_argument("--tenants", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=None, help="skip the capacity search")
     ap.add_argument("--capacity-rates", default="100,200,300,400,500,600,800")
-    ap.add_argument("--hold", type=float, default=20.0, help="seconds per measured phase")
-    ap.add_argument("--rounds", type=int, default=2, help="off/on pairs")
+    ap.add_argument("--hold", type=float, default=12.0, help="seconds per measured phase")
+    ap.add_argument("--rounds", type=int, default=5, help="off/on pairs")
     ap.add_argument("--shadow-worker", choices=("actor", "thread"), default="actor",
                     help="where shadow predictions run (default: a Ray actor per replica)")
     ap.add_argument("--synthetic", action="store_true",
@@ -169,13 +182,17 @@ def main() -> int:
                 res = _stage(handle.url, tenants, rate, args.hold, 0, args.synthetic)
                 after = _shadow_counts(handle.url)
                 mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                replica = _replica_shadow(handle.url, hot) if shadow else {}
                 phases.append({"shadow": shadow, "round": r, "p50_ms": res.p50_ms,
                                "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
                                "error_rate": res.error_rate, "hit_rate": res.hit_rate,
-                               "shadow_outcomes": mirrored})
+                               "generator_behind_max_ms": res.behind_schedule_max_ms,
+                               "shadow_outcomes": mirrored, "replica": replica})
                 print(f"  round {r} shadow {'on ' if shadow else 'off'}: p50 "
                       f"{res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms at {res.achieved_rps:.0f} "
-                      f"req/s, errors {res.error_rate:.3%}, shadow {mirrored}", flush=True)
+                      f"req/s, errors {res.error_rate:.3%}, generator behind by up to "
+                      f"{res.behind_schedule_max_ms:.0f} ms, shadow {mirrored} {replica}",
+                      flush=True)
         store.clear_many(tenants)
     finally:
         handle.shutdown()
