@@ -4,6 +4,11 @@ A Python process saturates long before a server on the other core does, so the s
 is dealt out to ``n`` spawned processes that stay alive across stages. All of them use
 the same ``time.monotonic`` start instant (CLOCK_MONOTONIC is system-wide on Linux), and
 their per-request outcomes are merged back into schedule order.
+
+The start instant is fixed only once every process has said it is ready (imports done,
+after spawning) and holds its share of the schedule (unpickled): a process still
+starting when the schedule begins would send everything it is late for at once, a burst
+the server would be blamed for (measured: 100-800 ms "stalls" in ~half of short stages).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from engine.loadtest.schedule import split_round_robin
 
 __all__ = ["LoadWorkers", "ShareJob", "StageOutcome"]
 
-_START_DELAY_S = 0.3
+_START_DELAY_S = 0.05  # from the last process arming to the first send
+_READY_TIMEOUT_S = 120.0  # spawning imports numpy & co.; slow on a loaded box
+_READY, _ARMED = "ready", "armed"
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,6 @@ class ShareJob:
     port: int
     offsets: np.ndarray
     requests: list[bytes]
-    start_at: float
     timeout_s: float
     max_connections: int
 
@@ -68,13 +74,16 @@ def _worker_main(pipe: Pipe, counters: Any, worker: int) -> None:
     loop = new_event_loop()
     slot = _Slot(counters, worker)
     try:
+        pipe.send(_READY)
         while True:
             job = pipe.recv()
             if job is None:
                 return
+            pipe.send(_ARMED)
+            start_at = pipe.recv()  # the same instant for every process
             slot[0], slot[1] = 0, 0
             result = loop.run_until_complete(run_share(
-                job.host, job.port, job.offsets, job.requests, job.start_at, job.timeout_s,
+                job.host, job.port, job.offsets, job.requests, start_at, job.timeout_s,
                 job.max_connections, slot))
             pipe.send(result)
     except (EOFError, KeyboardInterrupt):
@@ -101,6 +110,24 @@ class LoadWorkers:
             proc.start()
             self._pipes.append(parent)
             self._procs.append(proc)
+        try:
+            self._expect(_READY)
+        except BaseException:
+            self.close()
+            raise
+
+    def _expect(self, message: str) -> None:
+        """Wait until every process has sent ``message``."""
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        for pipe, proc in zip(self._pipes, self._procs, strict=True):
+            while not pipe.poll(0.05):
+                if not proc.is_alive():
+                    raise RuntimeError(f"load process {proc.name} died while starting")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"load process {proc.name} not {message} in time")
+            got = pipe.recv()
+            if got != message:
+                raise RuntimeError(f"load process {proc.name} sent {got!r}, not {message!r}")
 
     def __enter__(self) -> LoadWorkers:
         return self
@@ -132,12 +159,15 @@ class LoadWorkers:
         """
         n = len(offsets)
         shares = split_round_robin(n, self.processes)
-        start_at = time.monotonic() + _START_DELAY_S
         for idx in range(len(self.counters)):
             self.counters[idx] = 0
         for pipe, share in zip(self._pipes, shares):
             pipe.send(ShareJob(host, port, offsets[share], [requests[i] for i in share],
-                               start_at, timeout_s, max_connections))
+                               timeout_s, max_connections))
+        self._expect(_ARMED)
+        start_at = time.monotonic() + _START_DELAY_S
+        for pipe in self._pipes:
+            pipe.send(start_at)
         limit = start_at + (float(offsets[-1]) if n else 0.0) + timeout_s + 30.0
         results: list[ShareResult | None] = [None] * self.processes
         while any(r is None for r in results):
