@@ -1,6 +1,6 @@
 """W-shadow: production p99 with and without shadow mode at 50% of capacity.
 
-    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 12] [--rounds 5]
+    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 8] [--rounds 8]
                                   [--shadow-worker actor|thread] [--synthetic]
 
 W-serve's setup (Zipf(1.1) single-row requests over loopback HTTP, 2 model-host replicas,
@@ -120,9 +120,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tenants", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=None, help="skip the capacity search")
-    ap.add_argument("--capacity-rates", default="100,200,300,400,500,600,800")
-    ap.add_argument("--hold", type=float, default=12.0, help="seconds per measured phase")
-    ap.add_argument("--rounds", type=int, default=5, help="off/on pairs")
+    ap.add_argument("--capacity-rates", default="1000,1500,2000,2500,3000,3500,4000")
+    ap.add_argument("--hold", type=float, default=8.0, help="seconds per measured phase")
+    ap.add_argument("--rounds", type=int, default=8, help="off/on pairs")
     ap.add_argument("--shadow-worker", choices=("actor", "thread"), default="actor",
                     help="where shadow predictions run (default: a Ray actor per replica)")
     ap.add_argument("--synthetic", action="store_true",
@@ -187,6 +187,7 @@ def main() -> int:
                                "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
                                "error_rate": res.error_rate, "hit_rate": res.hit_rate,
                                "generator_behind_max_ms": res.behind_schedule_max_ms,
+                               "status_counts": res.status_counts,
                                "shadow_outcomes": mirrored, "replica": replica})
                 print(f"  round {r} shadow {'on ' if shadow else 'off'}: p50 "
                       f"{res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms at {res.achieved_rps:.0f} "

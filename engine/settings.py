@@ -76,7 +76,7 @@ class ServeSettings:
     shadow_transport: str = "auto"
     """How a replica hands batches to its shadow actor: ``auto`` over a local Unix socket
     when the actor runs on the replica's node (Ray calls otherwise), ``ray`` always Ray calls."""
-    shadow_batch_interval_s: float = 0.1
+    shadow_batch_interval_s: float = 0.25
     """How often a replica sends its mirrored requests to its shadow worker, as one batch."""
 
     @classmethod
