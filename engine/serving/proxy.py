@@ -110,9 +110,30 @@ class UpstreamPool:
         Raises:
             UpstreamError: connect, write or read failed (``sent`` says how far it got).
         """
-        reused = bool(self._idle)
         try:
-            reader, writer = self._idle.pop() if reused else \
+            return await self._request(head, body, self._pop_idle())
+        except UpstreamError as exc:
+            if exc.sent or exc.refused:
+                raise
+        # A pooled connection the upstream had closed (idle past its keep-alive timeout)
+        # while its FIN was still in flight: the request never reached it, retry on a new one.
+        return await self._request(head, body, None)
+
+    def _pop_idle(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The most recently used idle connection the upstream has not closed, if any."""
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not (reader.at_eof() or writer.is_closing()):
+                return reader, writer
+            writer.close()
+        return None
+
+    async def _request(self, head: bytes, body: bytes,
+                       pooled: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+                       ) -> HttpResponse:
+        reused = pooled is not None
+        try:
+            reader, writer = pooled if pooled is not None else \
                 await asyncio.open_connection(self.host, self.port, limit=MAX_HEAD)
         except OSError as exc:
             raise UpstreamError(f"connect {self.host}:{self.port}: {exc}", sent=False,
