@@ -94,6 +94,9 @@ def test_actor_worker_recovers_and_production_never_notices(
                               loader=_misbehaving_loader(str(tmp_path / "marker"), how))
     mirror.apply(TENANT, build_config(TENANT, 1.0))
     try:
+        # The first request must reach the worker, not expire while its actor starts (that
+        # can take longer than a 2 s max age on a fresh, busy machine).
+        _until(lambda: _answers(mirror.executor), timeout=120)
         assert _send(state, 1, "first") == expected[:1]
         outcome = "timeout" if how == "hang" else "error"
         _until(lambda: mirror.outcomes[outcome] == 1, what=lambda: mirror.stats())
