@@ -89,10 +89,16 @@ class RouterCore:
                if now - self._unreachable.get(ep.replica_id, -1e9) > self.settings.replica_ttl_s}
         for rid in new:
             self._listed_at[rid] = now
+        horizon = 4 * self.settings.replica_ttl_s
         for rid, ep in self.endpoints.items():
             if rid not in new and rid not in self._unreachable and \
-                    now - self._listed_at.get(rid, now) < 4 * self.settings.replica_ttl_s:
+                    now - self._listed_at.get(rid, now) < horizon:
                 new[rid] = ep
+        # Forget replicas long gone, so that churn (restarts, scaling) does not grow these.
+        self._listed_at = {r: t for r, t in self._listed_at.items()
+                           if r in new or now - t < horizon}
+        self._unreachable = {r: t for r, t in self._unreachable.items()
+                             if now - t <= self.settings.replica_ttl_s}
         self._install(new)
 
     def mark_unreachable(self, replica_id: str) -> None:

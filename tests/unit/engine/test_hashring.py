@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from engine.serving.hashring import BoundedLoadBalancer, rendezvous_order
 
@@ -70,3 +71,41 @@ def test_router_keeps_a_silent_replica_until_it_refuses() -> None:
     assert sorted(core.endpoints) == ["a"]
     core.set_endpoints([])  # a directory hiccup never empties routing
     assert sorted(core.endpoints) == ["a"]
+
+
+def test_router_forgets_replicas_long_gone(monkeypatch: Any) -> None:
+    from engine.serving import router as router_module
+    from engine.serving.directory import Endpoint
+    from engine.serving.router import RouterCore
+    from engine.settings import ServeSettings
+
+    class NoDirectory:
+        async def live(self) -> list[Endpoint]:
+            return []
+
+        async def report_heat(self, counts: dict[str, int]) -> None:
+            return None
+
+    now = [1000.0]
+
+    class Clock:
+        @staticmethod
+        def monotonic() -> float:
+            return now[0]
+
+    monkeypatch.setattr(router_module, "time", Clock)
+    core = RouterCore(ServeSettings(replica_ttl_s=5.0), NoDirectory())
+    keep = Endpoint("keep", "127.0.0.1", 1, 0.0)
+    for i in range(200):  # replicas come and go: each listed once, some refuse
+        ep = Endpoint(f"r{i}", "127.0.0.1", 100 + i, 0.0)
+        core.set_endpoints([keep, ep])
+        if i % 2:
+            core.mark_unreachable(ep.replica_id)
+        now[0] += 3.0
+    core.set_endpoints([keep])
+    assert sorted(core.endpoints) == ["keep", "r194", "r196", "r198"]  # silent < 4 TTLs
+    assert len(core._listed_at) <= 12 and len(core._unreachable) <= 2
+    now[0] += 100.0
+    core.set_endpoints([keep])
+    assert sorted(core.endpoints) == ["keep"]
+    assert set(core._listed_at) == {"keep"} and not core._unreachable
