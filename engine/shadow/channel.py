@@ -21,12 +21,16 @@ import os
 import pickle
 import socket
 import struct
+import sys
 import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ChannelClient", "ChannelClosed", "ChannelServer"]
+__all__ = ["SUPPORTED", "ChannelClient", "ChannelClosed", "ChannelServer"]
+
+# Abstract Unix addresses and SO_PEERCRED are Linux's; elsewhere batches go as Ray calls.
+SUPPORTED = sys.platform.startswith("linux") and hasattr(socket, "SO_PEERCRED")
 
 _LENGTH = struct.Struct("!Q")
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid

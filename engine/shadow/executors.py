@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from engine.serving.model import load_model
 from engine.settings import ServeSettings
+from engine.shadow.channel import SUPPORTED as CHANNEL_SUPPORTED
 from engine.shadow.channel import ChannelClient, ChannelClosed, ChannelServer
 from engine.shadow.log import PairLog
 from engine.shadow.models import Loader
@@ -147,7 +148,12 @@ class ShadowWorkerActor:
             lower_priority()  # the whole process (threads started later inherit it)
         self.worker = build_worker(registry_root, s, replica, loader)
         self._lock = threading.Lock()
-        self.channel = ChannelServer(self.process, owner_pid) if owner_pid else None
+        self.channel: ChannelServer | None = None
+        if owner_pid and CHANNEL_SUPPORTED:
+            try:
+                self.channel = ChannelServer(self.process, owner_pid)
+            except OSError:
+                self.channel = None  # cannot listen here: the replica uses Ray calls
         self._node_id = ray.get_runtime_context().get_node_id()
 
     def endpoint(self) -> Endpoint:

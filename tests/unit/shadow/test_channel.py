@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.shadow.channel import ChannelClient, ChannelClosed, ChannelServer
+from engine.shadow.channel import SUPPORTED, ChannelClient, ChannelClosed, ChannelServer
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+pytestmark = pytest.mark.skipif(not SUPPORTED,
                                 reason="abstract Unix sockets and SO_PEERCRED are Linux's")
 
 
