@@ -188,7 +188,7 @@ def main() -> int:
                 res = _stage(handle.url, tenants, rate, args.hold, 0, args.synthetic)
                 after = _shadow_counts(handle.url)
                 mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-                replica = _replica_shadow(handle.url, hot) if shadow else {}
+                replica = _replica_shadow(handle.url, hot)  # after every phase: same steps
                 phases.append({"shadow": shadow, "round": r, "p50_ms": res.p50_ms,
                                "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
                                "error_rate": res.error_rate, "hit_rate": res.hit_rate,
