@@ -26,7 +26,7 @@ from engine.loadtest.schedule import split_round_robin
 
 __all__ = ["LoadWorkers", "ShareJob", "StageOutcome"]
 
-_START_DELAY_S = 0.05  # from the last process arming to the first send
+_START_DELAY_S = 0.25  # from the last process arming to the first send (margin for a busy box)
 _READY_TIMEOUT_S = 120.0  # spawning imports numpy & co.; slow on a loaded box
 _READY, _ARMED = "ready", "armed"
 
