@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -45,46 +47,48 @@ class Upstream:
             w.close()
 
 
-async def _serve(upstream: Upstream) -> tuple[asyncio.AbstractServer, int]:
+@contextlib.asynccontextmanager
+async def _pool(upstream: Upstream) -> AsyncIterator[UpstreamPool]:
+    """A pool to ``upstream`` served on loopback (the server stops afterwards)."""
     server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
-    return server, int(server.sockets[0].getsockname()[1])
+    try:
+        yield UpstreamPool("127.0.0.1", int(server.sockets[0].getsockname()[1]))
+    finally:
+        server.close()
 
 
 def test_a_connection_the_upstream_closed_while_idle_is_skipped() -> None:
+    upstream = Upstream()
+
     async def go() -> None:
-        upstream = Upstream()
-        server, port = await _serve(upstream)
-        pool = UpstreamPool("127.0.0.1", port)
-        assert (await pool.request(REQUEST, b"{}")).status == 200
-        upstream.close_idle()  # e.g. its keep-alive timeout passed
-        await asyncio.sleep(0.1)  # the FIN has arrived
-        assert (await pool.request(REQUEST, b"{}")).status == 200
+        async with _pool(upstream) as pool:
+            assert (await pool.request(REQUEST, b"{}")).status == 200
+            upstream.close_idle()  # e.g. its keep-alive timeout passed
+            await asyncio.sleep(0.1)  # the FIN has arrived
+            assert (await pool.request(REQUEST, b"{}")).status == 200
         assert (upstream.connections, upstream.answered) == (2, 2)
-        server.close()
     asyncio.run(go())
 
 
 def test_a_pooled_connection_closed_as_the_request_arrives_is_retried_once() -> None:
+    upstream = Upstream(drop_on_reused=True)
+
     async def go() -> None:
-        upstream = Upstream(drop_on_reused=True)
-        server, port = await _serve(upstream)
-        pool = UpstreamPool("127.0.0.1", port)
-        assert (await pool.request(REQUEST, b"{}")).status == 200
-        # The pooled connection is open, but the upstream closes it instead of answering.
-        assert (await pool.request(REQUEST, b"{}")).status == 200
+        async with _pool(upstream) as pool:
+            assert (await pool.request(REQUEST, b"{}")).status == 200
+            # The pooled connection is open, but the upstream closes it instead of answering.
+            assert (await pool.request(REQUEST, b"{}")).status == 200
         assert (upstream.connections, upstream.answered) == (2, 2)
-        server.close()
     asyncio.run(go())
 
 
 def test_a_new_connection_that_dies_mid_request_is_not_retried() -> None:
+    upstream = Upstream(drop_always=True)
+
     async def go() -> None:
-        upstream = Upstream(drop_always=True)
-        server, port = await _serve(upstream)
-        pool = UpstreamPool("127.0.0.1", port)
-        with pytest.raises(UpstreamError) as err:
-            await pool.request(REQUEST, b"{}")
+        async with _pool(upstream) as pool:
+            with pytest.raises(UpstreamError) as err:
+                await pool.request(REQUEST, b"{}")
         assert err.value.sent  # it may have been processed: the caller must not resend
         assert upstream.connections == 1
-        server.close()
     asyncio.run(go())
