@@ -3,7 +3,8 @@ request path, log every compared pair to Delta and report on them.
 
 ``install(state, settings)`` is called by each model host (``engine.serving.app``): it
 attaches a :class:`ShadowMirror` as ``state.shadow`` (with its shadow worker, by default
-a Ray actor process of its own) and returns the hook that adds the shadow HTTP routes. ``shadow_report`` and :class:`ConfigStore` back ``tenantry shadow``.
+a Ray actor process of its own) and returns the hook that adds the shadow HTTP routes.
+``shadow_report`` and :class:`ConfigStore` back ``tenantry shadow``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from engine.shadow.worker import ShadowWorker
 
 __all__ = [
     "ComparedRequest", "ConfigStore", "ConfigWatcher", "PairLog", "ShadowConfig",
-    "ShadowMirror", "ShadowReport", "ShadowTables", "ShadowWorker", "build_config", "compare", "create_mirror",
-    "install", "shadow_report",
+    "ShadowMirror", "ShadowReport", "ShadowTables", "ShadowWorker", "build_config", "compare",
+    "create_mirror", "install", "shadow_report",
 ]
 
 

@@ -299,9 +299,7 @@ class ActorExecutor:
         return stats
 
     def close(self, timeout_s: float) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._unhealthy()  # drop the channel; the actor flushes its log below
         try:
             self._ray.get(self.actor.close.remote(), timeout=timeout_s)
         except Exception:  # noqa: BLE001 - a dead or hung worker: nothing more to flush

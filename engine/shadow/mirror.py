@@ -327,12 +327,10 @@ class ShadowMirror:
 
     def stats(self) -> dict[str, Any]:
         """Live counters of this replica and of its worker (as of its last answer)."""
-        restarts = getattr(self.executor, "restarts", 0)
         return {"pid": os.getpid(), "outcomes": {o: self.outcomes[o] for o in OUTCOMES},
                 "queue_depth": self.queue_depth, "queue_size": self.queue_size,
                 "worker": {"kind": self.executor.kind, "transport": self.executor.transport,
-                           "restarts": restarts,
-                           **self.worker_stats},
+                           "restarts": self.executor.restarts, **self.worker_stats},
                 "dispatch": self._step_stats(), "last_error": self.last_error}
 
     def _step_stats(self) -> dict[str, Any]:
