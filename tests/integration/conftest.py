@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,19 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 FEATURES = ("txn_amount", "account_age_days", "txn_velocity_1h", "chargeback_rate", "ip_risk")
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, every: float = 0.05,
+             what: Callable[[], Any] = lambda: "") -> Any:
+    """Poll ``cond`` until it returns something truthy (returned); fail after ``timeout``
+    seconds, adding ``what()`` to the message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"condition not reached in time {what()}"
+        time.sleep(every)
 
 
 def free_port() -> int:

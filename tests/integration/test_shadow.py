@@ -19,7 +19,7 @@ from engine.shadow import ShadowTables, compare, shadow_report
 from engine.shadow.tables import PAIRS
 from registry import Registry
 
-from .conftest import FEATURES, publish, train_bytes
+from .conftest import FEATURES, publish, train_bytes, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -31,16 +31,6 @@ def _booster(data: bytes) -> xgb.Booster:
     b = xgb.Booster()
     b.load_model(bytearray(data))
     return b
-
-
-def _until(cond: Any, timeout: float = 30.0, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(every)
 
 
 def _send(client: httpx.Client, rows: np.ndarray, prefix: str,
@@ -70,7 +60,7 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
     reg = Registry.open(served_registry.root)
 
     with httpx.Client(base_url=serving.url, timeout=30) as client:
-        _until(lambda: client.get(f"/v1/tenants/{TENANT}/model").status_code == 200)
+        wait_for(lambda: client.get(f"/v1/tenants/{TENANT}/model").status_code == 200)
         off = _send(client, rows, "off")
 
         resp = client.put(f"/v1/admin/tenants/{TENANT}/shadow", json={"fraction": 1.0})
@@ -78,7 +68,7 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
         assert resp.json()["config"]["fraction"] == 1.0
         # v2 resolves through the shadow alias once the answering replica's snapshot has
         # seen the second publish (it may have refreshed between the two).
-        _until(lambda: client.get(f"/v1/tenants/{TENANT}/shadow").json()["shadow_version"] == 2)
+        wait_for(lambda: client.get(f"/v1/tenants/{TENANT}/shadow").json()["shadow_version"] == 2)
         assert client.put(f"/v1/admin/tenants/{TENANT}/shadow",
                           json={"fraction": 3}).status_code == 422
         time.sleep(2.0)  # every replica re-reads the config table within ~1 s
@@ -87,7 +77,7 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
         assert on == off  # the client only ever sees the production answer
         _send(client, rows[:10], "syn", synthetic=True)
 
-        _until(lambda: len(_logged(reg)) >= len(rows))
+        wait_for(lambda: len(_logged(reg)) >= len(rows))
         # Shadow predictions ran in a worker process of their own, at idle priority.
         worker = client.get(f"/v1/tenants/{TENANT}/shadow").json()["replica"]
         assert worker["worker"]["kind"] == "actor", worker

@@ -17,18 +17,11 @@ from engine.settings import ServeSettings
 from engine.shadow import build_config, create_mirror, shadow_report
 from registry import Registry
 
-from .conftest import FEATURES, publish, train_bytes
+from .conftest import FEATURES, publish, train_bytes, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
 TENANT = "acme"
-
-
-def _until(cond: Any, timeout: float = 60.0, what: Any = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"condition not reached in time {what()}"
-        time.sleep(0.05)
 
 
 def _host(root: str, **kw: Any) -> ModelHostState:
@@ -96,17 +89,17 @@ def test_actor_worker_recovers_and_production_never_notices(
     try:
         # The first request must reach the worker, not expire while its actor starts (that
         # can take longer than a 2 s max age on a fresh, busy machine).
-        _until(lambda: _answers(mirror.executor), timeout=120)
+        wait_for(lambda: _answers(mirror.executor), timeout=120)
         assert _send(state, 1, "first") == expected[:1]
         outcome = "timeout" if how == "hang" else "error"
-        _until(lambda: mirror.outcomes[outcome] == 1, what=lambda: mirror.stats())
+        wait_for(lambda: mirror.outcomes[outcome] == 1, timeout=60, what=lambda: mirror.stats())
         assert mirror.executor.restarts == (1 if how == "hang" else 0)
         # Wait until the new worker answers (starting it can take longer than max_age on a
         # busy box, and requests queued meanwhile would rightly expire as timeouts).
-        _until(lambda: _answers(mirror.executor), timeout=120)
+        wait_for(lambda: _answers(mirror.executor), timeout=120)
         assert _send(state, 8, "x") == expected  # production answers meanwhile, unchanged
-        _until(lambda: mirror.outcomes["ok"] == 8,  # the restarted worker shadows again
-               what=lambda: mirror.stats())
+        wait_for(lambda: mirror.outcomes["ok"] == 8, timeout=60,  # the restarted worker
+                 what=lambda: mirror.stats())  # shadows again
         stats = mirror.stats()
         assert stats["worker"]["kind"] == "actor" and stats["worker"]["pid"] != os.getpid()
         # auto: the restarted actor is on this node, so batches reach it over the socket.

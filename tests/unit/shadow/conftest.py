@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,14 @@ from registry import AliasMove, NewVersion, Registry
 
 FEATURES = ("amount", "age_days", "velocity", "risk")
 TENANT = "acme"
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll ``cond`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
 
 
 def train_tiny(seed: int, rounds: int = 6) -> bytes:

@@ -15,6 +15,8 @@ from engine.shadow import ConfigStore, ShadowTables, build_config, create_mirror
 from engine.shadow.report import compare
 from engine.shadow.tables import PAIRS
 
+from .conftest import wait_until
+
 
 def _predict_all(h: Any, state: Any, batches: list[np.ndarray], synthetic: bool = False,
                  prefix: str = "r") -> list[list[float]]:
@@ -25,13 +27,6 @@ def _predict_all(h: Any, state: Any, batches: list[np.ndarray], synthetic: bool 
             out.append(pred.predictions)
         return out
     return h.run(go())
-
-
-def _wait(cond: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 class _Wrapped:
@@ -58,7 +53,7 @@ def test_responses_identical_with_shadow_on_and_off(fresh: Any, h: Any, closing:
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0))
     with_shadow = _predict_all(h, on, batches)
     assert with_shadow == without  # exactly the same floats
-    _wait(lambda: mirror.outcomes["ok"] == len(batches))
+    wait_until(lambda: mirror.outcomes["ok"] == len(batches))
 
 
 def test_pairs_logged_with_correct_statistics(fresh: Any, h: Any) -> None:
@@ -68,7 +63,7 @@ def test_pairs_logged_with_correct_statistics(fresh: Any, h: Any) -> None:
     mirror.set_configs(ConfigStore(ShadowTables.for_registry(fresh.reg)).load())
     batches = [h.rows(1 + i % 4, seed=100 + i) for i in range(40)]
     _predict_all(h, state, batches)
-    _wait(lambda: mirror.outcomes["ok"] == len(batches))
+    wait_until(lambda: mirror.outcomes["ok"] == len(batches))
     state.close()  # graceful shutdown flushes the buffer
 
     x = np.vstack(batches)
@@ -101,7 +96,7 @@ def test_window_end_stops_mirroring(fresh: Any, h: Any, closing: Any) -> None:
     mirror.clock = lambda: now[0]
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0, until=t0 + timedelta(seconds=60)))
     _predict_all(h, state, [h.rows(1, seed=i) for i in range(5)])
-    _wait(lambda: mirror.outcomes["ok"] == 5)
+    wait_until(lambda: mirror.outcomes["ok"] == 5)
     now[0] += 61  # past the window
     _predict_all(h, state, [h.rows(1, seed=i) for i in range(5)], prefix="late")
     time.sleep(0.3)
@@ -141,7 +136,7 @@ def test_full_queue_drops_and_a_hanging_shadow_never_blocks(fresh: Any, h: Any,
     assert mirror.outcomes["dropped"] >= len(batches) - 2
     assert state.metrics.shadow_requests.labels("dropped")._value.get() >= len(batches) - 2
     release.set()
-    _wait(lambda: mirror.queue_depth == 0)
+    wait_until(lambda: mirror.queue_depth == 0)
     state.close()
     report = shadow_report(fresh.reg, h.TENANT)
     assert report.dropped == mirror.outcomes["dropped"]
@@ -157,7 +152,7 @@ def test_raising_shadow_never_affects_production(fresh: Any, h: Any, closing: An
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0))
     batches = [h.rows(2, seed=i) for i in range(10)]
     assert _predict_all(h, state, batches) == _predict_all(h, closing(fresh.host()), batches)
-    _wait(lambda: mirror.outcomes["error"] == 10)
+    wait_until(lambda: mirror.outcomes["error"] == 10)
     assert "shadow exploded" in mirror.last_error
     state.close()
     report = shadow_report(fresh.reg, h.TENANT)
@@ -173,7 +168,7 @@ def test_failing_loader_is_an_error_outcome(fresh: Any, h: Any, closing: Any) ->
     mirror, _ = create_mirror(state, state.settings, loader=bad_loader)
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0))
     assert len(_predict_all(h, state, [h.rows(1)] * 3)) == 3
-    _wait(lambda: mirror.outcomes["error"] == 3)
+    wait_until(lambda: mirror.outcomes["error"] == 3)
 
 
 def test_synthetic_requests_are_never_logged(fresh: Any, h: Any) -> None:
@@ -181,7 +176,7 @@ def test_synthetic_requests_are_never_logged(fresh: Any, h: Any) -> None:
     mirror, _ = create_mirror(state, state.settings)
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0))
     _predict_all(h, state, [h.rows(1, seed=i) for i in range(8)], synthetic=True)
-    _wait(lambda: mirror.outcomes["synthetic"] == 8)
+    wait_until(lambda: mirror.outcomes["synthetic"] == 8)
     state.close()
     assert mirror.outcomes["ok"] == 0
     assert ShadowTables.for_registry(fresh.reg).query(PAIRS).num_rows == 0
@@ -195,7 +190,7 @@ def test_fraction_samples_and_alias_resolution(fresh: Any, h: Any, closing: Any)
     mirror.apply(h.TENANT, build_config(h.TENANT, 0.1))
     assert mirror.resolve(h.TENANT) == 2  # the shadow alias
     _predict_all(h, state, [h.rows(1)] * 8)
-    _wait(lambda: mirror.outcomes["ok"] == 4)
+    wait_until(lambda: mirror.outcomes["ok"] == 4)
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0, version=1))  # = production: nothing
     _predict_all(h, state, [h.rows(1)])
     assert mirror.outcomes["skipped"] == 1 and mirror.pinned_versions(h.TENANT) == [1]
@@ -209,7 +204,7 @@ def test_config_reaches_a_replica_through_the_table(fresh: Any, h: Any, closing:
     mirror, _ = create_mirror(state, state.settings)
     assert mirror.config(h.TENANT) is None
     ConfigStore(ShadowTables.for_registry(fresh.reg)).set(build_config(h.TENANT, 0.5))
-    _wait(lambda: mirror.config(h.TENANT) is not None)  # the watcher thread picked it up
+    wait_until(lambda: mirror.config(h.TENANT) is not None)  # the watcher thread picked it up
     assert mirror.config(h.TENANT).fraction == 0.5
     ConfigStore(ShadowTables.for_registry(fresh.reg)).clear(h.TENANT)
-    _wait(lambda: mirror.config(h.TENANT) is None)
+    wait_until(lambda: mirror.config(h.TENANT) is None)

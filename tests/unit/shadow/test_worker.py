@@ -19,12 +19,7 @@ from engine.shadow.executors import build_worker, new_executor
 from engine.shadow.tables import PAIRS
 from engine.shadow.worker import MirrorItem, ShadowBatch
 
-
-def _wait(cond: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
+from .conftest import wait_until
 
 
 def _send(h: Any, state: Any, n: int, prefix: str = "r") -> list[list[float]]:
@@ -79,10 +74,10 @@ def test_watchdog_restarts_a_hung_worker_and_shadowing_resumes(fresh: Any, h: An
     try:
         _send(h, state, 1, "stuck")
         assert hung.wait(10)
-        _wait(lambda: mirror.executor.restarts == 1)
+        wait_until(lambda: mirror.executor.restarts == 1)
         assert mirror.outcomes["timeout"] == 1 and "restarted" in mirror.last_error
         _send(h, state, 5, "after")  # the new worker (new cache) answers these
-        _wait(lambda: mirror.outcomes["ok"] == 5)
+        wait_until(lambda: mirror.outcomes["ok"] == 5)
     finally:
         release.set()
         state.close()
@@ -124,7 +119,7 @@ def test_a_dead_worker_is_an_error_outcome_and_production_is_unaffected(
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0))
     expected = _send(h, closing(fresh.host()), 6)
     assert _send(h, state, 6) == expected
-    _wait(lambda: mirror.outcomes["error"] == 6)
+    wait_until(lambda: mirror.outcomes["error"] == 6)
     assert "worker process died" in mirror.last_error and mirror.queue_depth == 0
 
 
