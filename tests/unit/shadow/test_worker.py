@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -69,7 +69,8 @@ def test_watchdog_restarts_a_hung_worker_and_shadowing_resumes(fresh: Any, h: An
             return self.inner.predict(x)
 
     mirror, _ = create_mirror(state, state.settings,
-                              loader=lambda mv: Hangs(load_model(state.registry, mv)))
+                              loader=lambda mv: cast(LoadedModel,  # LoadedModel's surface
+                                                     Hangs(load_model(state.registry, mv))))
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0))
     try:
         _send(h, state, 1, "stuck")
@@ -88,7 +89,7 @@ def test_watchdog_restarts_a_hung_worker_and_shadowing_resumes(fresh: Any, h: An
 class _Failing:
     """An executor whose worker always dies (as a crashed actor's futures do)."""
 
-    kind, restarts = "failing", 0
+    kind, transport, restarts = "failing", "in-process", 0
 
     def submit(self, batch: ShadowBatch) -> Future[Any]:
         fut: Future[Any] = Future()
