@@ -47,6 +47,11 @@ def _send(client: httpx.Client, rows: np.ndarray, prefix: str,
     return out
 
 
+def _replica_with_worker_stats(client: httpx.Client) -> dict[str, Any] | None:
+    replica: dict[str, Any] = client.get(f"/v1/tenants/{TENANT}/shadow").json()["replica"]
+    return replica if "pid" in replica["worker"] else None
+
+
 def _logged(reg: Registry) -> Any:
     log = ShadowTables.for_registry(reg).query(PAIRS).to_pandas()
     return log[log["tenant_id"] == TENANT]
@@ -78,8 +83,10 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
         _send(client, rows[:10], "syn", synthetic=True)
 
         wait_for(lambda: len(_logged(reg)) >= len(rows))
-        # Shadow predictions ran in a worker process of their own, at idle priority.
-        worker = client.get(f"/v1/tenants/{TENANT}/shadow").json()["replica"]
+        # Shadow predictions ran in a worker process of their own, at idle priority. The
+        # replica learns its worker's counters with a batch's answer, at its next dispatch
+        # step: the pair log can be written first.
+        worker = wait_for(lambda: _replica_with_worker_stats(client))
         assert worker["worker"]["kind"] == "actor", worker
         assert worker["worker"]["transport"] == "socket", worker  # same node: local channel
         assert worker["worker"]["pid"] != worker["pid"] and worker["worker"]["priority"] == "idle"
