@@ -1,16 +1,22 @@
 """Every Prometheus metric tenantry exports, defined once (no per-tenant labels).
 
-Each process (router, model-host replica) owns a :class:`Metrics` with its own
-``CollectorRegistry``; the router sums replicas' samples into one /metrics page.
+Each model-host replica owns a :class:`Metrics` with its own ``CollectorRegistry``; the
+ingress's control app sums replicas' samples and HAProxy's own counters
+(:mod:`engine.ingress.stats`) into one /metrics page.
 """
 
 from __future__ import annotations
 
 from prometheus_client import (
-    CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
 )
 
-__all__ = ["Metrics", "LATENCY_BUCKETS", "MAX_GAUGES"]
+__all__ = ["LATENCY_BUCKETS", "MAX_GAUGES", "Metrics"]
 
 disable_created_metrics()
 
@@ -18,7 +24,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 LOAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 DIFF_BUCKETS = (1e-6, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 # Gauges merged across replicas with max() rather than sum().
-MAX_GAUGES = frozenset({"tenantry_registry_lag_seconds"})
+# Gauges merged across replicas and ingresses with max() rather than sum(): lag (the worst
+# replica counts) and replicas (every ingress routes to the same set).
+MAX_GAUGES = frozenset({"tenantry_registry_lag_seconds", "tenantry_replicas"})
 
 
 class Metrics:
@@ -62,8 +70,6 @@ class Metrics:
         self.registry_lag_seconds = Gauge("tenantry_registry_lag_seconds",
                                           "Seconds since the snapshot was last known current",
                                           registry=r)
-        self.replicas = Gauge("tenantry_replicas", "Model-host replicas the router can reach",
-                              registry=r)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this process's metrics."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -12,14 +13,44 @@ __all__ = ["ServeSettings"]
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Everything a router and its model-host replicas need to know."""
+    """Everything the ingresses and model-host replicas need to know."""
 
     registry: str = "./tenantry-data/registry"
     """Registry root (path or ``s3://``); ``TENANTRY_REGISTRY``."""
     host: str = "127.0.0.1"
-    """Address the router's HTTP server binds; ``TENANTRY_HOST``."""
+    """Address every node's ingress (HAProxy) binds; ``auto`` = the node's Ray IP;
+    ``TENANTRY_HOST``. A non-loopback address needs API keys or ``allow_anonymous``."""
     port: int = 8080
-    """Port of the router's HTTP server; ``TENANTRY_PORT``."""
+    """Port every node's ingress binds; ``TENANTRY_PORT``."""
+    allow_anonymous: bool = False
+    """Serve a non-loopback address without API keys (refused otherwise)."""
+    ingress_slots: int = 64
+    """Most model-host replicas one ingress routes to (HAProxy server slots)."""
+    ingress_threads: int = 1
+    """HAProxy threads per ingress (one handles ~10k req/s of small requests)."""
+    ingress_max_connections: int = 2048
+    """Client connections per ingress; past this, new requests get a 503 ``Overloaded``."""
+    ingress_max_body_bytes: int = 1024 * 1024
+    """Largest request body (Content-Length) the ingress forwards; larger gets 413."""
+    ingress_buffer_bytes: int = 16384
+    """HAProxy's buffer: a request head must fit in it less 1 KiB (else 400)."""
+    ingress_request_timeout_s: float = 10.0
+    """Time a client has to send a whole request, head and body (else 408)."""
+    ingress_client_timeout_s: float = 30.0
+    """Longest a client connection may stay silent mid-exchange."""
+    ingress_server_timeout_s: float = 30.0
+    """Longest the ingress waits for a model host's answer (else 504)."""
+    ingress_connect_timeout_s: float = 2.0
+    """Longest the ingress waits to connect to a model host (then the next one)."""
+    ingress_keepalive_timeout_s: float = 10.0
+    """Idle time before the ingress closes a client's keep-alive connection."""
+    ingress_queue_timeout_s: float = 5.0
+    """Longest a request waits for a model host slot when all are busy (else 503)."""
+    ingress_server_maxconn: int = 128
+    """Concurrent requests the ingress sends one model host; more wait in its queue."""
+    ingress_check_interval_ms: int = 500
+    """Health-check period of model hosts (two failures, or two refused connections,
+    take one out of routing)."""
     replicas: int = 2
     """Number of model-host replicas; ``TENANTRY_REPLICAS``."""
     cache_mb: float = 64.0
@@ -29,14 +60,15 @@ class ServeSettings:
     refresh_interval_s: float = 1.0
     """How often replicas refresh their registry snapshot; ``TENANTRY_REFRESH_INTERVAL_S``."""
     heartbeat_interval_s: float = 1.0
-    """How often replicas report to the router; ``TENANTRY_HEARTBEAT_INTERVAL_S``."""
+    """How often replicas report to the directory; ``TENANTRY_HEARTBEAT_INTERVAL_S``."""
     replica_ttl_s: float = 5.0
-    """A replica silent this long is dropped from routing; ``TENANTRY_REPLICA_TTL_S``."""
+    """A replica silent this long loses its slot; ``TENANTRY_REPLICA_TTL_S``."""
     preload_share: float = 0.5
     """Share of the cache budget a starting replica fills with its hottest tenants."""
     load_factor: float = 1.25
-    """Bounded-load factor c: a replica takes a tenant's request only while its in-flight
-    count is below ``ceil(c * mean in-flight)``; else the next replica in hash order."""
+    """Bounded-load factor c (HAProxy ``hash-balance-factor`` 100c): a replica takes a
+    tenant's request only while its in-flight count is below c x the mean; else the next
+    replica on the ring."""
     max_rows: int = 1000
     """Most rows accepted in one predict request; ``TENANTRY_MAX_ROWS``."""
     load_threads: int = 4
@@ -97,6 +129,17 @@ class ServeSettings:
         """A copy with ``changes`` applied."""
         return replace(self, **changes)
 
+    def exposure_problem(self) -> str:
+        """Why serving with these settings would be open to the network, or ``""``.
+
+        A non-loopback ingress address (``auto`` included) needs API keys unless
+        ``allow_anonymous`` says the operator means it.
+        """
+        if self.api_keys_file or self.allow_anonymous or _is_loopback(self.host):
+            return ""
+        return (f"refusing to serve on {self.host!r} without API keys: pass --api-keys FILE "
+                "(see `tenantry apikey`), bind 127.0.0.1, or pass --allow-anonymous")
+
     @property
     def cache_bytes(self) -> int:
         """The cache budget in bytes."""
@@ -109,6 +152,15 @@ class ServeSettings:
     def shadow_resources(self) -> dict[str, float]:
         """``shadow_worker_resources`` parsed into a dict."""
         return _parse_resources(self.shadow_worker_resources)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # "auto", a name: not known to be loopback
+        return False
 
 
 def _parse_resources(spec: str) -> dict[str, float]:

@@ -1,16 +1,17 @@
-"""The Ray Serve application: a ``Router`` deployment in front of ``ModelHost`` replicas.
+"""The Ray Serve application: ``ModelHost`` replicas behind an HAProxy ingress per node.
 
-Both deployments answer HTTP on their own servers (no Serve proxy on the request path):
-the router on the public port, each model host on a free port it advertises through the
-directory actor. Serve still owns their lifecycle: placement, health checks, restarts,
-scaling (``num_replicas``) and ``serve deploy`` from a config file, whose
-``import_path`` is ``engine.serving.app:build_app``.
+Each model host answers HTTP on its own server (a free port) and heartbeats it to the
+directory actor, which gives it a slot; each node that hosts models runs one ingress
+(:mod:`engine.ingress`), started by the first model host there, which routes by tenant
+to the slots. No Serve proxy is on the request path. Serve still owns the hosts'
+lifecycle: placement, health checks, restarts, scaling (``num_replicas``) and
+``serve deploy`` from a config file, whose ``import_path`` is
+``engine.serving.app:build_app``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import asdict
 from typing import Any
@@ -18,27 +19,26 @@ from typing import Any
 import ray
 from ray import serve
 
-from engine.metrics import Metrics
+from engine.ingress.node import ensure_ingress
 from engine.serving.api import RouteHook, create_app
 from engine.serving.auth import KeyStore
-from engine.serving.directory import Endpoint, find_directory, get_or_create_directory
-from engine.serving.hashring import rendezvous_order
+from engine.serving.directory import Endpoint, get_or_create_directory, head_node_id
 from engine.serving.host import ModelHostState
-from engine.serving.proxy import serve_http
-from engine.serving.router import RayDirectoryClient, RouterCore
-from engine.serving.server import ThreadedServer, _new_loop
+from engine.serving.server import ThreadedServer
 from engine.settings import ServeSettings
 from registry import Registry
 
-__all__ = ["ModelHost", "Router", "build_app", "DEFAULT_APP_NAME"]
+__all__ = ["DEFAULT_APP_NAME", "ModelHost", "build_app"]
 
 DEFAULT_APP_NAME = "tenantry"
+HELD_REPORT_EVERY = 10  # heartbeats between reports of the tenants a replica holds
+INGRESS_CHECK_EVERY = 5  # heartbeats between checks that this node's ingress runs
 
 
 def _extra_routes(settings: ServeSettings) -> tuple[list[RouteHook], Any]:
     """Shadow mode's routes and hook factory, when that part of tenantry is installed."""
     try:
-        from engine.shadow import install  # noqa: PLC0415 - optional part
+        from engine.shadow import install
     except ModuleNotFoundError:
         return [], None
     return [], install
@@ -51,6 +51,9 @@ class ModelHost:
 
     def __init__(self, settings: dict[str, Any], app_name: str = DEFAULT_APP_NAME) -> None:
         self.settings = ServeSettings(**settings)
+        problem = self.settings.exposure_problem()
+        if problem:
+            raise ValueError(problem)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.state = ModelHostState(self.settings, Registry.open(self.settings.registry))
         hooks, install = _extra_routes(self.settings)
@@ -61,7 +64,10 @@ class ModelHost:
         if host == "auto":
             host = ray.util.get_node_ip_address()
         self.app_name = app_name
-        self.directory: Any = None  # the router creates it; found by the first heartbeat
+        self.slot = 0
+        self.directory = get_or_create_directory(app_name, self.settings.replica_ttl_s,
+                                                 self.settings.ingress_slots, head_node_id())
+        self.ingress = ensure_ingress(app_name, self.settings)
         self.server = ThreadedServer(app, host, 0, on_start=self._on_start,
                                      name=f"tenantry-host-{self.replica_id}",
                                      access_log=self.settings.access_log)
@@ -76,40 +82,47 @@ class ModelHost:
     async def _heartbeats(self) -> None:
         while getattr(self, "endpoint", None) is None:  # set once start() returns
             await asyncio.sleep(0.01)
-        first = True
+        beats = 0
         while True:
             stats = self.state.stats()
             ep = Endpoint(self.endpoint.replica_id, self.endpoint.host, self.endpoint.port,
                           self.endpoint.started_at, stats["models"], stats["bytes"])
             try:
-                if self.directory is None:
-                    self.directory = find_directory(self.app_name)
-                if self.directory is None:
-                    await asyncio.sleep(0.2)
-                    continue
-                await self.directory.heartbeat.remote(ep)
-                if first:
-                    first = False
-                    asyncio.get_running_loop().create_task(self._preload())
-            except Exception:  # noqa: BLE001 - directory restarting; try again next beat
+                slot = int(await self.directory.heartbeat.remote(ep))
+                if slot and not self.slot:
+                    self.slot = slot
+                    asyncio.get_running_loop().create_task(self._preload(slot))
+                self.slot = slot
+                beats += 1
+                if slot and beats % HELD_REPORT_EVERY == 0:
+                    held = [k.tenant_id for k in reversed(self.state.cache.keys())]
+                    await self.directory.report_held.remote(slot, held)
+                if beats % INGRESS_CHECK_EVERY == 0:
+                    await self._check_ingress()
+            except Exception:  # noqa: BLE001 - directory or ingress restarting; next beat
                 pass
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
-    async def _preload(self) -> None:
+    async def _check_ingress(self) -> None:
+        """Start this node's ingress again if it is gone (its actor died for good)."""
         try:
-            hot = await self.directory.hot_tenants.remote(5000)
-            live = [ep.replica_id for ep in await self.directory.live.remote()]
+            await asyncio.wait_for(self.ingress.info.remote(), 5.0)
+        except (ray.exceptions.RayActorError, ValueError):
+            self.ingress = ensure_ingress(self.app_name, self.settings)
+
+    async def _preload(self, slot: int) -> None:
+        """Load what the previous replica of this slot held (it had the same tenants)."""
+        try:
+            held = await self.directory.held_tenants.remote(slot)
         except Exception:  # noqa: BLE001 - nothing to preload without the directory
             return
-        ids = sorted(set(live) | {self.replica_id})
-        mine = [t for t in hot if rendezvous_order(t, ids)[0] == self.replica_id]
-        await self.state.preload(mine, int(self.state.cache.budget_bytes *
+        await self.state.preload(held, int(self.state.cache.budget_bytes *
                                            self.settings.preload_share))
 
     def info(self) -> dict[str, Any]:
         """Endpoint and cache stats (for tests and operators)."""
         return {"replica_id": self.replica_id, "host": self.endpoint.host,
-                "port": self.port, **self.state.stats()}
+                "port": self.port, "slot": self.slot, **self.state.stats()}
 
     def check_health(self) -> None:
         """Serve health check: the HTTP server thread must be alive."""
@@ -119,8 +132,7 @@ class ModelHost:
     def shutdown(self) -> None:
         """Leave routing, finish in-flight requests, stop the server."""
         try:
-            if self.directory is not None:
-                self.directory.leave.remote(self.replica_id)
+            self.directory.leave.remote(self.replica_id)
         except Exception:  # noqa: BLE001 - the directory may be gone already
             pass
         self.server.stop()
@@ -129,56 +141,6 @@ class ModelHost:
     def __del__(self) -> None:
         # Ray Serve's graceful-shutdown hook is __del__; the work is in shutdown().
         self.shutdown()
-
-
-@serve.deployment(name="Router", num_replicas=1, ray_actor_options={"num_cpus": 0},
-                  health_check_period_s=2, graceful_shutdown_timeout_s=5)
-class Router:
-    """The public HTTP entry point (see :class:`RouterCore`)."""
-
-    def __init__(self, settings: dict[str, Any], app_name: str = DEFAULT_APP_NAME,
-                 hosts: Any = None) -> None:
-        self.settings = ServeSettings(**settings)
-        self.directory = get_or_create_directory(app_name, self.settings.replica_ttl_s)
-        self.core = RouterCore(self.settings, RayDirectoryClient(self.directory), Metrics())
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop = _new_loop()
-        self._thread = threading.Thread(target=self._run, name="tenantry-router", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30) or self._error is not None:
-            raise RuntimeError(f"router failed to start: {self._error!r}")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def main() -> None:
-            try:
-                await serve_http(self.core.handle, self.settings.host, self.settings.port)
-                await self.core.sync_once()
-                self.core.start_background()
-            except BaseException as exc:  # noqa: BLE001 - reported to __init__
-                self._error = exc
-            finally:
-                self._ready.set()
-
-        self._loop.run_until_complete(main())
-        if self._error is None:
-            self._loop.run_forever()
-
-    def info(self) -> dict[str, Any]:
-        """Replicas the router routes to."""
-        return {"replicas": {rid: ep.address for rid, ep in self.core.endpoints.items()},
-                "spills": self.core.balancer.spills}
-
-    def check_health(self) -> None:
-        """Serve health check: the router's loop must be running."""
-        if not self._thread.is_alive():
-            raise RuntimeError("router loop stopped")
-
-    def __del__(self) -> None:
-        # Ray Serve's graceful-shutdown hook; stop the loop so the port is released.
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Any:
@@ -190,6 +152,9 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     args = dict(args or {})
     app_name = str(args.pop("app_name", DEFAULT_APP_NAME))
     settings = ServeSettings.from_env(**args)
+    problem = settings.exposure_problem()
+    if problem:
+        raise ValueError(problem)
     sdict = asdict(settings)
     # One OpenMP thread per booster: on a shared box, libgomp's default team (one thread
     # per core, spin-waiting) made a model load ~7x and a 1-row predict ~2x slower.
@@ -197,6 +162,5 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
                                   "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1"}}}
     if settings.resources():
         actor_opts["resources"] = settings.resources()
-    hosts = ModelHost.options(  # type: ignore[attr-defined]  # @serve.deployment adds it
+    return ModelHost.options(  # type: ignore[attr-defined]  # @serve.deployment adds it
         num_replicas=settings.replicas, ray_actor_options=actor_opts).bind(sdict, app_name)
-    return Router.bind(sdict, app_name, hosts)  # type: ignore[attr-defined]  # Serve adds bind

@@ -12,12 +12,20 @@ from typing import Any
 import ray
 from ray import serve
 
+from engine.ingress.node import find_ingresses
 from engine.serving.app import DEFAULT_APP_NAME, build_app
 from engine.serving.directory import NAMESPACE, directory_name
 from engine.settings import ServeSettings
 from registry.errors import Unavailable
 
-__all__ = ["ServingHandle", "start_serving", "ensure_ray", "wait_ready"]
+__all__ = [
+    "ServingHandle",
+    "ensure_ray",
+    "public_url",
+    "start_serving",
+    "stop_ingresses",
+    "wait_ready",
+]
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -34,7 +42,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def wait_ready(url: str, replicas: int, timeout_s: float = 120.0) -> dict[str, Any]:
-    """Poll ``url``/readyz until the router sees ``replicas`` replicas.
+    """Poll ``url``/readyz until the ingress routes to ``replicas`` ready replicas.
 
     Raises:
         Unavailable: not ready within ``timeout_s``.
@@ -62,25 +70,56 @@ class ServingHandle:
     settings: ServeSettings
 
     def shutdown(self) -> None:
-        """Delete the app and its directory actor (Ray itself keeps running)."""
+        """Delete the app, then stop its ingresses and directory (Ray keeps running)."""
         try:
             serve.delete(self.app_name)
         finally:
+            stop_ingresses(self.app_name)
             try:
                 ray.kill(ray.get_actor(directory_name(self.app_name), namespace=NAMESPACE))
             except ValueError:
                 pass
 
 
+def stop_ingresses(app_name: str) -> None:
+    """Soft-stop every node's ingress of the app and remove their actors."""
+    actors = list(find_ingresses(app_name).values())
+    try:
+        ray.get([a.stop.remote() for a in actors], timeout=15)
+    except Exception:  # noqa: BLE001 - a dead node's ingress cannot answer; kill it anyway
+        pass
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+
+
+def public_url(settings: ServeSettings) -> str:
+    """The URL of this node's ingress as a local client reaches it."""
+    host = settings.host
+    if host == "auto":
+        host = ray.util.get_node_ip_address()
+    elif host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.port}"
+
+
 def start_serving(settings: ServeSettings, app_name: str = DEFAULT_APP_NAME,
                   address: str | None = None, timeout_s: float = 180.0) -> ServingHandle:
-    """Deploy the router and ``settings.replicas`` model hosts; return once ready."""
+    """Deploy ``settings.replicas`` model hosts (each node's ingress comes with them);
+    return once the local ingress routes to all of them.
+
+    Raises:
+        ValueError: the settings would expose predictions without API keys.
+        Unavailable: not ready within ``timeout_s``.
+    """
+    problem = settings.exposure_problem()
+    if problem:
+        raise ValueError(problem)
     ensure_ray(address or settings.ray_address or None)
     serve.start(proxy_location="Disabled")
     args: dict[str, Any] = asdict(settings)
     args["app_name"] = app_name
     serve.run(build_app(args), name=app_name, route_prefix=None, blocking=False)
-    url = f"http://{settings.host}:{settings.port}"
+    url = public_url(settings)
     wait_ready(url, settings.replicas, timeout_s)
     return ServingHandle(url, app_name, settings)
 

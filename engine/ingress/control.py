@@ -1,0 +1,85 @@
+"""The ingress's control app: ``/readyz`` and ``/metrics`` for one node, behind HAProxy.
+
+HAProxy sends those two paths here (a loopback port of the ingress actor). ``/readyz`` is
+200 only when HAProxy has a model host whose own ``/readyz`` health check passes (its
+registry snapshot is loaded), i.e. when a predict would be served. ``/metrics`` is one
+scrape for the whole app: every ingress's HAProxy counters and every model host's page,
+merged (counters and histograms summed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from engine.ingress.runtime import RuntimeError_, StatRow
+from engine.ingress.stats import ingress_page, up_slots
+from engine.serving.aggregate import merge_metrics
+from engine.serving.directory import Endpoint
+
+__all__ = ["ControlSources", "create_control_app"]
+
+SCRAPE_TIMEOUT_S = 5.0
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ControlSources:
+    """Where the control app reads from (injected, so tests pass plain functions)."""
+
+    def __init__(self, stats: Callable[[], list[StatRow]],
+                 endpoints: Callable[[], Awaitable[list[Endpoint]]],
+                 other_ingress_pages: Callable[[], Awaitable[list[str]]]) -> None:
+        self.stats = stats
+        self.endpoints = endpoints
+        self.other_ingress_pages = other_ingress_pages
+
+
+async def _replica_pages(client: httpx.AsyncClient, endpoints: list[Endpoint]) -> list[str]:
+    async def one(ep: Endpoint) -> str:
+        try:
+            resp = await client.get(f"http://{ep.address}/metrics")
+        except httpx.HTTPError:
+            return ""
+        return resp.text if resp.status_code == 200 else ""
+
+    return list(await asyncio.gather(*(one(ep) for ep in endpoints)))
+
+
+def create_control_app(sources: ControlSources) -> Any:
+    """The control app over ``sources``."""
+    app = FastAPI(title="tenantry ingress control", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S)
+
+    async def rows() -> list[StatRow] | None:
+        try:
+            return await asyncio.to_thread(sources.stats)
+        except RuntimeError_:
+            return None
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        stat = await rows()
+        up = len(up_slots(stat or []))
+        ok = up > 0
+        return JSONResponse({"ready": ok, "replicas": up, "ingress": stat is not None},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        stat = await rows()
+        own = ingress_page(stat) if stat is not None else ""
+        try:
+            endpoints = await asyncio.wait_for(sources.endpoints(), SCRAPE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - directory restarting: the ingress's own page
+            endpoints = []
+        others, replicas = await asyncio.gather(sources.other_ingress_pages(),
+                                                _replica_pages(client, endpoints))
+        return Response(merge_metrics([own, *others, *replicas]), media_type=PROMETHEUS_TEXT)
+
+    return app
