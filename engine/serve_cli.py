@@ -15,11 +15,16 @@ def _serve(args: argparse.Namespace) -> int:
     from engine.serving.launch import start_serving
     from engine.settings import ServeSettings
     from registry import Registry
+    from registry.errors import ValidationError
 
-    Registry.open(args.registry)  # fail fast with a clear message
     settings = ServeSettings.from_env(registry=args.registry, host=args.host, port=args.port,
                                       replicas=args.replicas, cache_mb=args.cache_mb,
-                                      api_keys_file=args.api_keys)
+                                      api_keys_file=args.api_keys,
+                                      allow_anonymous=args.allow_anonymous or None)
+    problem = settings.exposure_problem()
+    if problem:
+        raise ValidationError(problem)
+    Registry.open(args.registry)  # fail fast with a clear message
     handle = start_serving(settings, app_name=args.app_name, address=args.address)
     emit(args, {"url": handle.url, "replicas": settings.replicas, "cache_mb": settings.cache_mb},
          f"tenantry serving {settings.registry} at {handle.url} with {settings.replicas} "
@@ -54,8 +59,12 @@ def _apikey(args: argparse.Namespace) -> int:
 def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     """Register ``tenantry serve`` and ``tenantry apikey``."""
     p = sub.add_parser("serve", parents=[parent], help="serve per-tenant predictions over HTTP")
-    p.add_argument("--host", default=None, help="router bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="router port (default 8080)")
+    p.add_argument("--host", default=None,
+                   help="address every node's ingress binds (default 127.0.0.1; 'auto' = the "
+                        "node's Ray address); a non-loopback one needs --api-keys")
+    p.add_argument("--port", type=int, default=None, help="ingress port (default 8080)")
+    p.add_argument("--allow-anonymous", action="store_true",
+                   help="serve a non-loopback address without API keys")
     p.add_argument("--replicas", type=int, default=None, help="model-host replicas (default 2)")
     p.add_argument("--cache-mb", type=float, default=None, help="model cache MB per replica")
     p.add_argument("--api-keys", default=None, help="hashed API key file (enables auth)")

@@ -94,13 +94,17 @@ def served_registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="session")
 def serving(ray_session: None, served_registry: Any) -> Iterator[Any]:
-    """One running tenantry app (router + 2 model hosts) over ``served_registry``."""
+    """One running tenantry app (an ingress + 2 model hosts) over ``served_registry``.
+
+    The ingress's request timeout is 3 s (10 s by default) so slow-client tests are short.
+    """
     from engine.serving.launch import start_serving
     from engine.settings import ServeSettings
 
     settings = ServeSettings(registry=served_registry.root, port=free_port(), replicas=2,
                              cache_mb=2.0, refresh_interval_s=0.5, replica_ttl_s=3.0,
-                             shadow_flush_s=2.0)  # the shadow tests wait in flush periods
+                             shadow_flush_s=2.0,  # the shadow tests wait in flush periods
+                             ingress_request_timeout_s=3.0)
     handle = start_serving(settings, app_name="itest")
     yield handle
     handle.shutdown()
