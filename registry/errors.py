@@ -6,6 +6,7 @@ them all, and the CLI prints their message as one line::
     TenantryError (500)
     ├── InvalidTenantId (422)
     ├── ValidationError (422)
+    ├── UnsupportedMediaType (415)
     ├── NotFound (404)
     │   ├── UnknownTenant (404)
     │   └── UnknownVersion (404)
@@ -27,6 +28,7 @@ __all__ = [
     "TenantryError",
     "InvalidTenantId",
     "ValidationError",
+    "UnsupportedMediaType",
     "NotFound",
     "UnknownTenant",
     "UnknownVersion",
@@ -59,6 +61,12 @@ class ValidationError(TenantryError):
     """Malformed user input (feature width, names, values, sizes)."""
 
     status_code = 422
+
+
+class UnsupportedMediaType(TenantryError):
+    """A request body in a format the route does not read (e.g. not JSON)."""
+
+    status_code = 415
 
 
 class NotFound(TenantryError):

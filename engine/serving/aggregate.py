@@ -1,11 +1,14 @@
 """Merge the Prometheus pages of several processes into one.
 
 Counters and histograms add up across replicas; gauges add up too (bytes and models held
-across all caches) except those in ``MAX_GAUGES`` (lag: the worst replica counts).
+across all caches) except those in ``MAX_GAUGES`` (lag: the worst replica counts). Sample
+values may be ``+Inf``, ``-Inf`` or ``NaN`` as the text format allows: sums follow IEEE
+arithmetic, and a maximum ignores ``NaN`` unless every replica reports it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,9 +26,22 @@ def _fmt_labels(labels: tuple[tuple[str, str], ...]) -> str:
 
 
 def _fmt_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
     if value == int(value) and abs(value) < 1e15:
         return f"{int(value)}.0"
     return repr(value)
+
+
+def _max(a: float, b: float) -> float:
+    """The larger of two samples; ``NaN`` only when both are (``max`` depends on order)."""
+    if math.isnan(a):
+        return b
+    if math.isnan(b):
+        return a
+    return max(a, b)
 
 
 def merge_metrics(pages: Iterable[str]) -> str:
@@ -42,7 +58,7 @@ def merge_metrics(pages: Iterable[str]) -> str:
                     continue
                 key = (s.name, tuple(sorted(s.labels.items())))
                 if key in bucket:
-                    bucket[key] = max(bucket[key], s.value) if use_max else bucket[key] + s.value
+                    bucket[key] = _max(bucket[key], s.value) if use_max else bucket[key] + s.value
                 else:
                     bucket[key] = s.value
     out: list[str] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field
 from engine.metrics import Metrics
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
+from engine.serving.validation import check_json_content_type, request_id
 from registry import Alias, validate_tenant_id
 from registry.errors import TenantryError, UnknownTenant
 
@@ -64,8 +64,8 @@ async def answer_predict(state: ModelHostState, keys: KeyStore, tenant_id: str,
     try:
         validate_tenant_id(tenant_id)
         keys.check_tenant(headers, tenant_id)
-        pred = await state.predict(tenant_id, body,
-                                   headers.get("x-request-id") or uuid.uuid4().hex,
+        check_json_content_type(headers.get("content-type"))
+        pred = await state.predict(tenant_id, body, request_id(headers.get("x-request-id")),
                                    headers.get("x-tenantry-synthetic") == "1")
     except TenantryError as exc:
         return exc.status_code, json.dumps({"error": type(exc).__name__,
@@ -150,6 +150,7 @@ def create_app(state: ModelHostState, keys: KeyStore | None = None,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": PredictRequest.model_json_schema()}}}},
               responses={404: {"description": "unknown tenant or no production model"},
+                         415: {"description": "Content-Type present and not JSON"},
                          422: {"description": "malformed input"},
                          503: {"description": "model could not be loaded"}})
     async def predict(tenant_id: str, request: Request) -> Response:

@@ -3,13 +3,16 @@
 ``PUT``/``DELETE /v1/admin/tenants/{tenant_id}/shadow`` (admin token) write the shared
 config table, so every replica picks the change up within a refresh, and apply it to the
 answering replica at once. ``GET /v1/tenants/{tenant_id}/shadow`` shows the config, the
-version it resolves to and this replica's live counters.
+version it resolves to and this replica's live counters. Those counters are replica-wide:
+an admin token (or a host without keys) sees them all, a tenant key only the numbers among
+them, as free text such as ``last_error`` may name other tenants.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +20,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticError
 
-from engine.serving.auth import KeyStore
+from engine.serving.auth import KeyStore, hash_key
 from engine.serving.host import ModelHostState
 from engine.shadow.config import ConfigStore, build_config
 from engine.shadow.mirror import ShadowMirror
@@ -50,16 +53,38 @@ async def _check_target(state: ModelHostState, tenant_id: str, version: int | No
         check()
 
 
+def _sees_replica(keys: KeyStore, headers: Mapping[str, str]) -> bool:
+    """Whether the caller may see replica-wide state naming any tenant: an admin token, or
+    anyone when keys are off. Call after :meth:`KeyStore.check_tenant` accepted them."""
+    if not keys.enabled:
+        return True
+    key = keys.presented(headers)
+    return key is not None and hash_key(key) in keys.admin
+
+
+def _numbers_only(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """``stats`` keeping numbers (nested objects recursed) and dropping text and lists,
+    which can name other tenants."""
+    out: dict[str, Any] = {}
+    for name, value in stats.items():
+        if isinstance(value, Mapping):
+            out[name] = _numbers_only(value)
+        elif isinstance(value, (int, float)):
+            out[name] = value
+    return out
+
+
 def add_shadow_routes(app: FastAPI, state: ModelHostState, keys: KeyStore,
                       mirror: ShadowMirror, store: ConfigStore) -> None:
     """Register the shadow routes on ``app``."""
 
-    def describe(tenant_id: str) -> dict[str, Any]:
+    def describe(tenant_id: str, replica_wide: bool = True) -> dict[str, Any]:
         config = mirror.config(tenant_id)
+        stats = mirror.stats()
         return {"tenant_id": tenant_id, "config": config.to_json() if config else None,
                 "shadow_version": mirror.resolve(tenant_id),
                 "production_version": state.snapshot.alias_version(tenant_id),
-                "replica": mirror.stats()}
+                "replica": stats if replica_wide else _numbers_only(stats)}
 
     @app.put("/v1/admin/tenants/{tenant_id}/shadow",
              openapi_extra={"requestBody": {"required": True, "content": {
@@ -91,10 +116,11 @@ def add_shadow_routes(app: FastAPI, state: ModelHostState, keys: KeyStore,
 
     @app.get("/v1/tenants/{tenant_id}/shadow")
     async def get_shadow(tenant_id: str, request: Request) -> dict[str, Any]:
-        """The tenant's shadow config and this replica's shadow counters."""
+        """The tenant's shadow config and this replica's shadow counters (a tenant key:
+        the numbers only)."""
         validate_tenant_id(tenant_id)
         keys.check_tenant(request.headers, tenant_id)
-        return describe(tenant_id)
+        return describe(tenant_id, _sees_replica(keys, request.headers))
 
 
 def _first_error(exc: PydanticError) -> str:

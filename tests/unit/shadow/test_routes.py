@@ -71,3 +71,34 @@ def test_admin_routes_need_an_admin_token(fresh: Any, h: Any, tmp_path: Path) ->
                           headers={"x-api-key": tenant_key}).status_code == 200
     finally:
         state.close()
+
+
+def test_a_tenant_key_sees_no_replica_text_naming_other_tenants(fresh: Any, h: Any,
+                                                                 tmp_path: Path) -> None:
+    keys_file = str(tmp_path / "keys.json")
+    tenant_key = add_key(keys_file, h.TENANT)
+    admin = add_key(keys_file, None)
+    client, state = _client(fresh, KeyStore.load(keys_file))
+    try:
+        state.shadow.last_error = "globex@v3: ValueError: globex's shadow model broke"
+        url = f"/v1/tenants/{h.TENANT}/shadow"
+        mine = client.get(url, headers={"x-api-key": tenant_key})
+        assert mine.status_code == 200 and "globex" not in mine.text
+        replica = mine.json()["replica"]
+        assert "last_error" not in replica and replica["queue_size"] == 1024
+        assert replica["outcomes"]["ok"] == 0 and "restarts" in replica["worker"]
+        full = client.get(url, headers={"authorization": f"Bearer {admin}"}).json()
+        assert full["replica"]["last_error"].startswith("globex@v3")
+        assert full["replica"]["worker"]["kind"] == "thread" and "kind" not in replica["worker"]
+    finally:
+        state.close()
+
+
+def test_without_keys_everyone_sees_the_replica_as_before(fresh: Any) -> None:
+    client, state = _client(fresh, KeyStore())
+    try:
+        state.shadow.last_error = "globex@v3: boom"
+        doc = client.get("/v1/tenants/acme/shadow").json()
+        assert doc["replica"]["last_error"] == "globex@v3: boom"
+    finally:
+        state.close()
