@@ -131,3 +131,7 @@ class ModelLoadError(Unavailable):
 
 class ReplicaUnavailable(Unavailable):
     """A model-host replica died or cannot be reached."""
+
+
+class ArtifactOutsideRoot(ModelLoadError):
+    """An index row names an artifact outside this registry's root: refused, never read."""

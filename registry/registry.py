@@ -10,6 +10,8 @@ Layout below the root (a local path or ``s3://bucket/prefix``)::
 
 A version number is claimed by creating its ``_claim.json`` exclusively, so concurrent
 writers never share one; it becomes visible only when the run's ``models`` commit lands.
+``models`` rows record artifacts relative to the root, so a copied or moved registry reads
+only its own files (older absolute rows are read only when they lie inside the root).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from typing import Any
 import pyarrow as pa
 
 from registry.errors import (
-    ChecksumMismatch, Conflict, ModelLoadError, RegistryError, RegistryNotFound,
-    ValidationError,
+    ArtifactOutsideRoot, ChecksumMismatch, Conflict, ModelLoadError, RegistryError,
+    RegistryNotFound, ValidationError,
 )
 from registry.ids import shard_of, validate_tenant_id
 from registry.index import DeltaIndex
@@ -222,7 +224,8 @@ class Registry:
             return PublishResult(run_id, 0, True)
         published = 0
         if not self.index.has_run("models", run_id):
-            rows = _model_rows(versions, run_id)
+            rows = _model_rows(versions, run_id, [self.artifact_path(nv.artifact)
+                                                  for nv in versions])
             self.index.append("models", rows, run_id)
             published = rows.num_rows
         moves = 0
@@ -272,7 +275,7 @@ class Registry:
         if stack.previous is None:
             raise Conflict(f"tenant {tenant_id!r} has no previous production version")
         target = snap.version(tenant_id, stack.previous)
-        if not self.store.exists(self.store.rel_of_uri(target.artifact_uri)):
+        if not self.store.exists(self.artifact_path(target)):
             raise Conflict(f"cannot roll {tenant_id!r} back to v{target.version}: its artifact "
                            "was removed by gc")
         row = _alias_rows(self, [AliasMove(tenant_id, "production", target.version,
@@ -298,15 +301,32 @@ class Registry:
         """tenant -> current production version."""
         return self.snapshot().production_map()
 
+    def artifact_path(self, mv: ModelVersion | StagedArtifact) -> str:
+        """Where the artifact lives, relative to this registry's root.
+
+        Raises:
+            ArtifactOutsideRoot: the recorded location is outside this root (an absolute
+                row written before artifact paths were relative, in a registry that was
+                copied or moved since): reading it would read another registry's file.
+        """
+        rel = self.store.relative(mv.artifact_uri)
+        if rel is None:
+            raise ArtifactOutsideRoot(
+                f"artifact of {mv.tenant_id}@v{mv.version} is recorded at {mv.artifact_uri}, "
+                f"outside this registry ({self.store.uri('')}); refusing to read another "
+                "registry's file")
+        return rel
+
     def read_artifact(self, mv: ModelVersion | StagedArtifact) -> bytes:
         """The artifact's bytes, verified against the recorded sha256.
 
         Raises:
+            ArtifactOutsideRoot: the recorded location is outside this registry's root.
             ChecksumMismatch: the bytes differ from what the index recorded.
             ModelLoadError: the artifact is missing (e.g. removed by ``gc``).
         """
         try:
-            data = self.store.read(self.store.rel_of_uri(mv.artifact_uri))
+            data = self.store.read(self.artifact_path(mv))
         except FileNotFoundError:
             raise ModelLoadError(f"artifact of {mv.tenant_id}@v{mv.version} is missing") from None
         except OSError as exc:
@@ -343,7 +363,8 @@ def _env_options(root: str) -> dict[str, str]:
     return RegistrySettings.from_env().storage_options(root)
 
 
-def _model_rows(versions: Sequence[NewVersion], run_id: str) -> pa.Table:
+def _model_rows(versions: Sequence[NewVersion], run_id: str, paths: Sequence[str]) -> pa.Table:
+    """Index rows of a run's versions; ``paths`` are the artifacts relative to the root."""
     now = _now()
 
     def metric(nv: NewVersion, key: str) -> float | None:
@@ -354,7 +375,7 @@ def _model_rows(versions: Sequence[NewVersion], run_id: str) -> pa.Table:
         "tenant_id": [v.artifact.tenant_id for v in versions],
         "shard": pa.array([v.artifact.shard for v in versions], pa.int32()),
         "version": [v.artifact.version for v in versions],
-        "artifact_uri": [v.artifact.artifact_uri for v in versions],
+        "artifact_uri": list(paths),
         "sha256": [v.artifact.sha256 for v in versions],
         "size_bytes": [v.artifact.size_bytes for v in versions],
         "feature_names": [list(v.feature_names) for v in versions],

@@ -8,6 +8,7 @@ Serving resolves a tenant with one dict lookup here and never reads Delta per re
 from __future__ import annotations
 
 import json
+import posixpath
 import threading
 import time
 from collections.abc import Iterable
@@ -19,17 +20,34 @@ from registry.errors import UnknownTenant, UnknownVersion
 from registry.index import DeltaIndex
 from registry.types import Alias, ModelVersion, TenantModels, TenantSummary
 
-__all__ = ["RegistrySnapshot", "AliasStack", "row_to_version"]
+__all__ = ["AliasStack", "RegistrySnapshot", "resolve_uri", "row_to_version"]
 
 
-def row_to_version(row: dict) -> ModelVersion:
-    """Build a :class:`ModelVersion` from a ``models`` index row."""
+def resolve_uri(root_uri: str | None, uri: str) -> str:
+    """An index row's artifact location as a URI users can open.
+
+    Rows record artifacts relative to the registry root (so a copied or moved registry
+    reads only its own files); older rows hold absolute URIs, which are returned as they
+    are (and refused at read time when outside the root).
+    """
+    if root_uri is None or "://" in uri or posixpath.isabs(uri):
+        return uri
+    return posixpath.join(root_uri, uri)
+
+
+def row_to_version(row: dict, root_uri: str | None = None) -> ModelVersion:
+    """Build a :class:`ModelVersion` from a ``models`` index row.
+
+    Args:
+        row: the index row.
+        root_uri: the registry root a relative ``artifact_uri`` is resolved against.
+    """
     metrics = json.loads(row.get("metrics_json") or "{}")
     return ModelVersion(
         tenant_id=row["tenant_id"],
         shard=int(row["shard"]),
         version=int(row["version"]),
-        artifact_uri=row["artifact_uri"],
+        artifact_uri=resolve_uri(root_uri, row["artifact_uri"]),
         sha256=row["sha256"],
         size_bytes=int(row["size_bytes"]),
         feature_names=tuple(row.get("feature_names") or ()),
@@ -71,8 +89,10 @@ class AliasStack:
 class RegistrySnapshot:
     """Tenant -> versions/aliases map built from the index and kept fresh incrementally."""
 
-    def __init__(self, index: DeltaIndex) -> None:
+    def __init__(self, index: DeltaIndex, root_uri: str | None = None) -> None:
         self._index = index
+        # Relative artifact paths resolve against the root this snapshot reads from.
+        self._root_uri = root_uri if root_uri is not None else posixpath.dirname(index.index_uri)
         self._lock = threading.Lock()
         self._versions: dict[str, dict[int, ModelVersion]] = {}
         self._aliases: dict[tuple[str, str], AliasStack] = {}
@@ -91,7 +111,7 @@ class RegistrySnapshot:
             aliases, av = self._index.changes_since("aliases", self._seen["aliases"])
             changed = models.num_rows > 0 or aliases.num_rows > 0
             for row in models.to_pylist():
-                mver = row_to_version(row)
+                mver = row_to_version(row, self._root_uri)
                 self._versions.setdefault(mver.tenant_id, {})[mver.version] = mver
             if aliases.num_rows:
                 for row in _ordered(aliases):

@@ -139,12 +139,38 @@ class ArtifactStore:
         full = uri.removeprefix("s3://")
         return posixpath.relpath(full, self._base)
 
+    def relative(self, uri: str) -> str | None:
+        """``uri`` as a path below this root, or None when it lies outside the root.
+
+        Args:
+            uri: a path relative to the root (how the index records artifacts), or an
+                absolute local path / ``s3://`` URI (rows written by older versions).
+
+        Returns:
+            The normalised relative path, or None for anything outside the root (another
+            registry's files, ``..`` escapes, another scheme).
+        """
+        if is_remote(uri):
+            if self.local or not uri.startswith("s3://"):
+                return None
+            rel = posixpath.relpath(posixpath.normpath(uri[len("s3://"):]), self._base)
+        elif uri.startswith(("/", "file://")):
+            if not self.local:
+                return None
+            rel = posixpath.relpath(posixpath.normpath(uri.removeprefix("file://")), self._base)
+        else:
+            rel = posixpath.normpath(uri)
+        if rel in (".", "..") or rel.startswith("../") or posixpath.isabs(rel):
+            return None
+        return rel
+
     def write(self, rel: str, data: bytes) -> None:
         """Write ``data`` at ``rel`` (replacing it), atomically on local disk."""
         path = self.full(rel)
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}"
+            # Unique per call: two threads of one process may write the same file.
+            tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -250,6 +276,13 @@ class ArtifactStore:
             if info.type == pafs.FileType.File:
                 mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
                 yield FileEntry(posixpath.relpath(info.path, self._base), info.size or 0, mtime)
+
+    def delete(self, rel: str) -> None:
+        """Remove the file ``rel``; missing is fine."""
+        try:
+            self._fs.delete_file(self.full(rel))
+        except FileNotFoundError:
+            pass
 
     def delete_dir(self, rel: str) -> None:
         """Remove ``rel`` and everything below it; missing is fine."""
