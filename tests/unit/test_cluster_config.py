@@ -76,7 +76,7 @@ def test_cluster_yaml_passes_ray_up_preparation(cluster: dict[str, Any]) -> None
 def test_node_types_carry_the_placement_resources(cluster: dict[str, Any]) -> None:
     types = cluster["available_node_types"]
     assert set(types) == {"head", "serving", "training"}
-    assert types["head"]["resources"].get("ingress", 0) >= 1
+    assert not types["head"]["resources"]  # no serving: the ingresses run on serving nodes
     assert types["serving"]["resources"].get("serving", 0) >= 1
     assert types["training"]["resources"].get("training", 0) >= 1
     assert types["serving"]["min_workers"] >= 1  # serving is always up
@@ -96,14 +96,31 @@ def test_cluster_installs_tenantry_and_deploys_serving(cluster: dict[str, Any]) 
     assert "TENANTRY_REGISTRY=s3://" in run_options
 
 
+def test_closed_by_default_keys_on_and_dashboard_on_loopback(cluster: dict[str, Any],
+                                                             serve_config: Any) -> None:
+    (app,) = serve_config.applications
+    settings = ServeSettings.from_env({}, **app.args)
+    assert settings.api_keys_file and not settings.allow_anonymous
+    assert settings.exposure_problem() == ""
+    assert cluster["file_mounts"][settings.api_keys_file] == "./tenantry-keys.json"
+    head = " ".join(cluster["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+
+
+def test_traffic_enters_through_the_ingress_not_the_serve_proxy(serve_config: Any) -> None:
+    (app,) = serve_config.applications
+    assert serve_config.proxy_location == "Disabled"
+    assert not app.deployments  # one deployment (ModelHost); no Router any more
+    assert (app.args["host"], app.args["port"]) == ("0.0.0.0", 8080)
+    readme = (ROOT / "README.md").read_text()
+    assert "8080" in readme and "HAProxy" in readme
+
+
 def test_serve_config_matches_the_serve_schema(serve_config: Any) -> None:
     (app,) = serve_config.applications
     assert app.import_path == "engine.serving.app:build_app"
     assert app.args["registry"].startswith("s3://")
     assert (app.args["replicas"], app.args["cache_mb"], app.args["port"]) == (2, 256, 8080)
-    (router,) = app.deployments
-    assert router.name == "Router"
-    assert router.ray_actor_options.resources == {"ingress": 1}
 
 
 def test_serve_args_are_serving_settings(serve_config: Any, cluster: dict[str, Any]) -> None:
