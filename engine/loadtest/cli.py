@@ -15,6 +15,7 @@ from engine.loadtest.report import write_report
 from engine.loadtest.runner import LoadTestConfig, parse_target, run_loadtest
 from engine.loadtest.schedule import Arrivals, parse_rates
 from engine.loadtest.tenants import choose_tenants
+from engine.loadtest.workload import WireProtocol
 from registry.errors import Unavailable, ValidationError
 
 __all__ = ["add_commands", "run_command"]
@@ -47,6 +48,9 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--cold-fraction", type=float, default=0.0,
                    help="share of requests to a uniformly random (mostly cold) tenant")
     p.add_argument("--rows", type=int, default=1, help="rows per request")
+    p.add_argument("--protocol", choices=[w.value for w in WireProtocol], default="v1",
+                   help="v1: POST /v1/tenants/T/predict; v2: Open Inference Protocol "
+                        "POST /v2/models/T/infer")
     p.add_argument("--arrivals", choices=[a.value for a in Arrivals], default="uniform")
     p.add_argument("--timeout", type=float, default=5.0, help="request timeout seconds")
     p.add_argument("--unmarked", action="store_true",
@@ -123,10 +127,12 @@ def run_command(args: argparse.Namespace) -> int:
         connections=args.connections, timeout_s=args.timeout, refine=not args.no_refine,
         stop_on_fail=not args.all_stages, multiplexed_header=args.multiplexed_header,
         synthetic=not args.unmarked,
-        arrivals=Arrivals(args.arrivals), seed=args.seed)
+        arrivals=Arrivals(args.arrivals), seed=args.seed,
+        protocol=WireProtocol(args.protocol))
     display = ProgressDisplay(enabled=not args.no_progress)
     display.note(f"loadtest: {len(tenants.ids)} {tenants.source} tenants, rates {rates}, "
-                 f"{args.duration:g}s per stage, {args.workers} load process(es)")
+                 f"{args.duration:g}s per stage, {args.workers} load process(es), "
+                 f"protocol {args.protocol}")
     try:
         run = run_loadtest(config, display)
     finally:

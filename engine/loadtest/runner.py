@@ -19,7 +19,7 @@ from engine.loadtest.progress import ProgressDisplay
 from engine.loadtest.schedule import Arrivals, Stage, send_offsets
 from engine.loadtest.stats import StageResult, summarize
 from engine.loadtest.workers import LoadWorkers
-from engine.loadtest.workload import Workload
+from engine.loadtest.workload import WireProtocol, Workload
 from registry.errors import ValidationError
 
 __all__ = ["LoadTestConfig", "LoadTestRun", "Target", "parse_target", "run_loadtest"]
@@ -78,6 +78,7 @@ class LoadTestConfig:
     synthetic: bool = True  # send x-tenantry-synthetic: 1 (never logged as shadow pairs)
     arrivals: Arrivals = Arrivals.UNIFORM
     seed: int = 0
+    protocol: WireProtocol = WireProtocol.V1  # v2: Open Inference Protocol infer requests
 
     def planned_seconds(self) -> float:
         """Upper bound on the run time of the stages (refinement included)."""
@@ -120,7 +121,7 @@ def run_loadtest(config: LoadTestConfig, display: ProgressDisplay | None = None)
     workload = Workload(config.tenants, config.widths, f"{target.host}:{target.port}",
                         config.zipf_s, config.seed, config.cold_fraction,
                         config.rows_per_request, config.multiplexed_header,
-                        config.synthetic)
+                        config.synthetic, config.protocol)
     metrics_url = f"{target.base_url}/metrics"
     traces: list[np.ndarray] = []
     last: dict[str, MetricsSnapshot | None] = {"after": None}

@@ -12,15 +12,53 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
 from engine.loadtest.client import build_request
 
-__all__ = ["SYNTHETIC_HEADER", "TenantProfile", "Workload", "ZipfSampler", "synthetic_tenants"]
+__all__ = ["SYNTHETIC_HEADER", "TenantProfile", "WireProtocol", "Workload", "ZipfSampler",
+           "request_body", "request_path", "synthetic_tenants"]
 
 SYNTHETIC_HEADER = ("x-tenantry-synthetic", "1")
 MULTIPLEX_HEADER = "serve_multiplexed_model_id"
+
+
+class WireProtocol(str, Enum):
+    """Which HTTP API the load goes to: tenantry's /v1 or the Open Inference Protocol."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
+def request_path(tenant: str, protocol: WireProtocol = WireProtocol.V1) -> str:
+    """The predict (v1) or infer (v2) path of a tenant."""
+    if protocol is WireProtocol.V2:
+        return f"/v2/models/{tenant}/infer"
+    return f"/v1/tenants/{tenant}/predict"
+
+
+def request_body(rows: Sequence[Sequence[float | None]],
+                 protocol: WireProtocol = WireProtocol.V1) -> bytes:
+    """Compact JSON body scoring ``rows`` (missing values as null).
+
+    Args:
+        rows: feature rows in model order, all of one width.
+        protocol: v1 ``{"instances": rows}`` or a V2 request with one FP32
+            ``[len(rows), width]`` tensor, row-major.
+
+    Returns:
+        the body bytes.
+    """
+    if protocol is WireProtocol.V2:
+        width = len(rows[0]) if rows else 0
+        doc: dict[str, object] = {"inputs": [{
+            "name": "input__0", "datatype": "FP32", "shape": [len(rows), width],
+            "data": [v for row in rows for v in row]}]}
+    else:
+        doc = {"instances": [list(row) for row in rows]}
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def synthetic_tenants(n: int) -> list[str]:
@@ -92,7 +130,7 @@ class Workload:
     def __init__(self, tenants: Sequence[str], widths: Sequence[int], host: str,
                  zipf_s: float, seed: int = 0, cold_fraction: float = 0.0,
                  rows_per_request: int = 1, multiplexed_header: bool = False,
-                 synthetic: bool = True) -> None:
+                 synthetic: bool = True, protocol: WireProtocol = WireProtocol.V1) -> None:
         if len(tenants) != len(widths) or not tenants:
             raise ValueError("need one feature width per tenant")
         self.tenants = list(tenants)
@@ -100,6 +138,7 @@ class Workload:
         self.rows_per_request = rows_per_request
         self.multiplexed_header = multiplexed_header
         self.synthetic = synthetic
+        self.protocol = WireProtocol(protocol)
         self.sampler = ZipfSampler(len(tenants), zipf_s, seed, cold_fraction)
         self._rng = np.random.default_rng(seed + 1)
         profile_rng = np.random.default_rng(seed + 2)
@@ -112,7 +151,7 @@ class Workload:
         if bodies is None:
             rows = self.profiles[index].rows(8 * self.rows_per_request, self._rng)
             step = self.rows_per_request
-            bodies = [json.dumps({"instances": rows[i:i + step]}, separators=(",", ":")).encode()
+            bodies = [request_body(rows[i:i + step], self.protocol)
                       for i in range(0, len(rows), step)]
             self._pool[index] = bodies
         return bodies
@@ -131,6 +170,6 @@ class Workload:
             headers = [SYNTHETIC_HEADER] if self.synthetic else []
             if self.multiplexed_header:
                 headers.append((MULTIPLEX_HEADER, tenant))
-            out.append(build_request("POST", self.host, f"/v1/tenants/{tenant}/predict",
+            out.append(build_request("POST", self.host, request_path(tenant, self.protocol),
                                      self._bodies(idx)[k], headers))
         return picks, out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,8 +23,9 @@ from engine.settings import ServeSettings
 from registry import Alias, ModelKey, ModelVersion, Registry, validate_tenant_id
 from registry.errors import ModelLoadError, TenantryError
 
-__all__ = ["ModelHostState", "Prediction", "ShadowHook"]
+__all__ = ["ModelHostState", "Prediction", "RowBuilder", "ShadowHook"]
 
+RowBuilder = Callable[[LoadedModel], np.ndarray]  # rows of a request for the loaded model
 FAILED_LOAD_TTL_S = 5.0  # a model that failed to load answers 503 at once for this long
 
 
@@ -141,6 +142,35 @@ class ModelHostState:
         x = to_matrix(instances, model.feature_names, model.index)
         preds = model.predict(x)
         if self.shadow is not None:
+            self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
+                                      time.perf_counter() - started)
+        return Prediction(tenant_id, mv.version, preds.tolist())
+
+    async def predict_rows(self, tenant_id: str, rows: RowBuilder, version: int | None = None,
+                           request_id: str = "", synthetic: bool = False) -> Prediction:
+        """Like :meth:`predict`, for a body another wire format (e.g. Open Inference
+        Protocol tensors) has already parsed, optionally at a pinned version.
+
+        Args:
+            tenant_id: the tenant.
+            rows: builds the ``(rows, n_features)`` float32 matrix for the loaded model.
+            version: a pinned version (loaded into the same cache); None: production.
+            request_id: passed to the shadow hook.
+            synthetic: passed to the shadow hook.
+
+        Raises:
+            InvalidTenantId / UnknownTenant / UnknownVersion / ValidationError /
+            ChecksumMismatch / ModelLoadError.
+        """
+        started = time.perf_counter()
+        validate_tenant_id(tenant_id)
+        mv = (self.snapshot.resolve(tenant_id, Alias.PRODUCTION) if version is None
+              else self.snapshot.version(tenant_id, version))
+        model, lookup = await self.model_for(mv)
+        self._count(lookup)
+        x = rows(model)
+        preds = model.predict(x)
+        if self.shadow is not None and version is None:  # pinned calls are not production
             self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
                                       time.perf_counter() - started)
         return Prediction(tenant_id, mv.version, preds.tolist())

@@ -30,6 +30,7 @@ def test_report_files_and_contract_keys(tmp_path: Path) -> None:
     for key in ("offered_rps", "achieved_rps", "p50_ms", "p99_ms", "error_rate", "hit_rate"):
         assert key in on_disk["stages"][0]
     assert on_disk["max_rps_within_slo"] == 99.5
+    assert on_disk["protocol"] == "v1"
     assert on_disk["recommendation"]["replicas"] == 6
     assert "| 200 | 150.0 |" in (tmp_path / "out" / "report.md").read_text()
     pngs = [Path(p) for p in on_disk["report_files"] if p.endswith(".png")]

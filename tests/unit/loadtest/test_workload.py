@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from engine.loadtest.workload import TenantProfile, Workload, ZipfSampler
+from engine.loadtest.workload import (
+    TenantProfile,
+    WireProtocol,
+    Workload,
+    ZipfSampler,
+    request_body,
+    request_path,
+)
 
 
 def test_zipf_frequencies_follow_rank_power_law() -> None:
@@ -41,7 +48,7 @@ def test_rows_have_tenant_width_missing_values_and_integers() -> None:
     flat = [v for r in rows for v in r]
     assert any(v is None for v in flat)
     col = next(i for i in range(12) if profile.integer[i])
-    assert all(r[col] is None or float(r[col]).is_integer() for r in rows)
+    assert all(v is None or float(v).is_integer() for v in (r[col] for r in rows))
 
 
 def test_requests_carry_synthetic_header_and_valid_json() -> None:
@@ -60,3 +67,38 @@ def test_requests_carry_synthetic_header_and_valid_json() -> None:
 def test_unmarked_requests_carry_no_synthetic_header() -> None:
     _, raw = Workload(["a", "b"], [3, 5], "h:1", 1.0, seed=0, synthetic=False).requests(20)
     assert raw and not any(b"x-tenantry-synthetic" in req for req in raw)
+
+
+def test_v1_and_v2_bodies_carry_the_same_rows() -> None:
+    rows = [[1.5, None, 3.0], [4.0, 5.0, None]]
+    assert json.loads(request_body(rows)) == {"instances": rows}
+    v2 = json.loads(request_body(rows, WireProtocol.V2))
+    assert v2 == {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [2, 3],
+                              "data": [1.5, None, 3.0, 4.0, 5.0, None]}]}
+    assert b" " not in request_body(rows, WireProtocol.V2)  # compact, like v1
+    assert request_path("acme") == "/v1/tenants/acme/predict"
+    assert request_path("acme", WireProtocol.V2) == "/v2/models/acme/infer"
+
+
+def test_v2_workload_posts_infer_requests_of_the_tenant_width() -> None:
+    wl = Workload(["a", "b"], [3, 5], "h:1", 1.0, seed=0, rows_per_request=2,
+                  protocol=WireProtocol("v2"))
+    picks, raw = wl.requests(30)
+    for idx, req in zip(picks, raw):
+        head, _, body = req.partition(b"\r\n\r\n")
+        tenant, width = ["a", "b"][idx], [3, 5][idx]
+        assert head.startswith(f"POST /v2/models/{tenant}/infer HTTP/1.1".encode())
+        assert f"Content-Length: {len(body)}".encode() in head
+        (tensor,) = json.loads(body)["inputs"]
+        assert tensor["shape"] == [2, width] and len(tensor["data"]) == 2 * width
+
+
+def test_cli_protocol_flag_defaults_to_v1() -> None:
+    from engine.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["loadtest", "--url", "http://h:1"]).protocol == "v1"
+    assert parser.parse_args(["loadtest", "--url", "http://h:1", "--protocol", "v2"]
+                             ).protocol == "v2"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["loadtest", "--protocol", "v3"])

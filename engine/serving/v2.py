@@ -1,0 +1,235 @@
+"""The Open Inference Protocol (KServe V2 REST) on a model host; the model name is the
+tenant id and the model version a registry version.
+
+Routes (installed by :func:`install_v2`, a ``RouteHook`` for ``create_app``)::
+
+    GET  /v2                                         server metadata
+    GET  /v2/health/live   /v2/health/ready          liveness, readiness (as /healthz, /readyz)
+    GET  /v2/models/{tenant}[/versions/{v}]          model metadata
+    GET  /v2/models/{tenant}[/versions/{v}]/ready    model readiness
+    POST /v2/models/{tenant}[/versions/{v}]/infer    JSON tensors in, probabilities out
+
+Without a version the tenant's production model answers; a pinned version is loaded into
+the same cache. Predictions go through :meth:`ModelHostState.predict_rows`, the same
+cache, model and predictor as /v1. Errors are ``{"error": "..."}``: 400 where /v1 says
+422, 404 unknown tenant or version, 401/403 API keys, 503 model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from engine.serving.auth import KeyStore
+from engine.serving.host import ModelHostState
+from engine.serving.v2_tensors import (
+    DATATYPES,
+    INPUT_NAME,
+    OUTPUT_DATATYPE,
+    OUTPUT_NAME,
+    parse_infer_request,
+)
+from engine.serving.validation import request_id
+from registry import Alias, ModelVersion, validate_tenant_id
+from registry.errors import TenantryError, UnknownVersion
+
+__all__ = ["install_v2", "v2_error", "v2_route_label"]
+
+SERVER_NAME = "tenantry"
+PLATFORM = "xgboost"
+
+
+def _server_version() -> str:
+    try:
+        return dist_version("tenantry")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def v2_route_label(path: str) -> str | None:
+    """Bounded metrics route label of a /v2 path (never the tenant id); None otherwise.
+
+    Args:
+        path: the request path.
+
+    Returns:
+        ``v2_server``, ``v2_health``, ``v2_metadata``, ``v2_ready``, ``v2_infer`` or
+        ``v2_other`` for /v2 paths; None for any other path.
+    """
+    if path != "/v2" and not path.startswith("/v2/"):
+        return None
+    parts = path.rstrip("/").split("/")
+    if len(parts) == 2:
+        return "v2_server"
+    if parts[2] == "health":
+        return "v2_health"
+    if parts[2] != "models" or len(parts) < 4:
+        return "v2_other"
+    tail = parts[4:]
+    if tail[:1] == ["versions"]:
+        if len(tail) < 2:
+            return "v2_other"
+        tail = tail[2:]
+    if not tail:
+        return "v2_metadata"
+    if tail == ["ready"]:
+        return "v2_ready"
+    return "v2_infer" if tail == ["infer"] else "v2_other"
+
+
+def v2_error(exc: TenantryError) -> Response:
+    """The V2 error body, ``{"error": message}``; input errors (422 on /v1) answer 400."""
+    status = 400 if exc.status_code == 422 else exc.status_code
+    return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=status)
+
+
+def _pinned(version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not version.isdigit():
+        raise UnknownVersion(f"no version {version!r}: versions are positive integers")
+    return int(version)
+
+
+class _V2Routes:
+    """The handlers' shared lookups: tenant check, key check, version resolution."""
+
+    def __init__(self, state: ModelHostState, keys: KeyStore) -> None:
+        self.state = state
+        self.keys = keys
+
+    def resolve(self, tenant: str, version: str | None, request: Request) -> ModelVersion:
+        """The tenant's production model, or the pinned version (404 if unknown)."""
+        validate_tenant_id(tenant)
+        self.keys.check_tenant(request.headers, tenant)
+        pinned = _pinned(version)
+        snap = self.state.snapshot
+        if pinned is None:
+            return snap.resolve(tenant, Alias.PRODUCTION)
+        return snap.version(tenant, pinned)
+
+    async def metadata(self, tenant: str, version: str | None, request: Request) -> Response:
+        """Name, versions, platform, input and output tensors of a model."""
+        try:
+            mv = self.resolve(tenant, version, request)
+            names = list(mv.feature_names)
+            if not names:  # the index did not record them: the loaded model knows
+                model, _ = await self.state.model_for(mv)
+                names = list(model.feature_names)
+            versions = [str(m.version) for m in self.state.snapshot.versions(tenant)]
+        except TenantryError as exc:
+            return v2_error(exc)
+        return JSONResponse({
+            "name": tenant, "versions": versions, "platform": PLATFORM,
+            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, len(names)],
+                        "parameters": {"feature_names": names,
+                                       "accepted_datatypes": list(DATATYPES)}}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": OUTPUT_DATATYPE, "shape": [-1]}],
+        })
+
+    async def ready(self, tenant: str, version: str | None, request: Request) -> Response:
+        """200 when an infer would be served (models load lazily on first use)."""
+        try:
+            self.resolve(tenant, version, request)
+        except TenantryError as exc:
+            return v2_error(exc)
+        ok = self.state.snapshot.last_refresh_at > 0
+        return JSONResponse({"name": tenant, "ready": ok}, status_code=200 if ok else 503)
+
+    async def infer(self, tenant: str, version: str | None, request: Request) -> Response:
+        """Probabilities for the rows of a V2 request."""
+        try:
+            mv = self.resolve(tenant, version, request)
+            req = parse_infer_request(await request.body(), request.headers,
+                                      self.state.settings.max_rows)
+            pred = await self.state.predict_rows(
+                tenant, req.matrix, None if version is None else mv.version,
+                request_id(req.id or request.headers.get("x-request-id")),
+                request.headers.get("x-tenantry-synthetic") == "1")
+        except TenantryError as exc:
+            return v2_error(exc)
+        doc: dict[str, Any] = {"model_name": tenant, "model_version": str(pred.version)}
+        if req.id is not None:
+            doc["id"] = req.id
+        doc["outputs"] = [{"name": OUTPUT_NAME, "datatype": OUTPUT_DATATYPE,
+                           "shape": [len(pred.predictions)], "data": pred.predictions}]
+        return Response(json.dumps(doc), media_type="application/json",
+                        headers={"x-model-version": str(pred.version)})
+
+
+_INFER_DOC: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"example": {
+        "id": "42", "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [1, 3],
+                                "data": [0.1, 12.0, None]}]}}}},
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed request, wrong shape or datatype, non-finite values"},
+    404: {"description": "unknown tenant or version"},
+    503: {"description": "model could not be loaded"},
+}
+
+
+def install_v2(app: FastAPI, state: ModelHostState, keys: KeyStore) -> None:
+    """Add the Open Inference Protocol routes to a model host's app (a ``RouteHook``).
+
+    Args:
+        app: the FastAPI app built by ``create_app``.
+        state: the replica's snapshot, cache and predict path.
+        keys: API keys (a tenant key reaches only its tenant, as on /v1).
+    """
+    routes = _V2Routes(state, keys)
+    tags: list[str | Enum] = ["Open Inference Protocol (V2)"]
+
+    @app.get("/v2", tags=tags)
+    async def server_metadata() -> dict[str, Any]:
+        """Server name, version and protocol extensions."""
+        return {"name": SERVER_NAME, "version": _server_version(), "extensions": []}
+
+    @app.get("/v2/health/live", tags=tags)
+    async def live() -> dict[str, bool]:
+        """Liveness: the process answers."""
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=tags)
+    async def ready() -> Response:
+        """Readiness: the registry snapshot is loaded (the /readyz rule)."""
+        ok = state.snapshot.last_refresh_at > 0
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @app.get("/v2/models/{tenant}", tags=tags, responses=_RESPONSES)
+    async def model_metadata(tenant: str, request: Request) -> Response:
+        """Metadata of the tenant's production model."""
+        return await routes.metadata(tenant, None, request)
+
+    @app.get("/v2/models/{tenant}/versions/{version}", tags=tags, responses=_RESPONSES)
+    async def version_metadata(tenant: str, version: str, request: Request) -> Response:
+        """Metadata of one version of the tenant's model."""
+        return await routes.metadata(tenant, version, request)
+
+    @app.get("/v2/models/{tenant}/ready", tags=tags, responses=_RESPONSES)
+    async def model_ready(tenant: str, request: Request) -> Response:
+        """Readiness of the tenant's production model."""
+        return await routes.ready(tenant, None, request)
+
+    @app.get("/v2/models/{tenant}/versions/{version}/ready", tags=tags, responses=_RESPONSES)
+    async def version_ready(tenant: str, version: str, request: Request) -> Response:
+        """Readiness of one version of the tenant's model."""
+        return await routes.ready(tenant, version, request)
+
+    @app.post("/v2/models/{tenant}/infer", tags=tags, responses=_RESPONSES,
+              openapi_extra=_INFER_DOC)
+    async def infer(tenant: str, request: Request) -> Response:
+        """Score rows with the tenant's production model."""
+        return await routes.infer(tenant, None, request)
+
+    @app.post("/v2/models/{tenant}/versions/{version}/infer", tags=tags, responses=_RESPONSES,
+              openapi_extra=_INFER_DOC)
+    async def version_infer(tenant: str, version: str, request: Request) -> Response:
+        """Score rows with one version of the tenant's model."""
+        return await routes.infer(tenant, version, request)
