@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,7 +19,7 @@ from engine.serving.validation import check_json_content_type, request_id
 from registry import Alias, validate_tenant_id
 from registry.errors import TenantryError, UnknownTenant
 
-__all__ = ["create_app", "route_label", "error_response", "answer_predict", "PredictFastPath"]
+__all__ = ["PredictFastPath", "answer_predict", "create_app", "error_response", "route_label"]
 
 ASGIApp = Callable[..., Awaitable[None]]
 RouteHook = Callable[[FastAPI, ModelHostState, KeyStore], None]
@@ -83,28 +84,42 @@ class PredictFastPath:
         self.app = app
         self.state = state
         self.keys = keys
+        self.max_body_bytes = state.settings.ingress_max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        parts = path.split("/")
+        # Split the raw path: a tenant segment holding an encoded "/" (``bad%2F..id``) is
+        # one (invalid) tenant id, answered 422, not another route.
+        parts = scope.get("raw_path", b"").split(b"?", 1)[0].split(b"/")
         if (scope["type"] != "http" or scope["method"] != "POST" or len(parts) != 5
-                or parts[1:3] != ["v1", "tenants"] or parts[4] != "predict"):
+                or parts[1:3] != [b"v1", b"tenants"] or parts[4] != b"predict"):
             await self.app(scope, receive, send)
             return
-        chunks = []
-        more = True
+        tenant = unquote(parts[3].decode("latin-1"))
+        chunks: list[bytes] = []
+        size, more = 0, True
         while more:
             message = await receive()
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:  # only reachable past the ingress
+                await _send_json(send, 413, json.dumps({
+                    "error": "PayloadTooLarge",
+                    "detail": f"request body over {self.max_body_bytes} bytes"}).encode(), {})
+                return
+            chunks.append(chunk)
             more = message.get("more_body", False)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        status, payload, extra = await answer_predict(self.state, self.keys, parts[3],
+        status, payload, extra = await answer_predict(self.state, self.keys, tenant,
                                                       headers, b"".join(chunks))
-        raw = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(payload)).encode())]
-        raw += [(k.encode(), v.encode()) for k, v in extra.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": payload})
+        await _send_json(send, status, payload, extra)
+
+
+async def _send_json(send: Any, status: int, payload: bytes, extra: Mapping[str, str]) -> None:
+    raw = [(b"content-type", b"application/json"),
+           (b"content-length", str(len(payload)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in extra.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class MetricsMiddleware:

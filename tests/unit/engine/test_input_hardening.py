@@ -158,3 +158,24 @@ def test_merge_formats_inf_and_nan_and_reparses() -> None:
         assert np.isnan(merged[("tenantry_odd", (("k", "sum"),))])  # +Inf + -Inf
         assert np.isnan(merged[("tenantry_odd", (("k", "nan"),))])  # NaN + 1
         assert 'tenantry_odd{k="nan"} NaN' in text
+
+
+def test_an_encoded_slash_is_an_invalid_tenant_and_a_huge_body_is_413(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from engine.serving.api import create_app
+    from engine.serving.host import ModelHostState
+    from engine.settings import ServeSettings
+    from registry import Registry
+
+    root = str(tmp_path / "reg")
+    Registry.create(root, num_shards=2)
+    state = ModelHostState(ServeSettings(registry=root), Registry.open(root))
+    client = TestClient(create_app(state))
+    resp = client.post("/v1/tenants/bad%2F..id/predict", json={"instances": [[0.0]]})
+    assert resp.status_code == 422 and "invalid tenant id" in resp.json()["detail"]
+    # The ingress refuses this first; a client reaching a host directly meets the same cap.
+    resp = client.post("/v1/tenants/ok/predict", content=b"[" * 10 + b"0" * 2_000_000,
+                       headers={"content-type": "application/json"})
+    assert resp.status_code == 413 and resp.json()["error"] == "PayloadTooLarge"
+    state.close()
