@@ -1,7 +1,10 @@
 """The Delta Lake index: ``models``, ``aliases`` and ``runs`` tables under ``<root>/index``.
 
 Every table has change data feed on, so readers can follow new rows incrementally from
-the Delta log. Publishing is idempotent per run id through Delta application transactions
+the Delta log. ``aliases`` rows also carry the table version they were committed in
+(``commit_version``, written by :meth:`DeltaIndex.append_sequenced`), so a reader that
+loads the current files (no change feed) orders alias events by commit, exactly as one
+following the change feed does -- never by a writer's clock. Publishing is idempotent per run id through Delta application transactions
 (``txn`` actions): a table that already carries ``tenantry-run-<id>`` is never appended
 for that run again. Reads go through DataFusion (``QueryBuilder``).
 """
@@ -9,7 +12,9 @@ for that run again. Reads go through DataFusion (``QueryBuilder``).
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+import random
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -18,9 +23,13 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from registry.errors import RegistryConflict, RegistryError, RegistryNotFound
 
-__all__ = ["TABLES", "DeltaIndex", "run_app_id", "to_arrow"]
+__all__ = ["TABLES", "DeltaIndex", "RowsAt", "run_app_id", "to_arrow"]
 
 _TS = pa.timestamp("us", tz="UTC")
+_SEQUENCED_ATTEMPTS = 100
+
+RowsAt = Callable[[int], pa.Table]
+"""Builds the rows to commit given the table version the commit will have."""
 
 TABLES: dict[str, pa.Schema] = {
     "models": pa.schema([
@@ -51,6 +60,7 @@ TABLES: dict[str, pa.Schema] = {
         ("reason", pa.string()),
         ("run_id", pa.string()),
         ("set_at", _TS),
+        ("commit_version", pa.int64()),  # the Delta version of the commit holding the row
     ]),
     "runs": pa.schema([
         ("run_id", pa.string()),
@@ -145,6 +155,52 @@ class DeltaIndex:
         except DeltaError as exc:
             raise RegistryError(f"could not write the {name} index: {exc}") from exc
         return dt.version()
+
+    def append_sequenced(self, name: str, rows_at: RowsAt, run_id: str | None = None) -> int:
+        """Append rows that record the version of their own commit, in one commit.
+
+        Delta's own retry would land a commit at a later version than the rows say, so
+        each attempt targets exactly ``current + 1`` (no automatic retries) and a lost race
+        rebuilds the rows for the next version.
+
+        Args:
+            name: the table (its schema has a ``commit_version`` column).
+            rows_at: builds the rows for a given commit version.
+            run_id: marks the commit (application transaction) like :meth:`append`; a run
+                already marked is not appended again.
+
+        Returns:
+            The table version of the commit.
+
+        Raises:
+            RegistryConflict: other writers won the race every time.
+            RegistryError: the table could not be written.
+        """
+        schema = TABLES[name]
+        for attempt in range(_SEQUENCED_ATTEMPTS):
+            dt = self.table(name)
+            if run_id is not None and dt.transaction_version(run_app_id(run_id)) is not None:
+                return dt.version()
+            target = dt.version() + 1
+            txns = [Transaction(run_app_id(run_id), 1)] if run_id is not None else None
+            props = CommitProperties(app_transactions=txns, max_commit_retries=0,
+                                     custom_metadata={"tenantry.run_id": run_id or ""})
+            # Tables made before the column existed gain it on the first sequenced write.
+            merge = "commit_version" not in {f.name for f in dt.schema().fields}
+            try:
+                write_deltalake(dt, rows_at(target).cast(schema), mode="append",
+                                commit_properties=props, schema_mode="merge" if merge else None)
+            except CommitFailedError:
+                time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** attempt)))
+                continue
+            except DeltaError as exc:
+                raise RegistryError(f"could not write the {name} index: {exc}") from exc
+            if dt.version() != target:  # cannot happen without retries; never mis-order
+                raise RegistryError(f"{name} commit landed at version {dt.version()}, "
+                                    f"not {target}")
+            return target
+        raise RegistryConflict(f"concurrent updates of the {name} index kept winning "
+                               f"({_SEQUENCED_ATTEMPTS} attempts)")
 
     def query(self, name: str, where: str | None = None,
               columns: str = "*", refresh: bool = True) -> pa.Table:

@@ -30,7 +30,7 @@ from registry.errors import (
     RegistryNotFound, ValidationError,
 )
 from registry.ids import shard_of, validate_tenant_id
-from registry.index import DeltaIndex
+from registry.index import DeltaIndex, RowsAt
 from registry.settings import RegistrySettings
 from registry.snapshot import RegistrySnapshot
 from registry.storage import ArtifactStore
@@ -231,7 +231,8 @@ class Registry:
         moves = 0
         if not self.index.has_run("aliases", run_id):
             if aliases:
-                self.index.append("aliases", _alias_rows(self, aliases, run_id), run_id)
+                self.index.append_sequenced("aliases", _alias_rows(self, aliases, run_id),
+                                            run_id)
             moves = len(aliases)
         record = dict(run_record or {})
         data_date = record.get("date") or next((v.data_date for v in versions if v.data_date),
@@ -246,7 +247,7 @@ class Registry:
     def move_aliases(self, moves: Sequence[AliasMove]) -> None:
         """Apply alias moves (promote/clear) in one ``aliases`` commit."""
         if moves:
-            self.index.append("aliases", _alias_rows(self, moves, None))
+            self.index.append_sequenced("aliases", _alias_rows(self, moves, None))
 
     def promote(self, tenant_id: str, version: int, alias: str = "production",
                 reason: str = "promote") -> ModelVersion:
@@ -278,9 +279,9 @@ class Registry:
         if not self.store.exists(self.artifact_path(target)):
             raise Conflict(f"cannot roll {tenant_id!r} back to v{target.version}: its artifact "
                            "was removed by gc")
-        row = _alias_rows(self, [AliasMove(tenant_id, "production", target.version,
-                                           "rollback")], None, action="rollback")
-        self.index.append("aliases", row)
+        rows = _alias_rows(self, [AliasMove(tenant_id, "production", target.version,
+                                            "rollback")], None, action="rollback")
+        self.index.append_sequenced("aliases", rows)
         self.snapshot()
         return target
 
@@ -396,20 +397,31 @@ def _model_rows(versions: Sequence[NewVersion], run_id: str, paths: Sequence[str
 
 
 def _alias_rows(reg: Registry, moves: Sequence[AliasMove], run_id: str | None,
-                action: str | None = None) -> pa.Table:
-    now = _now()
+                action: str | None = None) -> RowsAt:
+    """Alias events for one commit, built once the commit's table version is known.
+
+    Events are ordered by that version, so one commit holds at most one event per
+    (tenant, alias): the last move given for it.
+    """
+    last: dict[tuple[str, str], AliasMove] = {}
     for m in moves:
-        Alias.parse(m.alias)
-        validate_tenant_id(m.tenant_id)
-    return pa.table({
-        "tenant_id": [m.tenant_id for m in moves],
-        "shard": pa.array([reg.shard_of(m.tenant_id) for m in moves], pa.int32()),
-        "alias": [m.alias for m in moves],
-        "version": pa.array([m.version for m in moves], pa.int64()),
-        "action": [action or ("clear" if m.version is None else "set") for m in moves],
-        "reason": [m.reason for m in moves],
-        "run_id": [run_id] * len(moves),
-        "set_at": pa.array([now] * len(moves), pa.timestamp("us", tz="UTC")),
-    })
+        last[(validate_tenant_id(m.tenant_id), Alias.parse(m.alias).value)] = m
+    moves = list(last.values())
+
+    def rows_at(commit_version: int) -> pa.Table:
+        now = _now()  # the writer's clock: informative only, never used to order events
+        return pa.table({
+            "tenant_id": [m.tenant_id for m in moves],
+            "shard": pa.array([reg.shard_of(m.tenant_id) for m in moves], pa.int32()),
+            "alias": [m.alias for m in moves],
+            "version": pa.array([m.version for m in moves], pa.int64()),
+            "action": [action or ("clear" if m.version is None else "set") for m in moves],
+            "reason": [m.reason for m in moves],
+            "run_id": [run_id] * len(moves),
+            "set_at": pa.array([now] * len(moves), pa.timestamp("us", tz="UTC")),
+            "commit_version": pa.array([commit_version] * len(moves), pa.int64()),
+        })
+
+    return rows_at
 
 

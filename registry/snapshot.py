@@ -211,8 +211,21 @@ class RegistrySnapshot:
             yield from versions.values()
 
 
+def _commit_order(row: dict) -> int:
+    """The Delta version that committed an alias event.
+
+    The change feed says it (``_commit_version``); a first load reads current files, whose
+    rows carry it (``commit_version``). Rows written before that column existed have -1: a
+    first load can only place them before every newer event, by ``set_at``.
+    """
+    version = row.get("_commit_version")
+    if version is None:
+        version = row.get("commit_version")
+    return -1 if version is None else int(version)
+
+
 def _ordered(aliases: pa.Table) -> list[dict]:
-    """Alias events in commit order (CDF commit version, then time set)."""
+    """Alias events in commit order, however they were read (``set_at`` only breaks ties)."""
     rows = aliases.to_pylist()
-    rows.sort(key=lambda r: (r.get("_commit_version") or 0, r["set_at"]))
+    rows.sort(key=lambda r: (_commit_order(r), r["set_at"]))
     return rows
