@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from engine.metrics import Metrics
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
+from engine.serving.v2 import v2_route_label
 from engine.serving.validation import check_json_content_type, request_id
 from registry import Alias, validate_tenant_id
 from registry.errors import TenantryError, UnknownTenant
@@ -49,7 +50,7 @@ def route_label(path: str) -> str:
         return path[1:]
     if path.startswith("/v1/admin/"):
         return "admin"
-    return "other"
+    return v2_route_label(path) or "other"
 
 
 def error_response(exc: TenantryError) -> Response:

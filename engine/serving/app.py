@@ -25,6 +25,7 @@ from engine.serving.auth import KeyStore
 from engine.serving.directory import Endpoint, get_or_create_directory, head_node_id
 from engine.serving.host import ModelHostState
 from engine.serving.server import ThreadedServer
+from engine.serving.v2 import install_v2
 from engine.settings import ServeSettings
 from registry import Registry
 
@@ -36,12 +37,13 @@ INGRESS_CHECK_EVERY = 5  # heartbeats between checks that this node's ingress ru
 
 
 def _extra_routes(settings: ServeSettings) -> tuple[list[RouteHook], Any]:
-    """Shadow mode's routes and hook factory, when that part of tenantry is installed."""
+    """The Open Inference Protocol's routes, and shadow mode's hook factory when that part
+    of tenantry is installed."""
     try:
         from engine.shadow import install
     except ModuleNotFoundError:
-        return [], None
-    return [], install
+        return [install_v2], None
+    return [install_v2], install
 
 
 @serve.deployment(name="ModelHost", health_check_period_s=2, health_check_timeout_s=10,
