@@ -12,7 +12,8 @@ Routes (installed by :func:`install_v2`, a ``RouteHook`` for ``create_app``)::
 Without a version the tenant's production model answers; a pinned version is loaded into
 the same cache. Predictions go through :meth:`ModelHostState.predict_rows`, the same
 cache, model and predictor as /v1. Errors are ``{"error": "..."}``: 400 where /v1 says
-422, 404 unknown tenant or version, 401/403 API keys, 503 model cannot be loaded.
+422, 404 unknown tenant or version, 401/403 API keys, 413 body over the ingress cap, 415
+non-JSON Content-Type, 503 model cannot be loaded.
 """
 
 from __future__ import annotations
@@ -89,6 +90,25 @@ def v2_error(exc: TenantryError) -> Response:
     return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=status)
 
 
+class _BodyTooLarge(TenantryError):
+    """A request body over ``ingress_max_body_bytes`` (the ingress's cap, for direct
+    clients)."""
+
+    status_code = 413
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (then 413, as on /v1)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge(f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _pinned(version: str | None) -> int | None:
     if version is None:
         return None
@@ -146,8 +166,8 @@ class _V2Routes:
         """Probabilities for the rows of a V2 request."""
         try:
             mv = self.resolve(tenant, version, request)
-            req = parse_infer_request(await request.body(), request.headers,
-                                      self.state.settings.max_rows)
+            body = await _read_body(request, self.state.settings.ingress_max_body_bytes)
+            req = parse_infer_request(body, request.headers, self.state.settings.max_rows)
             pred = await self.state.predict_rows(
                 tenant, req.matrix, None if version is None else mv.version,
                 request_id(req.id or request.headers.get("x-request-id")),

@@ -235,6 +235,14 @@ def test_content_type_must_be_json_as_on_v1(state: ModelHostState) -> None:
     assert resp.status_code == 415 and "Content-Type" in resp.json()["error"]
 
 
+def test_body_over_the_ingress_cap_is_413(reg: Registry) -> None:
+    state = ModelHostState(ServeSettings(registry=reg.root, ingress_max_body_bytes=200), reg)
+    app = create_app(state, extra_routes=[install_v2])
+    assert infer(app, "acme", [matrix_input(ROWS[:1])]).status_code == 200
+    big = infer(app, "acme", [matrix_input([[0.123456789] * 3] * 20)])
+    assert big.status_code == 413 and big.json() == {"error": "request body over 200 bytes"}
+
+
 def test_unknown_tenant_404_and_unloadable_model_503(state: ModelHostState,
                                                      reg: Registry) -> None:
     app = create_app(state, extra_routes=[install_v2])
@@ -317,7 +325,14 @@ def test_route_labels_are_bounded(path: str, label: str | None) -> None:
     assert v2_route_label(path) == label
 
 
-@pytest.mark.xfail(strict=True, reason="engine/serving/api.py route_label does not call "
-                   "v2_route_label yet; once it does, this passes: remove this mark")
-def test_api_route_label_uses_the_v2_labels() -> None:
-    assert route_label("/v2/models/acme/infer") == "v2_infer"
+def test_requests_are_counted_under_the_v2_route_labels(state: ModelHostState) -> None:
+    assert route_label("/v2/models/acme/infer") == "v2_infer"  # api.route_label delegates
+    app = create_app(state, extra_routes=[install_v2])
+    infer(app, "acme", [matrix_input(ROWS)])
+    infer(app, "acme", [])  # no inputs: 400
+    call(app, "GET", "/v2/models/acme")
+    metrics = call(app, "GET", "/metrics").text
+    assert 'tenantry_requests_total{code="200",route="v2_infer"} 1.0' in metrics
+    assert 'tenantry_requests_total{code="400",route="v2_infer"} 1.0' in metrics
+    assert 'tenantry_requests_total{code="200",route="v2_metadata"} 1.0' in metrics
+    assert "acme" not in metrics
