@@ -1,16 +1,35 @@
-"""Garbage collection: old versions, orphan artifacts, index compaction and vacuum."""
+"""Garbage collection: old versions, orphan artifacts, expired leases, index compaction.
+
+A version directory is deleted only if nothing references it, checked twice: once to pick
+candidates and again, from a fresh read of the index, the shadow configs and the leases,
+just before deleting (so a version promoted or published meanwhile is kept). References:
+
+- the newest ``keep`` versions of each tenant;
+- every alias (``production``, ``shadow``) and production's rollback target;
+- the version each tenant's current shadow config names (``<root>/shadow/config``);
+- every claim, staged artifact and version of a run holding a live lease, and every
+  version a live lease pins (see :mod:`registry.leases`);
+- an uncommitted claim younger than ``orphan_grace_s``.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from deltalake import DeltaTable, QueryBuilder
+from deltalake.exceptions import TableNotFoundError
+
+from registry.errors import NotFound, RegistryError
+from registry.index import to_arrow
+from registry.leases import Clock, Lease
 from registry.registry import Registry
 from registry.snapshot import RegistrySnapshot
 from registry.types import Alias
 
-__all__ = ["GcReport", "collect_garbage", "protected_versions"]
+__all__ = ["GcReport", "collect_garbage", "protected_versions", "shadow_config_versions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +41,7 @@ class GcReport:
     bytes_freed: int
     files_compacted: int
     files_vacuumed: int
+    leases_expired: int = 0
 
     def to_json(self) -> dict[str, int]:
         """The ``registry gc --json`` document."""
@@ -31,6 +51,7 @@ class GcReport:
             "bytes_freed": self.bytes_freed,
             "files_compacted": self.files_compacted,
             "files_vacuumed": self.files_vacuumed,
+            "leases_expired": self.leases_expired,
         }
 
 
@@ -47,52 +68,146 @@ def protected_versions(snap: RegistrySnapshot, tenant_id: str, keep: int) -> set
     return keep_set
 
 
-def collect_garbage(reg: Registry, keep: int = 5, orphan_grace_s: float = 3600.0,
-                    vacuum_hours: int = 168, compact: bool = True) -> GcReport:
-    """Delete unprotected old artifacts and orphans, then compact and vacuum the index.
+# The newest config row per tenant, as replicas read it (engine.shadow.config).
+_SHADOW_CONFIGS = (
+    "SELECT tenant_id, version FROM ("
+    "SELECT tenant_id, version, cleared, "
+    "ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY set_at DESC) AS newest FROM t) "
+    "WHERE newest = 1 AND NOT cleared AND version IS NOT NULL")
 
-    Index rows of removed versions stay (they are the metrics history); only their
-    artifacts go. An orphan is a claimed version directory that no ``models`` row names,
-    older than ``orphan_grace_s`` (so a run that is publishing right now is left alone).
 
-    Args:
-        reg: the registry.
-        keep: newest versions to keep per tenant (at least 1).
-        orphan_grace_s: minimum age of an uncommitted claim before it is removed.
-        vacuum_hours: Delta vacuum retention; files tombstoned longer ago are deleted.
-        compact: compact small index files and write a checkpoint.
+def shadow_config_versions(reg: Registry) -> dict[str, int]:
+    """tenant -> the version its current shadow config names (configs naming none skipped).
+
+    Raises:
+        RegistryError: the ``shadow/config`` table exists but cannot be read.
     """
-    snap = reg.snapshot()
-    committed: dict[str, set[int]] = defaultdict(set)
-    for mv in snap.all_versions():
-        committed[mv.tenant_id].add(mv.version)
+    try:
+        dt = DeltaTable(reg.store.uri("shadow/config"), storage_options=reg.storage_options)
+    except TableNotFoundError:
+        return {}
+    try:
+        rows = to_arrow(QueryBuilder().register("t", dt).execute(_SHADOW_CONFIGS)).to_pylist()
+    except Exception as exc:  # DataFusion/Delta errors: do not collect blind
+        raise RegistryError(f"cannot read the shadow configs: {exc}") from exc
+    return {r["tenant_id"]: int(r["version"]) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class _VersionDir:
+    """One ``artifacts/shard=NN/tenant=T/v=N`` directory as the walk found it."""
+
+    path: str
+    tenant: str
+    version: int
+    size: int
+    mtime: float
+
+
+@dataclass
+class _References:
+    """Everything that keeps a version, read at one instant."""
+
+    snap: RegistrySnapshot
+    keep: int
+    shadow: dict[str, int]
+    leases: dict[str, Lease]
+    _protected: dict[str, set[int]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, reg: Registry, keep: int, now: float) -> _References:
+        # Leases first: a run that starts after this read stages versions newer than any
+        # candidate picked from the walk before it, and those are re-checked anyway.
+        leases = reg.leases.live(now)
+        return cls(reg.snapshot(refresh=True), keep, shadow_config_versions(reg), leases)
+
+    def pinned(self, tenant: str, version: int, run_id: str | None) -> bool:
+        """True if a live lease holds the run or pins the version."""
+        return (run_id is not None and run_id in self.leases) or \
+            any(version in lease.pins.get(tenant, ()) for lease in self.leases.values())
+
+    def verdict(self, reg: Registry, vdir: _VersionDir, now: float,
+                orphan_grace_s: float) -> str | None:
+        """``"old"``, ``"orphan"`` or None (keep)."""
+        try:
+            mv = self.snap.version(vdir.tenant, vdir.version)
+        except NotFound:
+            mv = None
+        if mv is not None:
+            if self.pinned(vdir.tenant, vdir.version, mv.run_id):
+                return None
+            if vdir.tenant not in self._protected:
+                kept = protected_versions(self.snap, vdir.tenant, self.keep)
+                if vdir.tenant in self.shadow:
+                    kept.add(self.shadow[vdir.tenant])
+                self._protected[vdir.tenant] = kept
+            return None if vdir.version in self._protected[vdir.tenant] else "old"
+        if now - vdir.mtime < orphan_grace_s:
+            return None
+        if self.pinned(vdir.tenant, vdir.version, _claim_run(reg, vdir.path)):
+            return None
+        return "orphan"
+
+
+def _claim_run(reg: Registry, vdir: str) -> str | None:
+    try:
+        return str(json.loads(reg.store.read(f"{vdir}/_claim.json")).get("run_id")) or None
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+
+
+def _version_dirs(reg: Registry) -> list[_VersionDir]:
     sizes: dict[str, int] = defaultdict(int)
     mtimes: dict[str, float] = {}
     for entry in reg.store.walk("artifacts"):
         parts = entry.path.split("/")
-        if len(parts) != 5 or not parts[3].startswith("v="):
+        if len(parts) != 5 or not parts[3].startswith("v=") or not parts[3][2:].isdigit():
             continue
         vdir = "/".join(parts[:4])
         sizes[vdir] += entry.size
         mtimes[vdir] = max(mtimes.get(vdir, 0.0), entry.mtime)
-    now = time.time()
+    return [_VersionDir(vdir, vdir.split("/")[2].removeprefix("tenant="),
+                        int(vdir.split("/")[3].removeprefix("v=")), size, mtimes[vdir])
+            for vdir, size in sizes.items()]
+
+
+def collect_garbage(reg: Registry, keep: int = 5, orphan_grace_s: float = 3600.0,
+                    vacuum_hours: int = 168, compact: bool = True,
+                    clock: Clock = time.time) -> GcReport:
+    """Delete unreferenced old artifacts and orphans, then compact and vacuum the index.
+
+    Index rows of removed versions stay (they are the metrics history); only their
+    artifacts go. An orphan is a version directory that no ``models`` row names, older
+    than ``orphan_grace_s`` and not held by a live lease. Candidates are re-checked
+    against a fresh read of every reference just before deletion.
+
+    Args:
+        reg: the registry.
+        keep: newest versions to keep per tenant (at least 1).
+        orphan_grace_s: minimum age of an uncommitted claim of an unleased run before it
+            is removed.
+        vacuum_hours: Delta vacuum retention; files tombstoned longer ago are deleted.
+        compact: compact small index files and write a checkpoint.
+        clock: wall-clock time (lease expiry, orphan age).
+
+    Returns:
+        What was removed and compacted.
+    """
+    refs = _References.read(reg, keep, clock())
+    candidates = [v for v in _version_dirs(reg)
+                  if refs.verdict(reg, v, clock(), orphan_grace_s) is not None]
     removed = orphans = freed = 0
-    protected_cache: dict[str, set[int]] = {}
-    for vdir, size in sizes.items():
-        tenant = vdir.split("/")[2].removeprefix("tenant=")
-        version = int(vdir.split("/")[3].removeprefix("v="))
-        if version not in committed.get(tenant, ()):
-            if now - mtimes[vdir] >= orphan_grace_s:
-                reg.store.delete_dir(vdir)
-                orphans += 1
-                freed += size
-            continue
-        if tenant not in protected_cache:
-            protected_cache[tenant] = protected_versions(snap, tenant, keep)
-        if version not in protected_cache[tenant]:
-            reg.store.delete_dir(vdir)
-            removed += 1
-            freed += size
+    if candidates:
+        fresh = _References.read(reg, keep, clock())
+        for vdir in candidates:
+            verdict = fresh.verdict(reg, vdir, clock(), orphan_grace_s)
+            if verdict is None:
+                continue
+            reg.store.delete_dir(vdir.path)
+            removed += verdict == "old"
+            orphans += verdict == "orphan"
+            freed += vdir.size
+    leases_expired = reg.leases.remove_expired(clock())
     compacted = vacuumed = 0
     if compact:
         for name in ("models", "aliases", "runs"):
@@ -103,4 +218,4 @@ def collect_garbage(reg: Registry, keep: int = 5, orphan_grace_s: float = 3600.0
             dt.cleanup_metadata()
             vacuumed += len(dt.vacuum(retention_hours=vacuum_hours, dry_run=False,
                                       enforce_retention_duration=False))
-    return GcReport(removed, orphans, freed, compacted, vacuumed)
+    return GcReport(removed, orphans, freed, compacted, vacuumed, leases_expired)

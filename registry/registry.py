@@ -7,6 +7,7 @@ Layout below the root (a local path or ``s3://bucket/prefix``)::
     artifacts/shard=NN/tenant=ID/v=N/model.ubj    XGBoost UBJSON (never pickle)
     artifacts/shard=NN/tenant=ID/v=N/model.ubj.sha256
     index/models  index/aliases  index/runs     Delta tables
+    leases/RUN_ID.json                          a running run's lease (see registry.leases)
 
 A version number is claimed by creating its ``_claim.json`` exclusively, so concurrent
 writers never share one; it becomes visible only when the run's ``models`` commit lands.
@@ -31,6 +32,7 @@ from registry.errors import (
 )
 from registry.ids import shard_of, validate_tenant_id
 from registry.index import DeltaIndex, RowsAt
+from registry.leases import LeaseStore
 from registry.settings import RegistrySettings
 from registry.snapshot import RegistrySnapshot
 from registry.storage import ArtifactStore
@@ -126,6 +128,11 @@ class Registry:
         if self._index is None:
             self._index = DeltaIndex(self.store.uri("index"), self.storage_options)
         return self._index
+
+    @property
+    def leases(self) -> LeaseStore:
+        """Leases of running runs (what ``gc`` must leave alone)."""
+        return LeaseStore(self.store)
 
     def snapshot(self, refresh: bool = True) -> RegistrySnapshot:
         """This object's in-memory snapshot, refreshed from the log unless told not to."""
