@@ -109,7 +109,6 @@ global
 
 defaults
     mode http
-    option http-buffer-request
     option redispatch 1
     retries 2
     retry-on conn-failure empty-response
@@ -130,6 +129,9 @@ frontend {FRONTEND}
     http-request return status 200 content-type application/json string '{{"status": "ok"}}' if {{ path /healthz }}
     http-request deny deny_status 411 content-type application/json string {_json("LengthRequired", "chunked request bodies are not accepted: send Content-Length")} if {{ req.hdr(transfer-encoding) -m found }}
     http-request deny deny_status 413 content-type application/json string {_json("PayloadTooLarge", f"request body over {cfg.max_body_bytes} bytes")} if {{ req.hdr_val(content-length) gt {cfg.max_body_bytes} }}
+    # Only now wait for the body (up to one buffer) before choosing a host, so a host never
+    # waits on a slow upload; the size and framing rules above answer on the head alone.
+    http-request wait-for-body time {_ms(cfg.request_timeout_s)} at-least {cfg.buffer_bytes}
     http-request set-var(txn.tenant) path,field(4,/) if {{ path_beg /v1/tenants/ /v2/models/ }}
     use_backend control if {{ path /readyz /metrics }}
     default_backend {HOSTS_BACKEND}

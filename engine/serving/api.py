@@ -123,6 +123,19 @@ async def _send_json(send: Any, status: int, payload: bytes, extra: Mapping[str,
     await send({"type": "http.response.body", "body": payload})
 
 
+class HeadAsGet:
+    """Answers ``HEAD`` like ``GET`` (RFC 9110: same headers, no body). The app sees a GET;
+    the server, which still sees HEAD, sends no body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware counting requests by route and status (cheap on the hot path)."""
 
@@ -209,4 +222,4 @@ def create_app(state: ModelHostState, keys: KeyStore | None = None,
 
     for hook in extra_routes or []:
         hook(app, state, keys)
-    return MetricsMiddleware(PredictFastPath(app, state, keys), state.metrics)
+    return MetricsMiddleware(HeadAsGet(PredictFastPath(app, state, keys)), state.metrics)
