@@ -88,7 +88,7 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
     from engine.serving.launch import start_serving
     from engine.settings import ServeSettings
     from registry import Registry
-    from training import GeneratorConfig, generate
+    from training import FeatureTable, GeneratorConfig, generate
 
     root = Path(workdir)
     data = str(root / "features")
@@ -100,6 +100,8 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
     import shutil
 
     shutil.rmtree(registry_root, ignore_errors=True)
+    # Training never creates a registry: make it with the table's shard count first.
+    Registry.create(registry_root, num_shards=FeatureTable(data).num_shards() or 16)
     _train(data, registry_root, days)
     reg = Registry.open(registry_root)
     rows = reg.list_tenants()

@@ -108,7 +108,8 @@ class Registry:
         try:
             meta = json.loads(store.read(META_FILE))
         except FileNotFoundError:
-            raise RegistryNotFound(f"no tenantry registry at {root}") from None
+            raise RegistryNotFound(f"no tenantry registry at {root} (create one with: tenantry "
+                                   f"registry init --registry {root} --shards N)") from None
         except (OSError, ValueError) as exc:
             raise RegistryError(f"cannot read registry metadata at {root}: {exc}") from exc
         if meta.get("format_version") != FORMAT_VERSION:

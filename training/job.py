@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from registry import AliasMove, NewVersion, Registry, RegistryNotFound, validate_run_id
+from registry import AliasMove, NewVersion, Registry, validate_run_id
+from registry.leases import LeaseKeeper
 from training.bucket import (
     BucketResult,
     BucketSpec,
@@ -37,7 +38,14 @@ from training.report import TenantFailure, TrainingReport
 from training.settings import TrainingSettings
 from training.table import FeatureTable, parse_date, window_dates
 
-__all__ = ["default_run_id", "ensure_ray", "plan_buckets", "run_training"]
+__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "default_run_id", "ensure_ray", "plan_buckets",
+           "run_training"]
+
+LEASE_TTL_S = 600.0
+"""How long the run's registry lease outlives the driver's last renewal (gc waits that long
+before it may collect what a crashed run staged)."""
+LEASE_RENEW_S = 30.0
+"""How often the driver renews the lease while the run lasts."""
 
 
 def default_run_id(date: str) -> str:
@@ -45,14 +53,13 @@ def default_run_id(date: str) -> str:
     return f"train-{date}"
 
 
-def open_or_create_registry(registry: Registry | str, num_shards: int) -> Registry:
-    """Open the registry at ``registry`` (a root), creating it with ``num_shards`` if absent."""
-    if isinstance(registry, Registry):
-        return registry
-    try:
-        return Registry.open(registry)
-    except RegistryNotFound:
-        return Registry.create(registry, num_shards=num_shards)
+def open_registry(registry: Registry | str) -> Registry:
+    """The registry at ``registry`` (a root); training never creates one.
+
+    Raises:
+        RegistryNotFound: no registry there (``tenantry registry init`` creates one).
+    """
+    return registry if isinstance(registry, Registry) else Registry.open(registry)
 
 
 def plan_buckets(table: FeatureTable, dates: tuple[str, ...], reg: Registry,
@@ -170,8 +177,8 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
 
     Args:
         data_path: the feature table (Delta, partitioned by shard and date).
-        registry: a :class:`Registry` or its root (created with the table's shard count if
-            absent).
+        registry: a :class:`Registry` or the root of an existing one (only ``tenantry
+            registry init`` / :meth:`Registry.create` create registries).
         date: the run's date (the holdout day); default the latest date in the table.
         run_id: default ``train-<date>``; re-running a published run id does nothing, and
             re-running an interrupted one resumes it without duplicate versions.
@@ -183,7 +190,9 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
 
     Raises:
         DataNotFound: no table at ``data_path`` or no rows on ``date``.
-        InvalidTrainingInput: a malformed date or a table/registry shard mismatch.
+        InvalidTrainingInput: a malformed date or a table/registry shard mismatch (checked
+            before anything is staged).
+        RegistryNotFound: no registry at ``registry``.
         ValidationError: a malformed run id.
     """
     settings = settings or TrainingSettings.from_env()
@@ -196,13 +205,32 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
                            f"(dates {present[0] if present else '-'}..{present[-1] if present else '-'})")
     run_id = validate_run_id(run_id or default_run_id(date))
     dates = tuple(d for d in window_dates(date, settings.window_days) if d in present)
-    reg = open_or_create_registry(registry, table.num_shards() or 16)
-    num_shards = table.num_shards() or reg.num_shards
+    reg = open_registry(registry)
+    table.check_shards(reg.num_shards)
     if reg.is_published(run_id):
         return TrainingReport(run_id, date, 0, 0, 0, 0, 0, 0, 0.0, time.perf_counter() - t0,
                               already_published=True, window=dates)
+    # Held from before the first claim until the run is published or fails, so gc leaves
+    # its staged artifacts and the production models it scores against alone.
+    lease = LeaseKeeper(reg.leases, run_id, LEASE_TTL_S, LEASE_RENEW_S).start()
+    try:
+        return _train_and_publish(table, reg, run_id, date, dates, settings, progress, lease,
+                                  t0)
+    finally:
+        lease.stop()
+
+
+def _train_and_publish(table: FeatureTable, reg: Registry, run_id: str, date: str,
+                       dates: tuple[str, ...], settings: TrainingSettings,
+                       progress: Progress | None, lease: LeaseKeeper,
+                       t0: float) -> TrainingReport:
     buckets = plan_buckets(table, dates, reg, settings.buckets_per_shard)
-    ctx = JobContext(data_path, reg, run_id, date, dates, num_shards,
+    pins: dict[str, list[int]] = {}
+    for bucket in buckets:
+        for mv in bucket.production:
+            pins.setdefault(mv.tenant_id, []).append(mv.version)
+    lease.pin(pins)
+    ctx = JobContext(table.path, reg, run_id, date, dates, reg.num_shards,
                      ModelSpec.from_settings(settings))
     t_ray = time.perf_counter()
     ensure_ray(settings)

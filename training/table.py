@@ -120,6 +120,37 @@ class FeatureTable:
         except (ValueError, KeyError, TypeError):
             return None
 
+    def shard_values(self) -> set[int]:
+        """Distinct ``shard`` partition values present, read from the Delta log.
+
+        Raises:
+            DataNotFound: no table at the path.
+        """
+        return {int(p[SHARD_COLUMN]) for p in self._delta().partitions()}
+
+    def check_shards(self, num_shards: int) -> None:
+        """Refuse a table laid out for another shard count than ``num_shards``.
+
+        The count the table declares (written by the generator and :func:`write_rows`)
+        must equal ``num_shards``; a table that declares none must have no ``shard``
+        value at or above it.
+
+        Raises:
+            DataNotFound: no table at the path.
+            InvalidTrainingInput: the layouts differ.
+        """
+        declared = self.num_shards()
+        if declared is not None and declared != num_shards:
+            raise InvalidTrainingInput(
+                f"feature table {self.path!r} is laid out with {declared} shards but the "
+                f"registry has {num_shards}; regenerate it with --shards {num_shards}")
+        beyond = sorted(s for s in self.shard_values() if not 0 <= s < num_shards)
+        if beyond:
+            raise InvalidTrainingInput(
+                f"feature table {self.path!r} has shard {beyond[-1]} but the registry has only "
+                f"{num_shards} shards (0..{num_shards - 1}); regenerate it with "
+                f"--shards {num_shards}")
+
     def dates(self) -> list[str]:
         """Distinct dates present in the table, oldest first, read from the Delta log.
 
