@@ -89,11 +89,14 @@ class InferRequest:
         return out
 
 
-def _reject_constant(name: str) -> float:
-    raise ValidationError(f"{name} is not valid JSON; send missing values as null")
+def _constant(name: str) -> None:
+    """``NaN`` is a missing value (tritonclient writes a numpy NaN so); infinities are not."""
+    if name == "NaN":
+        return None
+    raise ValidationError(f"{name} is not a valid feature value; send missing values as null")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once, as on /v1
+_DECODER = json.JSONDecoder(parse_constant=_constant)  # built once, as on /v1
 
 
 def _load(raw: bytes) -> dict[str, Any]:

@@ -145,6 +145,18 @@ def test_loadtest_v2_bodies_score_like_v1_bodies(state: ModelHostState) -> None:
     assert probabilities(v2) == pytest.approx(v1(app, "acme", ROWS), abs=1e-6)
 
 
+def test_a_nan_literal_is_a_missing_value_as_tritonclient_sends_it(
+        state: ModelHostState) -> None:
+    app = create_app(state, extra_routes=[install_v2])
+    rows = [[None, 1.0, 2.0]]
+    body = (b'{"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 3], '
+            b'"data": [NaN, 1, 2]}]}')
+    resp = call(app, "POST", "/v2/models/acme/infer", content=body,
+                headers={"content-type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    assert probabilities(resp) == pytest.approx(v1(app, "acme", rows), abs=1e-6)
+
+
 def test_pinned_version_uses_the_same_cache_and_matches_the_artifact(
         state: ModelHostState, reg: Registry) -> None:
     app = create_app(state, extra_routes=[install_v2])
@@ -203,8 +215,9 @@ def test_bad_inputs_answer_400_with_a_message(state: ModelHostState, message: st
 
 @pytest.mark.parametrize(("message", "body", "headers"), [
     ("not valid JSON", b"{nope", {}),
-    ("NaN is not valid JSON", (b'{"inputs": [{"name": "input__0", "datatype": "FP32", '
-                               b'"shape": [1, 3], "data": [NaN, 1, 2]}]}'), {}),
+    ("Infinity is not a valid feature value", (
+        b'{"inputs": [{"name": "input__0", "datatype": "FP32", '
+        b'"shape": [1, 3], "data": [Infinity, 1, 2]}]}'), {}),
     ('"inputs" must be', b'{"instances": [[1, 2, 3]]}', {}),
     ("binary tensor extension", json.dumps({"inputs": [matrix_input(ROWS)]}).encode(),
      {"Inference-Header-Content-Length": "10"}),
