@@ -45,10 +45,26 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _apikey(args: argparse.Namespace) -> int:
     from engine.cli import emit
-    from engine.serving.auth import add_key
+    from engine.serving.auth import add_key, revoke_key
     from registry import validate_tenant_id
+    from registry.errors import ValidationError
 
-    tenant = None if args.admin else validate_tenant_id(args.tenant)
+    admin = args.admin or args.revoke_admin
+    if args.revoke and args.revoke_admin:
+        raise ValidationError("give either --revoke TENANT or --revoke-admin, not both")
+    if not admin and args.tenant is None:
+        raise ValidationError("name the tenant (tenantry apikey TENANT --file FILE) or use "
+                              "--admin / --revoke-admin")
+    if admin and args.tenant is not None:
+        raise ValidationError("admin tokens belong to no tenant: drop the tenant argument")
+    tenant = None if admin else validate_tenant_id(args.tenant)
+    if args.revoke or args.revoke_admin:
+        removed = revoke_key(args.file, tenant)
+        what = "admin tokens" if tenant is None else f"API keys of {tenant}"
+        emit(args, {"tenant_id": tenant, "admin": admin, "revoked": removed, "file": args.file},
+             f"revoked {removed} {what} in {args.file} (running servers stop accepting them "
+             "within a few seconds)")
+        return 0
     key = add_key(args.file, tenant)
     emit(args, {"tenant_id": tenant, "admin": args.admin, "key": key, "file": args.file},
          f"{'admin token' if args.admin else 'API key for ' + str(tenant)}: {key}\n"
@@ -72,8 +88,12 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--app-name", default="tenantry")
     p.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=_serve)
-    p = sub.add_parser("apikey", parents=[parent], help="create an API key (stored hashed)")
+    p = sub.add_parser("apikey", parents=[parent],
+                       help="create (stored hashed) or revoke API keys")
     p.add_argument("tenant", nargs="?", help="tenant the key may call")
     p.add_argument("--admin", action="store_true", help="create an admin token instead")
-    p.add_argument("--file", required=True, help="key file to add the hash to")
+    p.add_argument("--revoke", action="store_true",
+                   help="revoke every key of the tenant instead of creating one")
+    p.add_argument("--revoke-admin", action="store_true", help="revoke every admin token")
+    p.add_argument("--file", required=True, help="key file holding the hashes")
     p.set_defaults(handler=_apikey)
