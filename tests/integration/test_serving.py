@@ -1,4 +1,4 @@
-"""The HTTP API over real loopback HTTP: router -> model hosts on Ray Serve."""
+"""The HTTP API over real loopback HTTP: ingress (HAProxy) -> model hosts on Ray Serve."""
 
 from __future__ import annotations
 
@@ -125,10 +125,40 @@ def test_metrics_add_up_across_replicas(client: httpx.Client, serving: Any) -> N
                   ("tenantry_cache_hits_total", "tenantry_cache_misses_total"))
     assert lookups == n + 1
     assert after[("tenantry_cache_hits_total", ())] - before[("tenantry_cache_hits_total", ())] \
-        == n + 1  # all warm: the router kept each tenant on the replica holding it
+        == n + 1  # all warm: the ingress kept each tenant on the replica holding it
     assert after[("tenantry_replicas", ())] == 2
     assert after[("tenantry_request_seconds_count", (("route", "predict"),))] >= n
     assert after[("tenantry_cache_bytes", ())] > 0
+
+
+def test_v2_shares_v1_tenant_affinity_and_answers_the_same(client: httpx.Client,
+                                                           serving: Any) -> None:
+    tenants = [f"t{i:02d}" for i in range(12)]
+    rows = [[0.3, -1.0, None, 2.0, 0.5]]
+    v1 = {}
+    for t in tenants:  # warm through /v1: each tenant cached on the replica it hashes to
+        resp = predict(client, t, rows)
+        assert resp.status_code == 200
+        v1[t] = resp.json()["predictions"]
+    before = metric_values(serving.url)
+    for t in tenants:
+        body = {"inputs": [{"name": "input__0", "datatype": "FP64", "shape": [1, 5],
+                            "data": rows[0]}]}
+        resp = client.post(f"/v2/models/{t}/infer", json=body)
+        assert resp.status_code == 200, resp.text
+        (out,) = resp.json()["outputs"]
+        assert out["data"] == pytest.approx(v1[t], abs=1e-6)
+    after = metric_values(serving.url)
+    hits = after[("tenantry_cache_hits_total", ())] - before[("tenantry_cache_hits_total", ())]
+    misses = after[("tenantry_cache_misses_total", ())] - before[("tenantry_cache_misses_total",
+                                                                  ())]
+    assert (hits, misses) == (12, 0)  # /v2/models/{t} hashed to the same replica as /v1
+    infer = ("tenantry_requests_total", (("code", "200"), ("route", "v2_infer")))
+    assert after[infer] - before.get(infer, 0) == 12
+    assert client.get("/v2/health/ready").status_code == 200
+    assert client.get("/v2/models/nobody").status_code == 404
+    two_xx = ("tenantry_ingress_requests_total", (("code", "2xx"),))
+    assert after[two_xx] - before[two_xx] >= 12
 
 
 def test_hot_swap_under_load_fails_nothing(serving: Any, served_registry: Any) -> None:

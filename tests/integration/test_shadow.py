@@ -1,4 +1,4 @@
-"""Shadow mode over real loopback HTTP: router -> two model hosts on Ray Serve."""
+"""Shadow mode over real loopback HTTP: ingress (HAProxy) -> two model hosts on Ray Serve."""
 
 from __future__ import annotations
 
