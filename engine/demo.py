@@ -111,7 +111,7 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
     for r in rows[:8]:
         print(f"  {r.tenant_id:<12} shard {r.shard:>2}  production v{r.production_version}  "
               f"shadow {('v' + str(r.shadow_version)) if r.shadow_version else '-'}")
-    _say("4. serving: router + 2 model-host replicas on Ray Serve")
+    _say("4. serving: an HAProxy ingress + 2 model-host replicas on Ray Serve")
     handle = start_serving(ServeSettings(registry=registry_root, port=port, replicas=2,
                                          cache_mb=4.0, shadow_flush_s=2.0))
     try:
