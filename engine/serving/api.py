@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from engine.metrics import Metrics
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
-from engine.serving.v2 import v2_route_label
+from engine.serving.v2 import answer_infer, v2_route_label
 from engine.serving.validation import check_json_content_type, request_id
 from registry import Alias, validate_tenant_id
 from registry.errors import TenantryError, UnknownTenant
@@ -78,8 +78,9 @@ async def answer_predict(state: ModelHostState, keys: KeyStore, tenant_id: str,
 
 
 class PredictFastPath:
-    """Answers ``POST /v1/tenants/{id}/predict`` straight from ASGI, skipping FastAPI's
-    routing and request objects on the hot path; everything else goes to the app."""
+    """Answers ``POST /v1/tenants/{id}/predict`` and ``POST /v2/models/{id}[/versions/{v}]
+    /infer`` straight from ASGI, skipping FastAPI's routing and request objects on the hot
+    path; everything else goes to the app (whose routes answer the same way)."""
 
     def __init__(self, app: ASGIApp, state: ModelHostState, keys: KeyStore) -> None:
         self.app = app
@@ -91,8 +92,15 @@ class PredictFastPath:
         # Split the raw path: a tenant segment holding an encoded "/" (``bad%2F..id``) is
         # one (invalid) tenant id, answered 422, not another route.
         parts = scope.get("raw_path", b"").split(b"?", 1)[0].split(b"/")
-        if (scope["type"] != "http" or scope["method"] != "POST" or len(parts) != 5
-                or parts[1:3] != [b"v1", b"tenants"] or parts[4] != b"predict"):
+        if scope["type"] != "http" or scope["method"] != "POST" or len(parts) < 5:
+            await self.app(scope, receive, send)
+            return
+        if len(parts) == 5 and parts[1:3] == [b"v1", b"tenants"] and parts[4] == b"predict":
+            version = None
+        elif parts[1:3] == [b"v2", b"models"] and parts[-1] == b"infer" and (
+                len(parts) == 5 or (len(parts) == 7 and parts[4] == b"versions")):
+            version = unquote(parts[5].decode("latin-1")) if len(parts) == 7 else ""
+        else:
             await self.app(scope, receive, send)
             return
         tenant = unquote(parts[3].decode("latin-1"))
@@ -103,15 +111,21 @@ class PredictFastPath:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:  # only reachable past the ingress
-                await _send_json(send, 413, json.dumps({
-                    "error": "PayloadTooLarge",
-                    "detail": f"request body over {self.max_body_bytes} bytes"}).encode(), {})
+                msg = f"request body over {self.max_body_bytes} bytes"
+                doc = ({"error": "PayloadTooLarge", "detail": msg} if version is None
+                       else {"error": msg})  # each protocol's error body
+                await _send_json(send, 413, json.dumps(doc).encode(), {})
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        status, payload, extra = await answer_predict(self.state, self.keys, tenant,
-                                                      headers, b"".join(chunks))
+        body = b"".join(chunks)
+        if version is None:
+            status, payload, extra = await answer_predict(self.state, self.keys, tenant,
+                                                          headers, body)
+        else:
+            status, payload, extra = await answer_infer(self.state, self.keys, tenant,
+                                                        version or None, headers, body)
         await _send_json(send, status, payload, extra)
 
 

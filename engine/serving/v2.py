@@ -19,6 +19,7 @@ non-JSON Content-Type, 503 model cannot be loaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from enum import Enum
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
@@ -40,7 +41,7 @@ from engine.serving.validation import request_id
 from registry import Alias, ModelVersion, validate_tenant_id
 from registry.errors import TenantryError, UnknownVersion
 
-__all__ = ["install_v2", "v2_error", "v2_route_label"]
+__all__ = ["answer_infer", "install_v2", "v2_error", "v2_route_label"]
 
 SERVER_NAME = "tenantry"
 PLATFORM = "xgboost"
@@ -117,6 +118,48 @@ def _pinned(version: str | None) -> int | None:
     return int(version)
 
 
+def _error_answer(exc: TenantryError) -> tuple[int, bytes, dict[str, str]]:
+    status = 400 if exc.status_code == 422 else exc.status_code
+    return status, json.dumps({"error": str(exc) or type(exc).__name__}).encode(), {}
+
+
+def _resolve(state: ModelHostState, keys: KeyStore, tenant: str, version: str | None,
+             headers: Mapping[str, str]) -> ModelVersion:
+    """The tenant's production model, or the pinned version (404 if unknown)."""
+    validate_tenant_id(tenant)
+    keys.check_tenant(headers, tenant)
+    pinned = _pinned(version)
+    snap = state.snapshot
+    if pinned is None:
+        return snap.resolve(tenant, Alias.PRODUCTION)
+    return snap.version(tenant, pinned)
+
+
+async def answer_infer(state: ModelHostState, keys: KeyStore, tenant: str,
+                       version: str | None, headers: Mapping[str, str], body: bytes
+                       ) -> tuple[int, bytes, dict[str, str]]:
+    """Status, JSON body and headers of a V2 infer call (errors included).
+
+    The ASGI fast path (``engine.serving.api.PredictFastPath``) and the FastAPI route both
+    answer through this, as /v1's ``answer_predict``.
+    """
+    try:
+        mv = _resolve(state, keys, tenant, version, headers)
+        req = parse_infer_request(body, headers, state.settings.max_rows)
+        pred = await state.predict_rows(
+            tenant, req.matrix, None if version is None else mv.version,
+            request_id(req.id or headers.get("x-request-id")),
+            headers.get("x-tenantry-synthetic") == "1")
+    except TenantryError as exc:
+        return _error_answer(exc)
+    doc: dict[str, Any] = {"model_name": tenant, "model_version": str(pred.version)}
+    if req.id is not None:
+        doc["id"] = req.id
+    doc["outputs"] = [{"name": OUTPUT_NAME, "datatype": OUTPUT_DATATYPE,
+                       "shape": [len(pred.predictions)], "data": pred.predictions}]
+    return 200, json.dumps(doc).encode(), {"x-model-version": str(pred.version)}
+
+
 class _V2Routes:
     """The handlers' shared lookups: tenant check, key check, version resolution."""
 
@@ -126,13 +169,7 @@ class _V2Routes:
 
     def resolve(self, tenant: str, version: str | None, request: Request) -> ModelVersion:
         """The tenant's production model, or the pinned version (404 if unknown)."""
-        validate_tenant_id(tenant)
-        self.keys.check_tenant(request.headers, tenant)
-        pinned = _pinned(version)
-        snap = self.state.snapshot
-        if pinned is None:
-            return snap.resolve(tenant, Alias.PRODUCTION)
-        return snap.version(tenant, pinned)
+        return _resolve(self.state, self.keys, tenant, version, request.headers)
 
     async def metadata(self, tenant: str, version: str | None, request: Request) -> Response:
         """Name, versions, platform, input and output tensors of a model."""
@@ -165,22 +202,13 @@ class _V2Routes:
     async def infer(self, tenant: str, version: str | None, request: Request) -> Response:
         """Probabilities for the rows of a V2 request."""
         try:
-            mv = self.resolve(tenant, version, request)
             body = await _read_body(request, self.state.settings.ingress_max_body_bytes)
-            req = parse_infer_request(body, request.headers, self.state.settings.max_rows)
-            pred = await self.state.predict_rows(
-                tenant, req.matrix, None if version is None else mv.version,
-                request_id(req.id or request.headers.get("x-request-id")),
-                request.headers.get("x-tenantry-synthetic") == "1")
         except TenantryError as exc:
             return v2_error(exc)
-        doc: dict[str, Any] = {"model_name": tenant, "model_version": str(pred.version)}
-        if req.id is not None:
-            doc["id"] = req.id
-        doc["outputs"] = [{"name": OUTPUT_NAME, "datatype": OUTPUT_DATATYPE,
-                           "shape": [len(pred.predictions)], "data": pred.predictions}]
-        return Response(json.dumps(doc), media_type="application/json",
-                        headers={"x-model-version": str(pred.version)})
+        status, payload, headers = await answer_infer(self.state, self.keys, tenant, version,
+                                                      request.headers, body)
+        return Response(payload, status_code=status, media_type="application/json",
+                        headers=headers)
 
 
 _INFER_DOC: dict[str, Any] = {
