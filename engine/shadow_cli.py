@@ -7,6 +7,7 @@ needed); running replicas pick the change up within about a second.
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["add_commands"]
@@ -16,13 +17,22 @@ def _set(args: argparse.Namespace) -> int:
     from engine.cli import emit
     from engine.shadow import ConfigStore, ShadowTables, build_config
     from registry import Alias, Registry
+    from registry.errors import ValidationError
 
     reg = Registry.open(args.registry)
     snap = reg.snapshot()
     snap.versions(args.tenant)  # UnknownTenant before writing anything
+    production = snap.alias_version(args.tenant, Alias.PRODUCTION)
     if args.version is not None:
         snap.version(args.tenant, args.version)
+        if args.version == production:
+            raise ValidationError(
+                f"v{args.version} is {args.tenant}'s production version: shadowing it compares "
+                f"production with itself (see tenantry registry history {args.tenant})")
     config = build_config(args.tenant, args.fraction, args.version, args.start, args.until)
+    if config.until is not None and config.until <= datetime.now(UTC):
+        raise ValidationError(f"--until {config.until.isoformat()} is already past: the "
+                              "shadow would never run")
     ConfigStore(ShadowTables.for_registry(reg)).set(config)
     resolved = config.version if config.version is not None else \
         snap.alias_version(args.tenant, Alias.SHADOW)
@@ -49,8 +59,9 @@ def _report(args: argparse.Namespace) -> int:
     from engine.shadow.config import parse_time
     from registry import Registry
 
-    report = shadow_report(Registry.open(args.registry), args.tenant, parse_time(args.since),
-                           args.shadow_version)
+    reg = Registry.open(args.registry)
+    reg.snapshot().versions(args.tenant)  # an unknown tenant is an error, not an empty report
+    report = shadow_report(reg, args.tenant, parse_time(args.since), args.shadow_version)
     emit(args, report.to_json(), report.text)
     return 0
 

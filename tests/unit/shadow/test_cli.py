@@ -36,8 +36,24 @@ def test_set_report_clear(fresh: Any, h: Any, capsys: Any) -> None:
     ["shadow", "set", "acme", "--fraction", "0.5", "--version", "9"],
     ["shadow", "set", "acme", "--fraction", "2"],
     ["shadow", "set", "acme", "--fraction", "0.5", "--until", "soon"],
+    ["shadow", "set", "acme", "--fraction", "0.5", "--until", "2001-01-01T00:00:00Z"],
+    ["shadow", "set", "acme", "--fraction", "0.5", "--version", "1"],  # its production
+    ["shadow", "report", "nobody"],
 ])
 def test_user_errors_are_one_line(fresh: Any, capsys: Any, argv: list[str]) -> None:
     assert main([*argv, "--registry", fresh.root]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tenantry: error:") and err.count("\n") == 1
+
+
+def test_refusals_say_why_and_write_nothing(fresh: Any, capsys: Any) -> None:
+    argv = ["shadow", "set", "acme", "--fraction", "0.5", "--registry", fresh.root]
+    assert main([*argv, "--version", "1"]) == 2
+    assert "production version" in capsys.readouterr().err
+    assert main([*argv, "--until", "2001-01-01T00:00:00Z"]) == 2
+    assert "already past" in capsys.readouterr().err
+    assert main(["shadow", "report", "nobody", "--registry", fresh.root]) == 2
+    assert "unknown tenant 'nobody'" in capsys.readouterr().err
+    from engine.shadow import ConfigStore, ShadowTables
+
+    assert ConfigStore(ShadowTables.for_registry(fresh.reg)).load() == {}
