@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from registry.errors import TenantryError
 
-__all__ = ["main", "build_parser", "emit"]
+__all__ = ["build_parser", "emit", "main"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -75,6 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except BrokenPipeError:
+        # The reader went away (`tenantry registry list --json | head -1`). As the Python
+        # docs advise: point stdout at devnull so the interpreter's last flush at exit does
+        # not fail again, and exit 1 without a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no file (embedded, captured)
+            pass
+        finally:
+            os.close(devnull)
+        return 1
     except TenantryError as exc:
         print(f"tenantry: error: {exc}", file=sys.stderr)
         return 2 if exc.status_code in (404, 409, 422) else 1

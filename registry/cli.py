@@ -7,7 +7,7 @@ from typing import Any
 
 from registry.gc import collect_garbage
 from registry.registry import Registry
-from registry.types import ModelVersion
+from registry.types import Alias, ModelVersion
 
 __all__ = ["add_commands"]
 
@@ -59,9 +59,14 @@ def _history(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     from engine.cli import emit
 
-    mv = Registry.open(args.registry).promote(args.tenant, args.version, args.alias)
-    emit(args, {"tenant_id": args.tenant, "alias": args.alias, "version": mv.version},
-         f"{args.tenant}: {args.alias} -> v{mv.version}")
+    reg = Registry.open(args.registry)
+    shadow_before = reg.snapshot().alias_version(args.tenant, Alias.SHADOW)
+    mv = reg.promote(args.tenant, args.version, args.alias)
+    cleared = args.alias == Alias.PRODUCTION.value and shadow_before == mv.version
+    emit(args, {"tenant_id": args.tenant, "alias": args.alias, "version": mv.version,
+                "shadow_cleared": cleared},
+         f"{args.tenant}: {args.alias} -> v{mv.version}"
+         + (" (it was the shadow version: shadow cleared)" if cleared else ""))
     return 0
 
 

@@ -259,10 +259,20 @@ class Registry:
 
     def promote(self, tenant_id: str, version: int, alias: str = "production",
                 reason: str = "promote") -> ModelVersion:
-        """Point ``alias`` of a tenant at an existing version; returns that version."""
+        """Point ``alias`` of a tenant at an existing version; returns that version.
+
+        Promoting the tenant's shadow version to production also clears ``shadow`` (in
+        the same commit): it has nothing left to be compared against.
+        """
         alias = Alias.parse(alias).value
-        mv = self.snapshot().version(validate_tenant_id(tenant_id), int(version))
-        self.move_aliases([AliasMove(tenant_id, alias, mv.version, reason)])
+        snap = self.snapshot()
+        mv = snap.version(validate_tenant_id(tenant_id), int(version))
+        moves = [AliasMove(tenant_id, alias, mv.version, reason)]
+        if alias == Alias.PRODUCTION.value and \
+                snap.alias_version(tenant_id, Alias.SHADOW) == mv.version:
+            moves.append(AliasMove(tenant_id, Alias.SHADOW.value, None,
+                                   f"v{mv.version} promoted to production"))
+        self.move_aliases(moves)
         self.snapshot()
         return mv
 
