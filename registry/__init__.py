@@ -8,8 +8,15 @@ from registry.registry import Registry, validate_run_id
 from registry.settings import RegistrySettings
 from registry.snapshot import RegistrySnapshot
 from registry.types import (
-    Alias, AliasMove, ModelVersion, NewVersion, PublishResult, PublishState, StagedArtifact,
-    TenantModels, TenantSummary,
+    Alias,
+    AliasMove,
+    ModelVersion,
+    NewVersion,
+    PublishResult,
+    PublishState,
+    StagedArtifact,
+    TenantModels,
+    TenantSummary,
 )
 
 __all__ = [

@@ -121,6 +121,7 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     p = rsub.add_parser("gc", parents=[parent], help="remove old versions and orphans, compact")
     p.add_argument("--keep", type=int, default=5, help="newest versions kept per tenant")
     p.add_argument("--orphan-grace", type=float, default=3600.0,
-                   help="seconds an unpublished artifact is left alone (default %(default)s)")
+                   help="seconds an unpublished artifact is left alone (default %(default)s); "
+                        "a run holding a live lease is never touched")
     p.add_argument("--vacuum-hours", type=int, default=168)
     p.set_defaults(handler=_gc)

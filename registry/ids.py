@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from registry.errors import InvalidTenantId
 
-__all__ = ["TENANT_ID_PATTERN", "TenantId", "ModelKey", "validate_tenant_id", "shard_of"]
+__all__ = ["TENANT_ID_PATTERN", "ModelKey", "TenantId", "shard_of", "validate_tenant_id"]
 
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

@@ -21,14 +21,19 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from registry.errors import (
-    ArtifactOutsideRoot, ChecksumMismatch, Conflict, ModelLoadError, RegistryError,
-    RegistryNotFound, ValidationError,
+    ArtifactOutsideRoot,
+    ChecksumMismatch,
+    Conflict,
+    ModelLoadError,
+    RegistryError,
+    RegistryNotFound,
+    ValidationError,
 )
 from registry.ids import shard_of, validate_tenant_id
 from registry.index import DeltaIndex, RowsAt
@@ -37,8 +42,15 @@ from registry.settings import RegistrySettings
 from registry.snapshot import RegistrySnapshot
 from registry.storage import ArtifactStore
 from registry.types import (
-    Alias, AliasMove, ModelVersion, NewVersion, PublishResult, PublishState, StagedArtifact,
-    TenantModels, TenantSummary,
+    Alias,
+    AliasMove,
+    ModelVersion,
+    NewVersion,
+    PublishResult,
+    PublishState,
+    StagedArtifact,
+    TenantModels,
+    TenantSummary,
 )
 
 __all__ = ["FORMAT_VERSION", "Registry", "booster_from_bytes", "validate_run_id"]
@@ -56,7 +68,7 @@ def validate_run_id(run_id: str) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _tenant_dir(shard: int, tenant_id: str) -> str:

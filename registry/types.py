@@ -10,14 +10,14 @@ from typing import Any
 
 __all__ = [
     "Alias",
-    "StagedArtifact",
-    "NewVersion",
     "AliasMove",
     "ModelVersion",
-    "TenantModels",
-    "TenantSummary",
+    "NewVersion",
     "PublishResult",
     "PublishState",
+    "StagedArtifact",
+    "TenantModels",
+    "TenantSummary",
 ]
 
 

@@ -11,7 +11,11 @@ from deltalake import DeltaTable
 
 from registry import AliasMove, PublishState, Registry
 from registry.errors import (
-    ChecksumMismatch, Conflict, InvalidTenantId, RegistryNotFound, UnknownTenant,
+    ChecksumMismatch,
+    Conflict,
+    InvalidTenantId,
+    RegistryNotFound,
+    UnknownTenant,
 )
 from registry.gc import collect_garbage
 
