@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from registry import Registry  # noqa: E402
 from training.features import DATE_COLUMN, FEATURE_NAMES, LABEL_COLUMN, TENANT_COLUMN
 from training.generate import GeneratorConfig, generate
 from training.job import run_training
@@ -116,6 +117,7 @@ def start_ray(cpus: int) -> float:
 def run_job(data: str, registry: str, date: str, buckets_per_shard: int) -> dict[str, Any]:
     """Run the real job against a fresh registry (Ray already started)."""
     shutil.rmtree(registry, ignore_errors=True)
+    Registry.create(registry, num_shards=FeatureTable(data).num_shards() or 16)
     settings = TrainingSettings(progress=False, buckets_per_shard=buckets_per_shard)
     report = run_training(data, registry, date=date, settings=settings)
     return report.to_json(max_failures=0)

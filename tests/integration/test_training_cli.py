@@ -34,6 +34,8 @@ def test_generate_then_train_json(tmp_path: Path) -> None:
     assert (doc["tenants"], doc["days"], doc["shards"]) == (10, 3, 4)
     env = {"TENANTRY_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
            "TENANTRY_TRAIN_N_ESTIMATORS": "5"}
+    init = _tenantry("registry", "init", "--registry", reg, "--shards", "4")
+    assert init.returncode == 0, init.stderr
     train = _tenantry("train", "--data", data, "--registry", reg, "--json", env=env)
     assert train.returncode == 0, train.stderr
     report = json.loads(train.stdout)  # stdout holds exactly one JSON document

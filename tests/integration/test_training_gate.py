@@ -33,6 +33,7 @@ def test_gate_promotes_better_and_shadows_worse(tmp_path: Path) -> None:
     data = str(tmp_path / "features")
     write_rows(data, pa.concat_tables(rows), num_shards=4)
     root = str(tmp_path / "reg")
+    Registry.create(root, num_shards=4)
 
     day2 = run_training(data, root, date=DAYS[1], settings=SETTINGS)
     assert (day2.trained, day2.promoted, day2.shadowed) == (3, 3, 0)  # no production yet

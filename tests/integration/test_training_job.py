@@ -22,6 +22,14 @@ FAST = TrainingSettings(n_estimators=10, max_depth=3, progress=False)
 DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
 
 
+def _registry(tmp_path: Path) -> str:
+    """A new 4-shard registry (training never creates one), its root."""
+    root = tmp_path / "reg"
+    if not root.exists():
+        Registry.create(str(root), num_shards=4)
+    return str(root)
+
+
 @pytest.fixture()
 def crafted(tmp_path: Path) -> str:
     """Two good tenants and one of every degenerate type, over three days, 4 shards."""
@@ -41,7 +49,7 @@ def crafted(tmp_path: Path) -> str:
 
 
 def test_degenerate_tenants_are_isolated_and_reported(crafted: str, tmp_path: Path) -> None:
-    report = run_training(crafted, str(tmp_path / "reg"), settings=FAST)
+    report = run_training(crafted, _registry(tmp_path), settings=FAST)
     assert report.date == DAYS[-1] and report.run_id == f"train-{DAYS[-1]}"
     assert (report.trained, report.skipped, report.failed) == (2, 3, 1)
     assert (report.published, report.promoted, report.shadowed) == (2, 2, 0)
@@ -57,12 +65,12 @@ def test_degenerate_tenants_are_isolated_and_reported(crafted: str, tmp_path: Pa
         assert key in doc
     assert doc["reasons"] == {"error": 1, "holdout_unusable": 1, "one_class": 1,
                               "too_few_rows": 1}
-    reg = Registry.open(str(tmp_path / "reg"))
+    reg = Registry.open(_registry(tmp_path))
     assert sorted(reg.production_versions()) == ["good-a", "good-b"]
 
 
 def test_rerun_of_a_run_id_is_a_noop(crafted: str, tmp_path: Path) -> None:
-    root = str(tmp_path / "reg")
+    root = _registry(tmp_path)
     first = run_training(crafted, root, run_id="nightly-1", settings=FAST)
     again = run_training(crafted, root, run_id="nightly-1", settings=FAST)
     assert first.published == 2 and not first.already_published
@@ -76,7 +84,7 @@ def test_rerun_of_a_run_id_is_a_noop(crafted: str, tmp_path: Path) -> None:
 def test_published_artifact_reproduces_its_holdout_metric(tmp_path: Path) -> None:
     data = str(tmp_path / "gen")
     generate(data, GeneratorConfig(tenants=12, days=4, seed=3, num_shards=4, mean_rows=600))
-    root = str(tmp_path / "reg")
+    root = _registry(tmp_path)
     report = run_training(data, root, settings=FAST.with_overrides(window_days=4))
     assert report.trained >= 5
     reg = Registry.open(root)
@@ -96,4 +104,4 @@ def test_published_artifact_reproduces_its_holdout_metric(tmp_path: Path) -> Non
 
 def test_unknown_date_is_a_user_error(crafted: str, tmp_path: Path) -> None:
     with pytest.raises(DataNotFound):
-        run_training(crafted, str(tmp_path / "reg"), date="2023-12-31", settings=FAST)
+        run_training(crafted, _registry(tmp_path), date="2023-12-31", settings=FAST)

@@ -37,6 +37,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path: Path) -> None:
 
     data, root = str(tmp_path / "features"), str(tmp_path / "reg")
     generate(data, GeneratorConfig(tenants=16, days=3, seed=11, num_shards=4, mean_rows=400))
+    Registry.create(root, num_shards=4)
     marker = tmp_path / "halted"
     env = {**os.environ,
            "TENANTRY_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
