@@ -144,6 +144,8 @@ def prepare_registry(workdir: Path, tenants: int) -> Registry:
         generate(str(data), GeneratorConfig(tenants=tenants, days=2, seed=7))
     from dataclasses import replace
 
+    if not root.exists():  # training never creates a registry
+        Registry.create(str(root), num_shards=GeneratorConfig().num_shards)
     run_training(str(data), str(root), settings=replace(TrainingSettings.from_env(),
                                                         progress=False))
     return Registry.open(str(root))
