@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from engine.settings import ServeSettings
+
 __all__ = [
     "FRONTEND",
     "HOSTS_BACKEND",
@@ -31,6 +33,7 @@ __all__ = [
 SLOT_PREFIX = "h"
 HOSTS_BACKEND = "hosts"
 FRONTEND = "tenantry"
+_DEFAULTS = ServeSettings()
 _RESERVED_REWRITE = 1024  # tune.maxrewrite: buffer space kept for header rewrites
 
 
@@ -47,20 +50,41 @@ class IngressConfig:
     bind_port: int
     socket_path: str
     control_port: int
-    slots: int = 64
-    threads: int = 1
-    balance_factor: float = 1.25
-    max_connections: int = 2048
-    max_body_bytes: int = 1024 * 1024
-    buffer_bytes: int = 16384
-    request_timeout_s: float = 10.0
-    client_timeout_s: float = 30.0
-    server_timeout_s: float = 30.0
-    connect_timeout_s: float = 2.0
-    keepalive_timeout_s: float = 10.0
-    queue_timeout_s: float = 5.0
-    server_maxconn: int = 128
-    check_interval_ms: int = 500
+    # Defaults are the serving settings' own (ServeSettings.ingress_*), defined once there.
+    slots: int = _DEFAULTS.ingress_slots
+    threads: int = _DEFAULTS.ingress_threads
+    balance_factor: float = _DEFAULTS.load_factor
+    max_connections: int = _DEFAULTS.ingress_max_connections
+    max_body_bytes: int = _DEFAULTS.ingress_max_body_bytes
+    buffer_bytes: int = _DEFAULTS.ingress_buffer_bytes
+    request_timeout_s: float = _DEFAULTS.ingress_request_timeout_s
+    client_timeout_s: float = _DEFAULTS.ingress_client_timeout_s
+    server_timeout_s: float = _DEFAULTS.ingress_server_timeout_s
+    connect_timeout_s: float = _DEFAULTS.ingress_connect_timeout_s
+    keepalive_timeout_s: float = _DEFAULTS.ingress_keepalive_timeout_s
+    queue_timeout_s: float = _DEFAULTS.ingress_queue_timeout_s
+    server_maxconn: int = _DEFAULTS.ingress_server_maxconn
+    check_interval_ms: int = _DEFAULTS.ingress_check_interval_ms
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings, bind_host: str, socket_path: str,
+                      control_port: int) -> IngressConfig:
+        """The HAProxy settings of an ingress, from the serving settings."""
+        return cls(
+            bind_host=bind_host, bind_port=settings.port, socket_path=socket_path,
+            control_port=control_port, slots=settings.ingress_slots,
+            threads=settings.ingress_threads, balance_factor=settings.load_factor,
+            max_connections=settings.ingress_max_connections,
+            max_body_bytes=settings.ingress_max_body_bytes,
+            buffer_bytes=settings.ingress_buffer_bytes,
+            request_timeout_s=settings.ingress_request_timeout_s,
+            client_timeout_s=settings.ingress_client_timeout_s,
+            server_timeout_s=settings.ingress_server_timeout_s,
+            connect_timeout_s=settings.ingress_connect_timeout_s,
+            keepalive_timeout_s=settings.ingress_keepalive_timeout_s,
+            queue_timeout_s=settings.ingress_queue_timeout_s,
+            server_maxconn=settings.ingress_server_maxconn,
+            check_interval_ms=settings.ingress_check_interval_ms)
 
     @property
     def max_header_bytes(self) -> int:

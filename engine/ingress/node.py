@@ -14,6 +14,7 @@ hosts models has an entry point of its own and there is no single router. The ac
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import time
@@ -35,37 +36,17 @@ __all__ = [
     "IngressNode",
     "ensure_ingress",
     "find_ingresses",
-    "ingress_config",
     "ingress_name",
 ]
 
 SYNC_INTERVAL_S = 0.25
+STOP_GRACE_S = 10.0  # a soft-stopping HAProxy's time to finish the requests it holds
 PREFIX = "tenantry-ingress:"
 
 
 def ingress_name(app_name: str, node_id: str) -> str:
     """The actor name of an app's ingress on a node."""
     return f"{PREFIX}{app_name}:{node_id}"
-
-
-def ingress_config(settings: ServeSettings, bind_host: str, socket_path: str,
-                   control_port: int) -> IngressConfig:
-    """The HAProxy settings of an ingress, from the serving settings."""
-    return IngressConfig(
-        bind_host=bind_host, bind_port=settings.port, socket_path=socket_path,
-        control_port=control_port, slots=settings.ingress_slots,
-        threads=settings.ingress_threads, balance_factor=settings.load_factor,
-        max_connections=settings.ingress_max_connections,
-        max_body_bytes=settings.ingress_max_body_bytes,
-        buffer_bytes=settings.ingress_buffer_bytes,
-        request_timeout_s=settings.ingress_request_timeout_s,
-        client_timeout_s=settings.ingress_client_timeout_s,
-        server_timeout_s=settings.ingress_server_timeout_s,
-        connect_timeout_s=settings.ingress_connect_timeout_s,
-        keepalive_timeout_s=settings.ingress_keepalive_timeout_s,
-        queue_timeout_s=settings.ingress_queue_timeout_s,
-        server_maxconn=settings.ingress_server_maxconn,
-        check_interval_ms=settings.ingress_check_interval_ms)
 
 
 class _IngressNode:
@@ -101,9 +82,8 @@ class _IngressNode:
     def _supervise(self, control_port: int) -> None:
         try:
             workdir = tempfile.mkdtemp(prefix="tenantry-ingress-")
-            proc = HaproxyProcess(ingress_config(self.settings, self.bind_host,
-                                                 f"{workdir}/admin.sock", control_port),
-                                  workdir)
+            proc = HaproxyProcess(IngressConfig.from_settings(
+                self.settings, self.bind_host, f"{workdir}/admin.sock", control_port), workdir)
             proc.start()
             self.proc = proc
         except BaseException as exc:  # noqa: BLE001 - reported by __init__
@@ -126,6 +106,10 @@ class _IngressNode:
             except Exception:  # noqa: BLE001 - directory restarting; HAProxy keeps routing
                 directory = None
                 self.sync_errors += 1
+        # The soft stop runs on this thread: HAProxy's parent-death signal fires when the
+        # thread that started it ends, which would cut the requests it is finishing.
+        proc.stop(STOP_GRACE_S)
+        shutil.rmtree(proc.workdir, ignore_errors=True)
 
     def _apply(self, endpoints: list[Endpoint]) -> None:
         assert self.proc is not None
@@ -177,11 +161,12 @@ class _IngressNode:
                 if self.proc else {}}
 
     def stop(self) -> None:
-        """Stop syncing and soft-stop HAProxy (in-flight requests finish)."""
+        """Stop syncing and soft-stop HAProxy: from now on new connections are refused,
+        requests it holds finish (at most ``STOP_GRACE_S``); returns when it has exited."""
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(STOP_GRACE_S + 10)
         if self.proc is not None:
-            self.proc.stop()
+            self.proc.stop()  # only if the thread did not get to it
         self.control.stop(2)
 
 
