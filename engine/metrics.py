@@ -58,6 +58,10 @@ class Metrics:
         self.model_load_failures = Counter("tenantry_model_load_failures",
                                            "Model loads that failed (missing, corrupt, invalid)",
                                            registry=r)
+        self.model_selfcheck_fallbacks = Counter(
+            "tenantry_model_selfcheck_fallbacks",
+            "Models whose compiled forest disagreed with XGBoost at load (served by XGBoost)",
+            registry=r)
         self.shadow_requests = Counter("tenantry_shadow_requests",
                                        "Mirrored shadow predictions, by outcome",
                                        ["outcome"], registry=r)

@@ -31,7 +31,9 @@ import numpy as np
 from engine.serving._ubjson import UBJSONError, loads
 from engine.serving._xgbtrees import FIELD_DTYPES, NotNumerical, TreeFields, read_trees
 
-__all__ = ["CompiledForest", "ForestUnsupported", "MalformedModel", "compile_forest"]
+__all__ = [
+    "CompiledForest", "ForestUnsupported", "MalformedModel", "compile_forest", "probe_rows",
+]
 
 _SIGMOID = ("binary:logistic", "reg:logistic")
 _IDENTITY = ("binary:logitraw", "reg:squarederror")
@@ -64,6 +66,7 @@ class CompiledForest:
     threshold: np.ndarray = field(repr=False)  # (nodes,) float32: right if x >= it; leaf NaN
     left: np.ndarray = field(repr=False)  # (nodes,) int32: left child (right = left + 1); leaf self
     value: np.ndarray = field(repr=False)  # (nodes,) float32: leaf values, 0 elsewhere
+    names_stored: bool = True  # False: the artifact has no feature names (f0, f1, … here)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predict like ``Booster.inplace_predict(x)`` (``predict_type="value"``).
@@ -169,8 +172,44 @@ def compile_forest(ubj: bytes) -> CompiledForest:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MalformedModel(f"malformed trees: {exc!r}") from exc
+    depth, roots, feature, threshold, left, value = arrays
     return CompiledForest(num_feature, tuple(names), sum(a.nbytes for a in arrays[1:]),
-                          sigmoid, base, *arrays)
+                          sigmoid, base, depth, roots, feature, threshold, left, value,
+                          names_stored=bool(learner.get("feature_names")))
+
+
+def probe_rows(forest: CompiledForest, rows: int = 8) -> np.ndarray:
+    """Deterministic rows that exercise ``forest``'s splits, for a load-time self-check.
+
+    Each value is one of its feature's split thresholds (the ``>=`` edge), the float32 just
+    below it, or missing (NaN: the default direction), cycling so different rows take
+    different branches; the last row is all NaN. Features the trees never split on are 0.
+
+    Args:
+        forest: the compiled forest.
+        rows: how many rows.
+
+    Returns:
+        ``(rows, n_features)`` float32.
+    """
+    nf = forest.n_features
+    inner = ~np.isnan(forest.threshold)
+    cols = forest.feature[inner] % nf
+    ths = forest.threshold[inner][np.argsort(cols, kind="stable")]  # by feature, node order
+    count = np.bincount(cols, minlength=nf)
+    start = np.cumsum(count) - count
+    r, j = np.arange(rows)[:, None], np.arange(nf)[None, :]
+    if ths.size:
+        at = start + (r * 5 + j * 3) % np.maximum(count, 1)
+        pick = ths[np.minimum(at, ths.size - 1)]  # features without splits: replaced below
+    else:
+        pick = np.zeros((rows, nf), dtype=np.float32)
+    kind = (r + j) % 3  # 0: on the threshold (goes right), 1: just below (left), 2: missing
+    x = np.where(kind == 1, np.nextafter(pick, np.float32(-np.inf)), pick)
+    x = np.where(count > 0, x, np.float32(0)).astype(np.float32)
+    x[kind == 2] = np.nan
+    x[-1] = np.nan
+    return x
 
 
 def _base_margin(raw: Any, sigmoid: bool) -> np.float32:

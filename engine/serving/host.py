@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.metrics import Metrics
 from engine.serving.cache import Lookup, ModelCache
-from engine.serving.model import LoadedModel, load_model
+from engine.serving.model import LoadedModel, SelfCheckMemo, load_model
 from engine.serving.validation import parse_body, to_matrix
 from engine.settings import ServeSettings
 from registry import Alias, ModelKey, ModelVersion, Registry, validate_tenant_id
@@ -70,6 +70,7 @@ class ModelHostState:
         self.cache: ModelCache[ModelKey, LoadedModel] = ModelCache(
             settings.cache_bytes, self._load, sizeof=lambda m: m.nbytes,
             on_evict=self._on_evict)
+        self.selfchecked = SelfCheckMemo()  # artifacts whose forest passed its self-check
         self.shadow: ShadowHook | None = None
         self._failed: dict[ModelKey, tuple[float, TenantryError]] = {}
         self._refresher: asyncio.Task[None] | None = None
@@ -85,7 +86,7 @@ class ModelHostState:
         started = time.perf_counter()
         try:
             model = await asyncio.get_running_loop().run_in_executor(
-                self.executor, load_model, self.registry, mv)
+                self.executor, load_model, self.registry, mv, self.selfchecked)
         except TenantryError as exc:
             self.metrics.model_load_failures.inc()
             self._failed[key] = (time.monotonic(), exc)
@@ -97,6 +98,8 @@ class ModelHostState:
             raise err from exc
         self._failed.pop(key, None)
         self.metrics.model_load_seconds.observe(time.perf_counter() - started)
+        if model.selfcheck_fallback:
+            self.metrics.model_selfcheck_fallbacks.inc()
         return model
 
     def _on_evict(self, key: ModelKey, model: LoadedModel) -> None:

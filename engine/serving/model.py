@@ -4,28 +4,41 @@ Most artifacts compile to a :class:`~engine.serving.forest.CompiledForest` (flat
 arrays walked per request: ~25 us for one row instead of ~200 us in
 ``Booster.inplace_predict``, a third of the memory, and an exact footprint). Models the
 forest does not handle (dart, multi-class, categorical splits, …) fall back to an
-``xgboost.Booster``.
+``xgboost.Booster``, and so does a forest whose predictions on 8 probe rows differ from
+the Booster's by more than 1e-6 (the load-time self-check). A load also refuses an
+artifact whose feature names differ from the index's, order included.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from engine.serving.forest import ForestUnsupported, compile_forest
+from engine.serving.forest import CompiledForest, ForestUnsupported, compile_forest, probe_rows
 from registry import ModelKey, ModelVersion, Registry
 from registry.errors import ModelLoadError
 from registry.registry import booster_from_bytes
 
-__all__ = ["LoadedModel", "load_model", "FOOTPRINT_PER_ARTIFACT_BYTE", "FOOTPRINT_FIXED_BYTES"]
+__all__ = [
+    "FOOTPRINT_FIXED_BYTES", "FOOTPRINT_PER_ARTIFACT_BYTE", "SELFCHECK_TOLERANCE", "LoadedModel",
+    "SelfCheckMemo", "load_model",
+]
 
 # Resident memory of a loaded Booster per byte of its UBJSON artifact, measured on this
 # kind of machine over 500 boosters of 50 trees x depth 5 (RSS delta / artifact bytes:
 # 100.3 KB / 81.5 KB = 1.23); `tenantry loadtest --footprint` re-measures it per model.
 FOOTPRINT_PER_ARTIFACT_BYTE = 1.25
 FOOTPRINT_FIXED_BYTES = 4096  # Python objects around the arrays / booster
+SELFCHECK_ROWS = 8
+SELFCHECK_TOLERANCE = 1e-6
+SELFCHECK_MEMO_LIMIT = 16_384  # sha256 hex strings remembered: ~2 MB at most
+
+log = logging.getLogger(__name__)
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -41,6 +54,7 @@ class LoadedModel:
     nbytes: int
     engine: str  # "forest" or "xgboost"
     index: Mapping[str, int] = field(default_factory=dict)
+    selfcheck_fallback: bool = False  # a compiled forest failed its self-check: Booster serves
 
     @property
     def n_features(self) -> int:
@@ -52,36 +66,121 @@ class LoadedModel:
         return self.predictor(x)
 
 
-def load_model(registry: Registry, mv: ModelVersion) -> LoadedModel:
-    """Read, verify (sha256) and load ``mv``; blocking, run it off the event loop.
+class SelfCheckMemo:
+    """Artifacts (by sha256) whose compiled forest passed the self-check in this process,
+    so a model evicted and loaded again skips it; bounded, the oldest forgotten first."""
+
+    def __init__(self, limit: int = SELFCHECK_MEMO_LIMIT) -> None:
+        self.limit = limit
+        self._passed: dict[str, None] = {}
+        self._lock = threading.Lock()  # loads run on a thread pool
+
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self._passed
+
+    def add(self, sha256: str) -> None:
+        """Remember that the artifact with this sha256 passed."""
+        with self._lock:
+            self._passed[sha256] = None
+            while len(self._passed) > self.limit:
+                del self._passed[next(iter(self._passed))]
+
+
+def load_model(registry: Registry, mv: ModelVersion,
+               selfchecked: SelfCheckMemo | None = None) -> LoadedModel:
+    """Read, verify (sha256), check and load ``mv``; blocking, run it off the event loop.
+
+    The index's feature names must equal the artifact's, in order (a model trained on
+    another column order would answer wrong numbers). A compiled forest is served only if
+    it predicts like XGBoost on :func:`~engine.serving.forest.probe_rows` (or its artifact
+    is in ``selfchecked``, which then remembers it); otherwise the Booster serves and the
+    model says so (``selfcheck_fallback``).
+
+    Args:
+        registry: where the artifact is read from.
+        mv: the version to load.
+        selfchecked: artifacts already self-checked in this process (None: check).
 
     Raises:
         ChecksumMismatch: the artifact's bytes do not match the index.
-        ModelLoadError: missing artifact or not a valid XGBoost model.
+        ModelLoadError: missing artifact, not a valid XGBoost model, or feature names that
+            disagree with the index.
     """
     data = registry.read_artifact(mv)
     key = ModelKey(mv.tenant_id, mv.version)
+    indexed = tuple(mv.feature_names)
     try:
         forest = compile_forest(data)
     except ForestUnsupported:
         forest = None
     if forest is not None:
-        names = tuple(mv.feature_names) or forest.feature_names or \
-            tuple(f"f{i}" for i in range(forest.n_features))
-        if len(names) != forest.n_features:
-            raise ModelLoadError(f"{key}: index lists {len(names)} features, the model "
-                                 f"uses {forest.n_features}")
-        return LoadedModel(key, mv, forest.predict, names,
-                           forest.nbytes + FOOTPRINT_FIXED_BYTES, "forest",
-                           {n: i for i, n in enumerate(names)})
+        names = _checked_names(key, indexed, forest.feature_names if forest.names_stored
+                               else (), forest.n_features)
+        if selfchecked is not None and mv.sha256 in selfchecked:
+            return _forest_model(key, mv, forest, names)
     booster = booster_from_bytes(data, str(key))
+    fallback = False
+    if forest is None:
+        names = _checked_names(key, indexed, tuple(booster.feature_names or ()),
+                               booster.num_features())
+    else:
+        diff = _selfcheck(forest, booster)
+        if diff is None:
+            if selfchecked is not None:
+                selfchecked.add(mv.sha256)
+            return _forest_model(key, mv, forest, names)
+        fallback = True
+        log.warning("%s: compiled forest differs from XGBoost by %s on the self-check rows; "
+                    "serving it with the XGBoost Booster", key, diff)
 
     def predict(x: np.ndarray) -> np.ndarray:
         return booster.inplace_predict(x, validate_features=False)
 
-    names = tuple(mv.feature_names) or tuple(booster.feature_names or ()) or \
-        tuple(f"f{i}" for i in range(booster.num_features()))
     nbytes = int(mv.size_bytes * FOOTPRINT_PER_ARTIFACT_BYTE) + FOOTPRINT_FIXED_BYTES
     return LoadedModel(key, mv, predict, names, nbytes, "xgboost",
-                       {n: i for i, n in enumerate(names)})
+                       {n: i for i, n in enumerate(names)}, fallback)
 
+
+def _forest_model(key: ModelKey, mv: ModelVersion, forest: CompiledForest,
+                  names: tuple[str, ...]) -> LoadedModel:
+    return LoadedModel(key, mv, forest.predict, names, forest.nbytes + FOOTPRINT_FIXED_BYTES,
+                       "forest", {n: i for i, n in enumerate(names)})
+
+
+def _checked_names(key: ModelKey, indexed: tuple[str, ...], stored: tuple[str, ...],
+                   width: int) -> tuple[str, ...]:
+    """The feature names to serve with: the index's, which must match the artifact's.
+
+    Raises:
+        ModelLoadError: the index and the artifact disagree on the names, their order or
+            their count.
+    """
+    if indexed and stored and indexed != stored:
+        what = ("lists the features in the order" if sorted(indexed) == sorted(stored)
+                else "lists the features")
+        raise ModelLoadError(f"{key}: the registry index {what} ({', '.join(indexed)}) but "
+                             f"the artifact was trained on ({', '.join(stored)}); refusing "
+                             f"to serve it rather than predict on misplaced columns")
+    names = indexed or stored or tuple(f"f{i}" for i in range(width))
+    if len(names) != width:
+        raise ModelLoadError(f"{key}: index lists {len(names)} features, the model "
+                             f"uses {width}")
+    return names
+
+
+def _selfcheck(forest: CompiledForest, booster: Any) -> float | None:
+    """None when ``forest`` predicts like ``booster`` on the probe rows, else the largest
+    difference seen (NaN if either side produced one).
+
+    Probabilities must agree to ``SELFCHECK_TOLERANCE``; raw (identity) outputs to that
+    much relative to their magnitude (float32 spacing grows with it)."""
+    x = probe_rows(forest, SELFCHECK_ROWS)
+    want = np.asarray(booster.inplace_predict(x, validate_features=False), dtype=np.float64)
+    got = np.asarray(forest.predict(x), dtype=np.float64)
+    if got.shape != want.shape:
+        return float("nan")
+    diff = np.abs(got - want)
+    scale = 1.0 if forest.sigmoid else np.maximum(1.0, np.abs(want))
+    if bool(np.all(diff <= SELFCHECK_TOLERANCE * scale)):
+        return None
+    return float(np.nanmax(diff)) if not np.isnan(diff).all() else float("nan")

@@ -1,0 +1,190 @@
+"""Load-time checks of a model: feature order against the index, and the compiled forest's
+self-check against XGBoost (fallback to the Booster, counted)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+import engine.serving.model as model_mod
+from engine.serving.api import create_app
+from engine.serving.forest import CompiledForest, compile_forest, probe_rows
+from engine.serving.host import ModelHostState
+from engine.settings import ServeSettings
+from registry import AliasMove, ModelVersion, NewVersion, Registry
+from registry.errors import ModelLoadError
+
+from .test_api import call
+from .test_host import NAMES, body, tiny
+
+
+def _trained_on(names: list[str], seed: int = 3) -> bytes:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(300, len(names)))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(x[:, 0]) - np.nan_to_num(x[:, 1]) > 0).astype(int)
+    b = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+                  xgb.DMatrix(x, y, feature_names=names), 8)
+    return bytes(b.save_raw("ubj"))
+
+
+def _publish(reg: Registry, tenant: str, data: bytes, names: tuple[str, ...]) -> None:
+    staged = reg.stage_artifact(tenant, data, f"run-{tenant}")
+    reg.publish(f"run-{tenant}", [NewVersion(staged, names, {"auc": 0.9})],
+                [AliasMove(tenant, "production", staged.version)])
+
+
+def prod(reg: Registry, tenant: str) -> ModelVersion:
+    mv = reg.get(tenant).production
+    assert mv is not None
+    return mv
+
+
+@pytest.fixture()
+def reg(tmp_path: Path) -> Registry:
+    reg = Registry.create(str(tmp_path / "reg"), 2)
+    _publish(reg, "acme", tiny(1), NAMES)
+    # Trained on (age, amount, velocity), indexed as (amount, age, velocity): same names,
+    # other order. Served by position, every prediction would be wrong.
+    _publish(reg, "swapped", _trained_on(["age", "amount", "velocity"]), NAMES)
+    _publish(reg, "renamed", _trained_on(["amount", "age", "speed"]), NAMES)
+    return reg
+
+
+def test_feature_order_mismatch_refuses_the_model(reg: Registry) -> None:
+    with pytest.raises(ModelLoadError) as err:
+        model_mod.load_model(reg, prod(reg, "swapped"))
+    message = str(err.value)
+    assert "order (amount, age, velocity)" in message
+    assert "(age, amount, velocity)" in message
+    with pytest.raises(ModelLoadError, match=r"\(amount, age, speed\)"):
+        model_mod.load_model(reg, prod(reg, "renamed"))
+    assert model_mod.load_model(reg, prod(reg, "acme")).feature_names == NAMES
+
+
+def test_feature_order_mismatch_answers_503_and_counts_a_load_failure(reg: Registry) -> None:
+    state = ModelHostState(ServeSettings(registry=reg.root), reg)
+    app = create_app(state)
+    for _ in range(2):  # the failure is remembered: one load, one count
+        resp = call(app, "POST", "/v1/tenants/swapped/predict", json={"instances": [[1, 2, 3]]})
+        assert resp.status_code == 503
+        assert resp.json()["error"] == "ModelLoadError"
+        assert "(amount, age, velocity)" in resp.json()["detail"]
+        assert "(age, amount, velocity)" in resp.json()["detail"]
+    assert call(app, "POST", "/v1/tenants/acme/predict",
+                json={"instances": [[1, 2, 3]]}).status_code == 200
+    assert state.metrics.model_load_failures._value.get() == 1
+
+
+def test_unnamed_artifact_is_checked_by_count_only(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3))
+    plain = xgb.train({"objective": "binary:logistic", "nthread": 1, "max_depth": 2},
+                      xgb.DMatrix(x, (x[:, 0] > 0).astype(int)), 3)
+    reg = Registry.create(str(tmp_path / "reg"), 2)
+    _publish(reg, "plain", bytes(plain.save_raw("ubj")), NAMES)
+    assert model_mod.load_model(reg, prod(reg, "plain")).feature_names == NAMES
+
+
+def test_probe_rows_hit_thresholds_both_sides_and_missing() -> None:
+    forest = compile_forest(_trained_on(["a", "b", "c", "d"]))
+    x = probe_rows(forest)
+    assert x.shape == (8, 4) and x.dtype == np.float32
+    assert np.array_equal(probe_rows(forest), x, equal_nan=True)  # deterministic
+    assert np.isnan(x[-1]).all() and np.isnan(x[:-1]).any() and not np.isnan(x[:-1]).all()
+    thresholds = set(forest.threshold[~np.isnan(forest.threshold)].tolist())
+    assert any(float(v) in thresholds for v in x[~np.isnan(x)])
+
+
+def _broken_values(forest: CompiledForest) -> CompiledForest:
+    return dataclasses.replace(forest, value=forest.value + np.float32(0.01))
+
+
+def _broken_missing(forest: CompiledForest) -> CompiledForest:
+    """Every split sends a missing value the wrong way (only NaN rows can tell)."""
+    nf = forest.n_features
+    flipped = np.where(np.isnan(forest.threshold), forest.feature,
+                       (forest.feature + nf) % (2 * nf)).astype(np.int32)
+    return dataclasses.replace(forest, feature=flipped)
+
+
+@pytest.mark.parametrize("breakage", [_broken_values, _broken_missing])
+def test_broken_compile_falls_back_to_xgboost_and_is_counted(
+        reg: Registry, monkeypatch: pytest.MonkeyPatch, breakage: object) -> None:
+    real = model_mod.compile_forest
+    monkeypatch.setattr(model_mod, "compile_forest",
+                        lambda data: breakage(real(data)))  # type: ignore[operator]  # a test double
+    rows = np.random.default_rng(5).normal(size=(40, 3))
+    rows[::4, 0] = np.nan
+    rows[1::4, 1] = np.nan
+    offline = xgb.Booster()
+    offline.load_model(bytearray(reg.read_artifact(prod(reg, "acme"))))
+    expected = offline.inplace_predict(rows.astype(np.float32))
+
+    async def main() -> list[float]:
+        state = ModelHostState(ServeSettings(registry=reg.root), reg)
+        payload = [[None if np.isnan(v) else float(v) for v in r] for r in rows]
+        pred = await state.predict("acme", json.dumps({"instances": payload}).encode())
+        model, _ = await state.model_for(prod(reg, "acme"))
+        assert model.engine == "xgboost" and model.selfcheck_fallback
+        assert state.metrics.model_selfcheck_fallbacks._value.get() == 1
+        assert state.metrics.model_load_failures._value.get() == 0
+        await state.predict("acme", body([[1, 2, 3]]))  # cached: not checked or counted again
+        assert state.metrics.model_selfcheck_fallbacks._value.get() == 1
+        assert b"tenantry_model_selfcheck_fallbacks_total 1.0" in state.metrics.render()
+        return pred.predictions
+
+    np.testing.assert_allclose(asyncio.run(main()), expected, atol=1e-6)
+
+
+def test_a_correct_forest_passes_its_self_check(reg: Registry) -> None:
+    async def main() -> None:
+        state = ModelHostState(ServeSettings(registry=reg.root), reg)
+        await state.predict("acme", body([[1, 2, 3]]))
+        model, _ = await state.model_for(prod(reg, "acme"))
+        assert model.engine == "forest" and not model.selfcheck_fallback
+        assert state.metrics.model_selfcheck_fallbacks._value.get() == 0
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"objective": "binary:logitraw"}, {"objective": "reg:squarederror"},
+    {"max_depth": 8, "missing_share": 0.4}, {"features": 30, "dead_columns": 3},
+])
+def test_self_check_passes_on_correct_forests(params: dict[str, object]) -> None:
+    from .test_forest import train
+
+    params = dict(params)
+    missing = float(params.pop("missing_share", 0.1))  # type: ignore[arg-type]  # test param
+    for seed in range(4):
+        booster, _ = train(seed, missing=missing, **params)  # type: ignore[arg-type]
+        forest = compile_forest(bytes(booster.save_raw("ubj")))
+        assert model_mod._selfcheck(forest, booster) is None
+
+
+def test_a_checked_artifact_is_not_checked_again(reg: Registry,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[str] = []
+    real = model_mod.booster_from_bytes
+
+    def counted(data: bytes, label: str) -> object:
+        loads.append(label)
+        return real(data, label)
+
+    monkeypatch.setattr(model_mod, "booster_from_bytes", counted)
+    memo = model_mod.SelfCheckMemo(limit=1)
+    mv = prod(reg, "acme")
+    assert model_mod.load_model(reg, mv, memo).engine == "forest"
+    assert model_mod.load_model(reg, mv, memo).engine == "forest"
+    assert len(loads) == 1 and mv.sha256 in memo
+    with pytest.raises(ModelLoadError):  # the order check does not depend on the memo
+        model_mod.load_model(reg, prod(reg, "swapped"), memo)
+    memo.add("other")  # bounded: the oldest is forgotten
+    assert mv.sha256 not in memo and "other" in memo
