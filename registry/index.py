@@ -50,6 +50,10 @@ TABLES: dict[str, pa.Schema] = {
         ("data_date", pa.string()),
         ("run_id", pa.string()),
         ("created_at", _TS),
+        # Added with training specs; rows written before have nulls (= binary, all floats).
+        ("objective", pa.string()),
+        ("num_class", pa.int64()),
+        ("feature_types", pa.list_(pa.string())),
     ]),
     "aliases": pa.schema([
         ("tenant_id", pa.string()),
@@ -147,9 +151,11 @@ class DeltaIndex:
         txns = [Transaction(run_app_id(run_id), 1)] if run_id is not None else None
         props = CommitProperties(app_transactions=txns, max_commit_retries=50,
                                  custom_metadata={"tenantry.run_id": run_id or ""})
+        # Tables made before a column was added to TABLES gain it on their next append.
+        merge = not set(TABLES[name].names) <= {f.name for f in dt.schema().fields}
         try:
             write_deltalake(dt, rows.cast(TABLES[name]), mode="append",
-                            commit_properties=props)
+                            commit_properties=props, schema_mode="merge" if merge else None)
         except CommitFailedError as exc:
             raise RegistryConflict(f"concurrent update of the {name} index: {exc}") from exc
         except DeltaError as exc:

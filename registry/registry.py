@@ -423,6 +423,10 @@ def _model_rows(versions: Sequence[NewVersion], run_id: str, paths: Sequence[str
         "data_date": [v.data_date for v in versions],
         "run_id": [run_id] * len(versions),
         "created_at": pa.array([now] * len(versions), pa.timestamp("us", tz="UTC")),
+        "objective": [v.objective for v in versions],
+        "num_class": pa.array([v.num_class for v in versions], pa.int64()),
+        "feature_types": [list(v.feature_types) or ["float"] * len(v.feature_names)
+                          for v in versions],
     }, schema=None)
 
 

@@ -67,6 +67,13 @@ class NewVersion:
     metrics: Mapping[str, float]
     data_date: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    objective: str = "binary:logistic"
+    """The XGBoost objective: ``binary:logistic`` (one probability per row),
+    ``reg:squarederror`` (one value) or ``multi:softprob`` (``num_class`` probabilities)."""
+    num_class: int | None = None
+    """Classes of a ``multi:softprob`` model; None for the other objectives."""
+    feature_types: tuple[str, ...] = ()
+    """Per feature name, ``float`` or ``categorical`` (empty: every feature is a float)."""
 
 
 @dataclass(frozen=True, slots=True)
