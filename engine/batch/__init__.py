@@ -1,0 +1,17 @@
+"""Batch scoring: a day of a feature table scored by every tenant's model on Ray Data.
+
+``tenantry score`` plans one bucket per shard from the feature table's Delta log, runs one
+Ray Data task per bucket (reading only its shard's files for the day, loading each of its
+tenants' models once through the registry and predicting with the serving forest), and
+publishes every bucket's output file into a Delta predictions table in one commit marked
+with the run id. See :func:`engine.batch.job.run_scoring`.
+"""
+
+from __future__ import annotations
+
+from engine.batch.job import default_run_id, run_scoring
+from engine.batch.report import FailureReason, ScoreReport, TenantFailure
+from engine.batch.settings import ScoreSettings
+
+__all__ = ["FailureReason", "ScoreReport", "ScoreSettings", "TenantFailure", "default_run_id",
+           "run_scoring"]

@@ -1,0 +1,250 @@
+"""The scoring job: a day of the feature table scored on Ray Data, published in one commit.
+
+Flow (the driver holds per-bucket metadata only, never rows)::
+
+    feature table at version V (pinned in the run's record, so a resumed run reads the same)
+      -> plan: one bucket per shard (x part) with rows that day, biggest first, each with
+         its tenants' production (and shadow) versions from the registry snapshot
+      -> Ray Data: from_items(buckets).map(score_bucket)   # no shuffle: a task reads its shard
+      -> each task stages one Parquet file + a manifest in the output table's directory
+      -> one Delta commit adding every file, marked tenantry-score-<run_id>
+
+Re-running a published run id does nothing; re-running a killed one reuses the buckets
+its manifests record and scores only the rest.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, TextIO
+
+from engine.batch.output import OutputTable
+from engine.batch.plan import DataSource, ScoreBucket, model_pairs, open_source, plan_buckets
+from engine.batch.report import ScoreReport
+from engine.batch.settings import ScoreSettings
+from engine.batch.task import BucketResult, ScoreContext, score_bucket
+from registry import Alias, Registry, validate_run_id
+from registry.errors import Conflict, ValidationError
+from registry.leases import LeaseKeeper
+from training.errors import DataNotFound
+from training.table import FeatureTable, parse_date
+
+__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "Runner", "default_run_id", "ray_runner",
+           "run_scoring"]
+
+LEASE_TTL_S = 600.0
+LEASE_RENEW_S = 30.0
+
+Runner = Callable[[ScoreContext, list[ScoreBucket], dict[str, float]], Iterator[BucketResult]]
+"""Runs buckets and yields their results as they finish (Ray Data, or in-process in tests)."""
+
+
+def default_run_id(date: str, alias: str = "production") -> str:
+    """``score-<date>`` (``score-<date>-shadow`` with the shadow alias): a retry resumes it."""
+    return f"score-{date}" + ("-shadow" if alias == Alias.SHADOW.value else "")
+
+
+@dataclass(frozen=True)
+class _BucketFn:
+    """The Ray Data map function: a picklable callable around :func:`score_bucket`."""
+
+    ctx: ScoreContext
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"result": pickle.dumps(score_bucket(self.ctx, pickle.loads(row["bucket"])))}
+
+
+def ray_runner(settings: ScoreSettings) -> Runner:
+    """Buckets as Ray Data tasks (one CPU each), on the Ray this process joins or starts."""
+    def run(ctx: ScoreContext, buckets: list[ScoreBucket],
+            resources: dict[str, float]) -> Iterator[BucketResult]:
+        import ray.data
+
+        from training.job import _quiet_unthrottled_data_context, ensure_ray
+        from training.settings import TrainingSettings
+
+        ensure_ray(TrainingSettings(num_cpus=settings.num_cpus, ray_address=settings.ray_address))
+        remote_args: dict[str, Any] = {"num_cpus": 1}
+        if resources:
+            remote_args["resources"] = resources
+        with _quiet_unthrottled_data_context():  # buckets return KBs: no backpressure needed
+            items = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
+                                        override_num_blocks=len(buckets))
+            for row in items.map(_BucketFn(ctx), **remote_args).iter_rows():
+                yield pickle.loads(row["result"])
+    return run
+
+
+class _Progress:
+    """One line on stderr per finished bucket (stdout stays clean for ``--json``)."""
+
+    def __init__(self, enabled: bool, total: int, stream: TextIO | None = None) -> None:
+        self.enabled, self.total, self.done = enabled, total, 0
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+
+    def bucket_done(self, results: list[BucketResult]) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        rows = sum(r.rows for r in results)
+        rate = rows / max(time.perf_counter() - self.t0, 1e-9)
+        print(f"[score] bucket {self.done}/{self.total}  tenants "
+              f"{sum(r.tenants for r in results)}  rows {rows}  failed "
+              f"{sum(len(r.failed) for r in results)}  {rate:,.0f} rows/s",
+              file=self.stream, flush=True)
+
+
+def _halt(settings: ScoreSettings) -> None:
+    """Crash-test hook: announce, then wait to be killed before anything is committed."""
+    if settings.halt_marker:
+        with open(settings.halt_marker, "w", encoding="utf-8") as fh:
+            fh.write("halted")
+    time.sleep(600)
+    raise SystemExit("halted before committing (halt_after_buckets)")
+
+
+def run_scoring(data_path: str, registry: Registry | str, out: str, *, date: str | None = None,
+                alias: str = "production", run_id: str | None = None,
+                row_key: str | None = None, settings: ScoreSettings | None = None,
+                runner: Runner | None = None) -> ScoreReport:
+    """Score one day of ``data_path`` with every tenant's model; publish to ``out`` once.
+
+    Args:
+        data_path: the feature table (Delta, partitioned by shard and date).
+        registry: a :class:`Registry` or the root of an existing one.
+        out: the predictions table (created on the first run).
+        date: the day to score; default the latest in the table.
+        alias: ``production``, or ``shadow`` to also score each tenant's shadow version.
+        run_id: default :func:`default_run_id`; a published id is a no-op, a killed one resumes.
+        row_key: the row-identity column (default ``row_id`` if present, else ordinals).
+        settings: job settings (default: from the environment).
+        runner: how buckets run (default: Ray Data).
+
+    Returns:
+        The :class:`ScoreReport`.
+
+    Raises:
+        DataNotFound: no table at ``data_path`` or no rows on ``date``.
+        ValidationError: a malformed date, alias or run id, or a table laid out for another
+            shard count.
+        Conflict: the run id was started with other parameters, or ``out`` holds a table
+            with other columns.
+        RegistryNotFound: no registry at ``registry``.
+    """
+    settings = settings or ScoreSettings.from_env()
+    t0 = time.perf_counter()
+    try:
+        alias = Alias.parse(alias).value
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    reg = registry if isinstance(registry, Registry) else Registry.open(registry)
+    src = open_source(data_path, row_key=row_key)
+    output = OutputTable(out, src.key_field)
+    prior = output.run_record(validate_run_id(run_id)) if run_id else None
+    date = parse_date(date) if date else (prior["date"] if prior else _latest(src))
+    run_id = validate_run_id(run_id or default_run_id(date, alias))
+    stored = output.published(run_id)
+    if stored is not None:
+        return replace(ScoreReport.from_json({**stored, "run_id": run_id, "output": out}),
+                       already_published=True, elapsed_s=time.perf_counter() - t0)
+    output.check_compatible()
+    params = {"run_id": run_id, "date": date, "alias": alias, "data": data_path,
+              "data_version": src.version, "row_key": src.key_field.name,
+              "parts": settings.buckets_per_shard}
+    prior = output.run_record(run_id)
+    if prior is None:
+        output.record_run(run_id, params)
+        prior = params
+    else:  # a killed attempt: same parameters, and read the table as it read it
+        _check_same(run_id, prior, params)
+        src = open_source(data_path, version=int(prior["data_version"]), row_key=row_key)
+    if date not in src.dates():
+        raise DataNotFound(f"feature table {data_path!r} has no rows on {date}")
+    FeatureTable(data_path).check_shards(reg.num_shards)
+    done = output.manifests(run_id)
+    buckets = plan_buckets(src.shard_files(date), model_pairs(reg, alias == "shadow"),
+                           reg.num_shards, int(prior["parts"]), done)
+    ctx = ScoreContext(run_id, date, src, reg, output, alias == "shadow")
+    # gc keeps the versions this run scores with while it lasts (and a TTL after a crash).
+    lease = LeaseKeeper(reg.leases, f"score-{run_id}", LEASE_TTL_S, LEASE_RENEW_S).start()
+    try:
+        lease.pin(_pins(buckets))
+        results = [BucketResult.from_manifest(doc) for doc in done.values()]
+        t_run = time.perf_counter()
+        progress = _Progress(settings.progress, len(buckets) + len(results))
+        progress.done = len(results)
+        ran = 0
+        if buckets:
+            for result in (runner or ray_runner(settings))(ctx, buckets, settings.resources()):
+                results.append(result)
+                ran += 1
+                progress.bucket_done(results)
+                if settings.halt_after_buckets and ran >= settings.halt_after_buckets:
+                    _halt(settings)
+        timings = {"buckets_s": time.perf_counter() - t_run, "plan_s": t_run - t0}
+        return _publish(output, run_id, date, alias, src, results, len(done), t0, timings)
+    finally:
+        lease.stop()
+
+
+def _latest(src: DataSource) -> str:
+    dates = src.dates()
+    if not dates:
+        raise DataNotFound(f"feature table at {src.path!r} has no rows")
+    return dates[-1]
+
+
+def _check_same(run_id: str, prior: dict[str, Any], params: dict[str, Any]) -> None:
+    for key in ("date", "alias", "data", "row_key"):
+        if prior.get(key) != params[key]:
+            raise Conflict(f"run {run_id!r} was started with {key}={prior.get(key)!r}, not "
+                           f"{params[key]!r}: re-run it as it was, or use another --run-id")
+
+
+def _pins(buckets: list[ScoreBucket]) -> dict[str, list[int]]:
+    pins: dict[str, list[int]] = {}
+    for bucket in buckets:
+        for pair in bucket.models:
+            for mv in (pair.production, pair.shadow):
+                if mv is not None:
+                    pins.setdefault(mv.tenant_id, []).append(mv.version)
+    return pins
+
+
+def _publish(output: OutputTable, run_id: str, date: str, alias: str, src: DataSource,
+             results: list[BucketResult], resumed: int, t0: float,
+             timings: dict[str, float]) -> ScoreReport:
+    """Commit every bucket's file at once; the report goes into the commit's metadata."""
+    results.sort(key=lambda r: (r.shard, r.part))
+    rows = sum(r.rows for r in results)
+    failed = tuple(sorted((f for r in results for f in r.failed), key=lambda f: f.tenant_id))
+    shadow_failed = tuple(sorted((f for r in results for f in r.shadow_failed),
+                                 key=lambda f: f.tenant_id))
+    for name in ("read_s", "score_s", "write_s", "cpu_s"):
+        timings[f"tasks_{name}"] = sum(r.timings.get(name, 0.0) for r in results)
+
+    def report(table_version: int | None) -> ScoreReport:
+        elapsed = time.perf_counter() - t0
+        return ScoreReport(
+            run_id, date, rows, sum(r.tenants for r in results), failed,
+            rows / max(elapsed, 1e-9), output.path, elapsed, alias=alias, buckets=len(results),
+            resumed_buckets=resumed, shadow_tenants=sum(r.shadow_tenants for r in results),
+            shadow_failed=shadow_failed, invalid_rows=sum(r.invalid_rows for r in results),
+            row_key=src.key_field.name, data_version=src.version, table_version=table_version,
+            timings=dict(timings))
+
+    t_commit = time.perf_counter()
+    version = output.commit(run_id, [r.file for r in results if r.file is not None],
+                            report(None).to_json(max_failures=1000))
+    timings["commit_s"] = time.perf_counter() - t_commit
+    if version is None:  # another process published this run id first
+        stored = output.published(run_id) or {}
+        return replace(ScoreReport.from_json({**report(None).to_json(), **stored}),
+                       already_published=True)
+    output.clean_staging(run_id)
+    return report(version)

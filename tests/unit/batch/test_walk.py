@@ -1,0 +1,66 @@
+"""The batch walk over a compiled forest: bit-for-bit what serving's ``predict`` answers,
+and XGBoost's ``inplace_predict`` to 1e-6."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from engine.batch.walk import walk_forest
+from engine.serving.forest import compile_forest
+
+
+def _model(seed: int, depth: int, trees: int, features: int,
+           objective: str = "binary:logistic") -> tuple[xgb.Booster, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(500, features)) * rng.choice([0.01, 1, 100], features))
+    x = x.astype(np.float32)
+    x[rng.random(x.shape) < 0.15] = np.nan
+    signal = np.nan_to_num(x[:, -1]) + rng.normal(size=500)
+    y = (signal > 0).astype(int) if objective.startswith("binary") else signal
+    booster = xgb.train({"objective": objective, "max_depth": depth, "nthread": 1,
+                         "seed": seed, "tree_method": "hist"}, xgb.DMatrix(x, y), trees)
+    return booster, x
+
+
+@pytest.mark.parametrize("seed,depth,trees,features,objective", [
+    (0, 5, 50, 20, "binary:logistic"),
+    (1, 2, 3, 4, "binary:logistic"),
+    (2, 7, 30, 9, "binary:logitraw"),
+    (3, 4, 20, 6, "reg:squarederror"),
+    (4, 1, 1, 1, "binary:logistic"),
+])
+def test_equals_serving_and_xgboost(seed: int, depth: int, trees: int, features: int,
+                                    objective: str) -> None:
+    booster, x = _model(seed, depth, trees, features, objective)
+    forest = compile_forest(bytes(booster.save_raw("ubj")))
+    rng = np.random.default_rng(seed + 100)
+    queries = np.concatenate([x, (rng.normal(size=(300, features)) * 80).astype(np.float32)])
+    queries[rng.random(queries.shape) < 0.02] = 1e30
+    queries[rng.random(queries.shape) < 0.02] = -1e30
+    for rows in (queries, queries[:1], queries[:7], queries[:0]):
+        got = walk_forest(forest, rows)
+        assert got.dtype == np.float32 and got.shape == (len(rows),)
+        np.testing.assert_array_equal(got, forest.predict(rows) if len(rows) else got)
+        if len(rows):
+            want = booster.inplace_predict(rows)
+            scale = 1.0 if objective == "binary:logistic" else np.maximum(1.0, np.abs(want))
+            assert np.all(np.abs(got - want) <= 1e-6 * scale)
+
+
+def test_chunks_match_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.batch import walk
+
+    booster, x = _model(7, 5, 40, 8)
+    forest = compile_forest(bytes(booster.save_raw("ubj")))
+    whole = walk_forest(forest, x)
+    monkeypatch.setattr(walk, "_CHUNK_ELEMENTS", 3 * 40)  # 3 rows per chunk
+    np.testing.assert_array_equal(walk_forest(forest, x), whole)
+
+
+def test_wrong_width_is_refused() -> None:
+    booster, _ = _model(5, 3, 5, 4)
+    forest = compile_forest(bytes(booster.save_raw("ubj")))
+    with pytest.raises(ValueError, match=r"expected \(rows, 4\)"):
+        walk_forest(forest, np.zeros((3, 5), np.float32))
