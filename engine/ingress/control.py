@@ -4,7 +4,9 @@ HAProxy sends those two paths here (a loopback port of the ingress actor). ``/re
 200 only when HAProxy has a model host whose own ``/readyz`` health check passes (its
 registry snapshot is loaded), i.e. when a predict would be served. ``/metrics`` is one
 scrape for the whole app: every ingress's HAProxy counters and every model host's page,
-merged (counters and histograms summed).
+merged (counters and histograms summed). Its counters never go down while this ingress
+lives: the last values of a replica that died or restarted, and of this ingress's HAProxy
+before a restart, stay in the totals (:class:`~engine.serving.aggregate.CarriedCounters`).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from fastapi.responses import JSONResponse, Response
 
 from engine.ingress.runtime import RuntimeError_, StatRow
 from engine.ingress.stats import ingress_page, up_slots
-from engine.serving.aggregate import merge_metrics
+from engine.serving.aggregate import CarriedCounters
 from engine.serving.directory import Endpoint
 
 __all__ = ["ControlSources", "create_control_app"]
 
 SCRAPE_TIMEOUT_S = 5.0
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OWN_SOURCE = "ingress"  # this ingress's HAProxy counters, among the replicas' pages
 
 
 class ControlSources:
@@ -55,6 +58,9 @@ def create_control_app(sources: ControlSources) -> Any:
     app = FastAPI(title="tenantry ingress control", docs_url=None, redoc_url=None,
                   openapi_url=None)
     client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S)
+    carried = CarriedCounters()
+    # One scrape at a time: pages merged out of order would look like counter resets.
+    scraping = asyncio.Lock()
 
     async def rows() -> list[StatRow] | None:
         try:
@@ -72,14 +78,19 @@ def create_control_app(sources: ControlSources) -> Any:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        stat = await rows()
-        own = ingress_page(stat) if stat is not None else ""
-        try:
-            endpoints = await asyncio.wait_for(sources.endpoints(), SCRAPE_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - directory restarting: the ingress's own page
-            endpoints = []
-        others, replicas = await asyncio.gather(sources.other_ingress_pages(),
-                                                _replica_pages(client, endpoints))
-        return Response(merge_metrics([own, *others, *replicas]), media_type=PROMETHEUS_TEXT)
+        async with scraping:
+            stat = await rows()
+            own = ingress_page(stat) if stat is not None else ""  # "": its last values count
+            try:
+                endpoints = await asyncio.wait_for(sources.endpoints(), SCRAPE_TIMEOUT_S)
+            except Exception:  # noqa: BLE001 - directory restarting: the ingress's own page
+                endpoints = []
+            others, replicas = await asyncio.gather(sources.other_ingress_pages(),
+                                                    _replica_pages(client, endpoints))
+            pages = {OWN_SOURCE: own}
+            pages.update((f"replica:{ep.replica_id}", page)
+                         for ep, page in zip(endpoints, replicas, strict=True))
+            text = carried.merge(pages, others)
+        return Response(text, media_type=PROMETHEUS_TEXT)
 
     return app
