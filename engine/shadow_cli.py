@@ -17,6 +17,7 @@ def _set(args: argparse.Namespace) -> int:
     from engine.cli import emit
     from engine.shadow import ConfigStore, ShadowTables, build_config
     from registry import Alias, Registry
+    from registry.cli import cli_actor
     from registry.errors import ValidationError
 
     reg = Registry.open(args.registry)
@@ -29,7 +30,8 @@ def _set(args: argparse.Namespace) -> int:
             raise ValidationError(
                 f"v{args.version} is {args.tenant}'s production version: shadowing it compares "
                 f"production with itself (see tenantry registry history {args.tenant})")
-    config = build_config(args.tenant, args.fraction, args.version, args.start, args.until)
+    config = build_config(args.tenant, args.fraction, args.version, args.start, args.until,
+                          actor=cli_actor(), reason=args.reason)
     if config.until is not None and config.until <= datetime.now(UTC):
         raise ValidationError(f"--until {config.until.isoformat()} is already past: the "
                               "shadow would never run")
@@ -47,8 +49,10 @@ def _clear(args: argparse.Namespace) -> int:
     from engine.cli import emit
     from engine.shadow import ConfigStore, ShadowTables
     from registry import Registry
+    from registry.cli import cli_actor
 
-    ConfigStore(ShadowTables.for_registry(Registry.open(args.registry))).clear(args.tenant)
+    ConfigStore(ShadowTables.for_registry(Registry.open(args.registry))).clear(
+        args.tenant, actor=cli_actor(), reason=args.reason)
     emit(args, {"tenant_id": args.tenant, "cleared": True}, f"{args.tenant}: shadow cleared")
     return 0
 
@@ -77,9 +81,11 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--fraction", type=float, required=True, help="share of requests, 0..1")
     p.add_argument("--start", default=None, help="ISO 8601 time to start (default: now)")
     p.add_argument("--until", default=None, help="ISO 8601 time to stop by itself")
+    p.add_argument("--reason", default=None, help="why, recorded in the shadow config log")
     p.set_defaults(handler=_set)
     p = ssub.add_parser("clear", parents=[parent], help="stop shadowing a tenant")
     p.add_argument("tenant")
+    p.add_argument("--reason", default=None, help="why, recorded in the shadow config log")
     p.set_defaults(handler=_clear)
     p = ssub.add_parser("report", parents=[parent], help="compare shadow with production")
     p.add_argument("tenant")

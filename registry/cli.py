@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 from typing import Any
 
 from registry.gc import collect_garbage
-from registry.registry import Registry
+from registry.registry import AliasEvent, Registry
 from registry.types import Alias, ModelVersion
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "cli_actor"]
 
 
 def _version_line(mv: ModelVersion | None) -> str:
@@ -47,10 +48,32 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _event_line(e: AliasEvent) -> str:
+    target = f"v{e.version}" if e.version is not None else "-"
+    who = e.actor or (f"run {e.run_id}" if e.run_id else "?")
+    at = f"{e.at:%Y-%m-%d %H:%M:%S}" if e.at else "?"
+    return f"{at}  {e.alias:<10} {e.action:<8} {target:>5}  by {who}: {e.reason or ''}"
+
+
+def cli_actor() -> str:
+    """Who runs this command, for the alias and shadow logs (the OS user)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
+        return "unknown"
+
+
 def _history(args: argparse.Namespace) -> int:
     from engine.cli import emit
 
-    versions = Registry.open(args.registry).history(args.tenant)
+    reg = Registry.open(args.registry)
+    if args.events:
+        reg.history(args.tenant)  # an unknown tenant is an error, not an empty list
+        events = reg.alias_events(args.tenant)
+        emit(args, [e.to_json() for e in events],
+             "\n".join(_event_line(e) for e in events) or "no alias moves")
+        return 0
+    versions = reg.history(args.tenant)
     emit(args, [v.to_json() for v in versions],
          "\n".join(_version_line(v) for v in versions))
     return 0
@@ -61,7 +84,8 @@ def _promote(args: argparse.Namespace) -> int:
 
     reg = Registry.open(args.registry)
     shadow_before = reg.snapshot().alias_version(args.tenant, Alias.SHADOW)
-    mv = reg.promote(args.tenant, args.version, args.alias)
+    mv = reg.promote(args.tenant, args.version, args.alias, reason=args.reason,
+                     actor=cli_actor())
     cleared = args.alias == Alias.PRODUCTION.value and shadow_before == mv.version
     emit(args, {"tenant_id": args.tenant, "alias": args.alias, "version": mv.version,
                 "shadow_cleared": cleared},
@@ -73,7 +97,8 @@ def _promote(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     from engine.cli import emit
 
-    mv = Registry.open(args.registry).rollback(args.tenant)
+    mv = Registry.open(args.registry).rollback(args.tenant, actor=cli_actor(),
+                                               reason=args.reason)
     emit(args, {"tenant_id": args.tenant, "alias": "production", "version": mv.version},
          f"{args.tenant}: production rolled back to v{mv.version}")
     return 0
@@ -113,10 +138,16 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
         p = rsub.add_parser(name, parents=[parent], help=hlp)
         p.add_argument("tenant")
         p.set_defaults(handler=fn)
+        if name == "history":
+            p.add_argument("--events", action="store_true",
+                           help="the alias moves instead (who, when, why), newest first")
+        if name == "rollback":
+            p.add_argument("--reason", default=None, help="why, recorded in the alias log")
     p = rsub.add_parser("promote", parents=[parent], help="point an alias at a version")
     p.add_argument("tenant")
     p.add_argument("version", type=int)
     p.add_argument("--alias", default="production", choices=["production", "shadow"])
+    p.add_argument("--reason", default=None, help="why, recorded in the alias log")
     p.set_defaults(handler=_promote)
     p = rsub.add_parser("gc", parents=[parent], help="remove old versions and orphans, compact")
     p.add_argument("--keep", type=int, default=5, help="newest versions kept per tenant")

@@ -23,7 +23,8 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from registry.errors import RegistryConflict, RegistryError, RegistryNotFound
 
-__all__ = ["TABLES", "DeltaIndex", "RowsAt", "run_app_id", "to_arrow"]
+__all__ = ["AUDIT_COLUMNS", "TABLES", "DeltaIndex", "RowsAt", "run_app_id", "table_schema",
+           "to_arrow"]
 
 _TS = pa.timestamp("us", tz="UTC")
 _SEQUENCED_ATTEMPTS = 100
@@ -77,6 +78,17 @@ TABLES: dict[str, pa.Schema] = {
 }
 _PARTITIONS = {"models": ["shard"], "aliases": ["shard"], "runs": []}
 
+AUDIT_COLUMNS: dict[str, tuple[pa.Field, ...]] = {
+    "aliases": (pa.field("actor", pa.string()),),  # who: OS user (CLI), "admin" (API,
+}                                                  # console); null: a run, or older rows
+"""Nullable columns added to :data:`TABLES` later: a table made before them gains them on
+its next sequenced write, and its older rows read them as null."""
+
+
+def table_schema(name: str) -> pa.Schema:
+    """The full schema new rows of table ``name`` are written with."""
+    return pa.schema(list(TABLES[name]) + list(AUDIT_COLUMNS.get(name, ())))
+
 
 def run_app_id(run_id: str) -> str:
     """The Delta application-transaction id that marks ``run_id`` as written."""
@@ -114,9 +126,10 @@ class DeltaIndex:
 
     def create(self) -> None:
         """Create the tables that do not exist yet."""
-        for name, schema in TABLES.items():
+        for name in TABLES:
             DeltaTable.create(
-                self.uri(name), schema, mode="ignore", partition_by=_PARTITIONS[name] or None,
+                self.uri(name), table_schema(name), mode="ignore",
+                partition_by=_PARTITIONS[name] or None,
                 configuration={"delta.enableChangeDataFeed": "true"},
                 storage_options=self.storage_options,
             )
@@ -182,7 +195,7 @@ class DeltaIndex:
             RegistryConflict: other writers won the race every time.
             RegistryError: the table could not be written.
         """
-        schema = TABLES[name]
+        schema = table_schema(name)
         for attempt in range(_SEQUENCED_ATTEMPTS):
             dt = self.table(name)
             if run_id is not None and dt.transaction_version(run_app_id(run_id)) is not None:
@@ -191,8 +204,10 @@ class DeltaIndex:
             txns = [Transaction(run_app_id(run_id), 1)] if run_id is not None else None
             props = CommitProperties(app_transactions=txns, max_commit_retries=0,
                                      custom_metadata={"tenantry.run_id": run_id or ""})
-            # Tables made before the column existed gain it on the first sequenced write.
-            merge = "commit_version" not in {f.name for f in dt.schema().fields}
+            # Tables made before a column existed (commit_version, actor) gain it on the
+            # first sequenced write; their older rows read it as null.
+            have = {f.name for f in dt.schema().fields}
+            merge = any(f.name not in have for f in schema)
             try:
                 write_deltalake(dt, rows_at(target).cast(schema), mode="append",
                                 commit_properties=props, schema_mode="merge" if merge else None)
@@ -220,7 +235,7 @@ class DeltaIndex:
         dt = self.table(name)
         new_version = dt.version()
         if new_version <= version:
-            return TABLES[name].empty_table(), version
+            return table_schema(name).empty_table(), version
         if version < 0:
             # First load: read the current files, not the whole log (old files may be vacuumed).
             return self.query(name, refresh=False), new_version

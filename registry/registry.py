@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,7 @@ from registry.errors import (
     ValidationError,
 )
 from registry.ids import shard_of, validate_tenant_id
-from registry.index import DeltaIndex, RowsAt
+from registry.index import DeltaIndex, RowsAt, sql_str
 from registry.leases import LeaseStore
 from registry.settings import RegistrySettings
 from registry.snapshot import RegistrySnapshot
@@ -53,7 +54,7 @@ from registry.types import (
     TenantSummary,
 )
 
-__all__ = ["FORMAT_VERSION", "Registry", "booster_from_bytes", "validate_run_id"]
+__all__ = ["FORMAT_VERSION", "AliasEvent", "Registry", "booster_from_bytes", "validate_run_id"]
 
 FORMAT_VERSION = 1
 META_FILE = "_tenantry.json"
@@ -73,6 +74,33 @@ def _now() -> datetime:
 
 def _tenant_dir(shard: int, tenant_id: str) -> str:
     return f"artifacts/shard={shard:02d}/tenant={tenant_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasEvent:
+    """One row of the ``aliases`` log: an alias moved, by whom, when and why.
+
+    ``actor`` is the OS user for the CLI, ``"admin"`` for the admin API and the console,
+    and None for moves made by a training run (``run_id`` says which) or written before
+    the column existed.
+    """
+
+    tenant_id: str
+    alias: str
+    action: str  # set | rollback | clear
+    version: int | None
+    actor: str | None
+    reason: str | None
+    run_id: str | None
+    at: datetime | None
+    commit_version: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The EVENT document of ``registry history --events --json``."""
+        return {"tenant_id": self.tenant_id, "alias": self.alias, "action": self.action,
+                "version": self.version, "actor": self.actor, "reason": self.reason,
+                "run_id": self.run_id, "at": self.at.isoformat() if self.at else None,
+                "commit_version": self.commit_version}
 
 
 class Registry:
@@ -264,38 +292,52 @@ class Registry:
         }), run_id)
         return PublishResult(run_id, published, published == 0 and len(versions) > 0, moves)
 
-    def move_aliases(self, moves: Sequence[AliasMove]) -> None:
-        """Apply alias moves (promote/clear) in one ``aliases`` commit."""
+    def move_aliases(self, moves: Sequence[AliasMove], actor: str | None = None) -> None:
+        """Apply alias moves (promote/clear) in one ``aliases`` commit, recording ``actor``."""
         if moves:
-            self.index.append_sequenced("aliases", _alias_rows(self, moves, None))
+            self.index.append_sequenced("aliases", _alias_rows(self, moves, None, actor=actor))
 
     def promote(self, tenant_id: str, version: int, alias: str = "production",
-                reason: str = "promote") -> ModelVersion:
+                reason: str | None = "promote", actor: str | None = None) -> ModelVersion:
         """Point ``alias`` of a tenant at an existing version; returns that version.
 
         Promoting the tenant's shadow version to production also clears ``shadow`` (in
         the same commit): it has nothing left to be compared against.
+
+        Args:
+            tenant_id: the tenant.
+            version: an existing version of it.
+            alias: ``production`` or ``shadow``.
+            reason: why, recorded in the alias log (None or empty: ``"promote"``).
+            actor: who, recorded in the alias log (OS user, ``"admin"``).
         """
         alias = Alias.parse(alias).value
         snap = self.snapshot()
         mv = snap.version(validate_tenant_id(tenant_id), int(version))
-        moves = [AliasMove(tenant_id, alias, mv.version, reason)]
+        moves = [AliasMove(tenant_id, alias, mv.version, reason or "promote")]
         if alias == Alias.PRODUCTION.value and \
                 snap.alias_version(tenant_id, Alias.SHADOW) == mv.version:
             moves.append(AliasMove(tenant_id, Alias.SHADOW.value, None,
                                    f"v{mv.version} promoted to production"))
-        self.move_aliases(moves)
+        self.move_aliases(moves, actor)
         self.snapshot()
         return mv
 
-    def clear_alias(self, tenant_id: str, alias: str) -> None:
-        """Remove ``alias`` from a tenant."""
+    def clear_alias(self, tenant_id: str, alias: str, actor: str | None = None,
+                    reason: str | None = None) -> None:
+        """Remove ``alias`` from a tenant (``actor`` and ``reason`` go to the alias log)."""
         alias = Alias.parse(alias).value
         self.snapshot().versions(validate_tenant_id(tenant_id))
-        self.move_aliases([AliasMove(tenant_id, alias, None, "clear")])
+        self.move_aliases([AliasMove(tenant_id, alias, None, reason or "clear")], actor)
 
-    def rollback(self, tenant_id: str) -> ModelVersion:
+    def rollback(self, tenant_id: str, actor: str | None = None,
+                 reason: str | None = None) -> ModelVersion:
         """Move ``production`` back to the previous production version.
+
+        Args:
+            tenant_id: the tenant.
+            actor: who, recorded in the alias log.
+            reason: why, recorded in the alias log (None or empty: ``"rollback"``).
 
         Raises:
             Conflict: the tenant has no earlier production version.
@@ -310,7 +352,8 @@ class Registry:
             raise Conflict(f"cannot roll {tenant_id!r} back to v{target.version}: its artifact "
                            "was removed by gc")
         rows = _alias_rows(self, [AliasMove(tenant_id, "production", target.version,
-                                            "rollback")], None, action="rollback")
+                                            reason or "rollback")], None, action="rollback",
+                           actor=actor)
         self.index.append_sequenced("aliases", rows)
         self.snapshot()
         return target
@@ -323,6 +366,20 @@ class Registry:
     def history(self, tenant_id: str) -> list[ModelVersion]:
         """Every version of a tenant, newest first."""
         return self.snapshot().versions(validate_tenant_id(tenant_id))
+
+    def alias_events(self, tenant_id: str) -> list[AliasEvent]:
+        """Every alias move of a tenant (who, when, why), newest first, in commit order.
+
+        Reads the ``aliases`` table (its tenant's shard only); not for a request path.
+        """
+        validate_tenant_id(tenant_id)
+        where = f"shard = {self.shard_of(tenant_id)} AND tenant_id = {sql_str(tenant_id)}"
+        rows = self.index.query("aliases", where).to_pylist()
+        rows.sort(key=lambda r: (-1 if r.get("commit_version") is None
+                                 else int(r["commit_version"]), r["set_at"]), reverse=True)
+        return [AliasEvent(r["tenant_id"], r["alias"], r["action"], r["version"],
+                           r.get("actor"), r.get("reason"), r.get("run_id"), r.get("set_at"),
+                           r.get("commit_version")) for r in rows]
 
     def list_tenants(self) -> list[TenantSummary]:
         """One summary per tenant."""
@@ -431,7 +488,7 @@ def _model_rows(versions: Sequence[NewVersion], run_id: str, paths: Sequence[str
 
 
 def _alias_rows(reg: Registry, moves: Sequence[AliasMove], run_id: str | None,
-                action: str | None = None) -> RowsAt:
+                action: str | None = None, actor: str | None = None) -> RowsAt:
     """Alias events for one commit, built once the commit's table version is known.
 
     Events are ordered by that version, so one commit holds at most one event per
@@ -454,6 +511,7 @@ def _alias_rows(reg: Registry, moves: Sequence[AliasMove], run_id: str | None,
             "run_id": [run_id] * len(moves),
             "set_at": pa.array([now] * len(moves), pa.timestamp("us", tz="UTC")),
             "commit_version": pa.array([commit_version] * len(moves), pa.int64()),
+            "actor": pa.array([actor] * len(moves), pa.string()),
         })
 
     return rows_at

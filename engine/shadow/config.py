@@ -5,6 +5,10 @@ resolved when a request is mirrored), what fraction of its requests is mirrored 
 optional window ``[start, until)`` after which shadowing stops by itself. Configs are
 rows of the append-only ``shadow/config`` Delta table (latest row per tenant wins), so the
 CLI and any replica can write them and every replica sees them within a refresh.
+
+Each row also records who changed the setting and why (``actor``, ``reason``: nullable
+columns merged into tables written before they existed), so the table is the audit trail of
+shadow changes (:meth:`ConfigStore.history`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+from deltalake import CommitProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
 
-from engine.shadow.tables import CONFIG, ShadowTables
+from engine.shadow.tables import CONFIG, SCHEMAS, ShadowTables, sql_str
 from registry import validate_tenant_id
-from registry.errors import ValidationError
+from registry.errors import RegistryConflict, RegistryError, ValidationError
 
-__all__ = ["ConfigStore", "ConfigWatcher", "ShadowConfig", "build_config", "parse_time"]
+__all__ = ["CONFIG_SCHEMA", "ConfigChange", "ConfigStore", "ConfigWatcher", "ShadowConfig",
+           "build_config", "parse_time"]
+
+CONFIG_SCHEMA = pa.schema(list(SCHEMAS[CONFIG]) + [
+    pa.field("actor", pa.string()),  # who: OS user (CLI), "admin" (admin API, console)
+    pa.field("reason", pa.string()),  # why, as they said it
+])
+"""``shadow/config`` with its audit columns (older tables gain them on the next write)."""
 
 
 def _now() -> datetime:
@@ -57,6 +70,8 @@ class ShadowConfig:
     start: datetime | None = None
     until: datetime | None = None
     set_at: datetime | None = None
+    actor: str | None = None
+    reason: str | None = None
 
     def active(self, now: datetime | None = None) -> bool:
         """True while ``now`` lies in the window and the fraction is positive."""
@@ -80,13 +95,38 @@ class ShadowConfig:
         return {"tenant_id": self.tenant_id, "version": self.version,
                 "fraction": self.fraction, "start": iso(self.start),
                 "until": iso(self.until), "set_at": iso(self.set_at),
-                "active": self.active()}
+                "active": self.active(), "actor": self.actor, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """One row of ``shadow/config``: a tenant's shadow set or cleared, by whom and why."""
+
+    tenant_id: str
+    cleared: bool
+    version: int | None
+    fraction: float
+    start: datetime | None
+    until: datetime | None
+    set_at: datetime | None
+    actor: str | None
+    reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (times as ISO 8601)."""
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat() if t else None
+
+        return {"tenant_id": self.tenant_id, "cleared": self.cleared, "version": self.version,
+                "fraction": self.fraction, "start": iso(self.start), "until": iso(self.until),
+                "set_at": iso(self.set_at), "actor": self.actor, "reason": self.reason}
 
 
 def build_config(tenant_id: str, fraction: float, version: int | None = None,
                  start: str | datetime | None = None,
-                 until: str | datetime | None = None) -> ShadowConfig:
-    """A validated config stamped with the current time.
+                 until: str | datetime | None = None, *, actor: str | None = None,
+                 reason: str | None = None) -> ShadowConfig:
+    """A validated config stamped with the current time (``actor``/``reason``: the audit).
 
     Raises:
         InvalidTenantId: bad tenant id.
@@ -102,7 +142,7 @@ def build_config(tenant_id: str, fraction: float, version: int | None = None,
     if t0 is not None and t1 is not None and t1 <= t0:
         raise ValidationError("until must be later than start")
     return ShadowConfig(tenant_id, fraction, None if version is None else int(version),
-                        t0, t1, _now())
+                        t0, t1, _now(), actor, reason or None)
 
 
 class ConfigStore:
@@ -117,30 +157,73 @@ class ConfigStore:
 
     def set_many(self, configs: Sequence[ShadowConfig]) -> None:
         """Record several tenants' settings in one commit."""
-        self._append([(c.tenant_id, c.version, c.fraction, c.start, c.until, False)
-                      for c in configs])
+        self._append([(c.tenant_id, c.version, c.fraction, c.start, c.until, False, c.actor,
+                       c.reason) for c in configs])
 
-    def clear(self, tenant_id: str) -> None:
-        """Stop shadowing ``tenant_id``."""
-        self.clear_many([tenant_id])
+    def clear(self, tenant_id: str, actor: str | None = None,
+              reason: str | None = None) -> None:
+        """Stop shadowing ``tenant_id`` (``actor`` and ``reason`` are recorded)."""
+        self.clear_many([tenant_id], actor, reason)
 
-    def clear_many(self, tenant_ids: Sequence[str]) -> None:
+    def clear_many(self, tenant_ids: Sequence[str], actor: str | None = None,
+                   reason: str | None = None) -> None:
         """Stop shadowing several tenants in one commit."""
-        self._append([(validate_tenant_id(t), None, 0.0, None, None, True) for t in tenant_ids])
+        self._append([(validate_tenant_id(t), None, 0.0, None, None, True, actor,
+                       reason or None) for t in tenant_ids])
 
     def _append(self, rows: list[tuple[str, int | None, float, datetime | None,
-                                       datetime | None, bool]]) -> None:
+                                       datetime | None, bool, str | None, str | None]]) -> None:
         if not rows:
             return
         cols = list(zip(*rows))
-        self.tables.append(CONFIG, pa.table({
+        ts = pa.timestamp("us", tz="UTC")
+        self._write(pa.table({
             "tenant_id": pa.array(cols[0], pa.string()),
             "version": pa.array(cols[1], pa.int64()),
             "fraction": pa.array(cols[2], pa.float64()),
-            "start": pa.array(cols[3], pa.timestamp("us", tz="UTC")),
-            "until": pa.array(cols[4], pa.timestamp("us", tz="UTC")),
+            "start": pa.array(cols[3], ts),
+            "until": pa.array(cols[4], ts),
             "cleared": pa.array(cols[5], pa.bool_()),
-            "set_at": pa.array([_now()] * len(rows), pa.timestamp("us", tz="UTC"))}))
+            "set_at": pa.array([_now()] * len(rows), ts),
+            "actor": pa.array(cols[6], pa.string()),
+            "reason": pa.array(cols[7], pa.string())}, schema=CONFIG_SCHEMA))
+
+    def _write(self, rows: pa.Table) -> None:
+        """Append in one commit, as :meth:`ShadowTables.append`, merging the audit columns
+        into a table created before they existed.
+
+        Raises:
+            RegistryConflict: concurrent commits could not be reconciled.
+            RegistryError: the table could not be written.
+        """
+        tables = self.tables
+        props = CommitProperties(max_commit_retries=50)
+        last: Exception | None = None
+        for _ in range(3):  # two writers may race to create the table
+            dt = tables.handle(CONFIG)
+            try:
+                write_deltalake(dt if dt is not None else tables.uri(CONFIG), rows,
+                                mode="append", schema_mode="merge", commit_properties=props,
+                                storage_options=None if dt is not None
+                                else tables.storage_options)
+                return
+            except CommitFailedError as exc:
+                last = exc
+            except DeltaError as exc:
+                last = exc
+                tables._handles.pop(CONFIG, None)  # a broken handle: reopen it next try
+        if isinstance(last, CommitFailedError):
+            raise RegistryConflict(f"concurrent update of shadow/{CONFIG}: {last}") from last
+        raise RegistryError(f"could not write shadow/{CONFIG}: {last}") from last
+
+    def history(self, tenant_id: str) -> list[ConfigChange]:
+        """Every shadow change of ``tenant_id``, newest first (who, when, why)."""
+        rows = self.tables.query(CONFIG, f"tenant_id = {sql_str(validate_tenant_id(tenant_id))}"
+                                 ).to_pylist()
+        rows.sort(key=lambda r: r["set_at"], reverse=True)
+        return [ConfigChange(r["tenant_id"], bool(r["cleared"]), r["version"],
+                             float(r["fraction"]), r["start"], r["until"], r["set_at"],
+                             r.get("actor"), r.get("reason")) for r in rows]
 
     def version(self) -> int:
         """Current table version (-1 before the first config)."""

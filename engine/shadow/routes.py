@@ -2,7 +2,9 @@
 
 ``PUT``/``DELETE /v1/admin/tenants/{tenant_id}/shadow`` (admin token) write the shared
 config table, so every replica picks the change up within a refresh, and apply it to the
-answering replica at once. ``GET /v1/tenants/{tenant_id}/shadow`` shows the config, the
+answering replica at once. Each change records who made it (``admin``; ``anonymous`` on a
+host without keys) and why (``reason`` in the PUT body; a ``reason`` query parameter or
+JSON body ``{"reason": …}`` on DELETE). ``GET /v1/tenants/{tenant_id}/shadow`` shows the config, the
 version it resolves to and this replica's live counters. Those counters are replica-wide:
 an admin token (or a host without keys) sees them all, a tenant key only the numbers among
 them, as free text such as ``last_error`` may name other tenants.
@@ -37,6 +39,28 @@ class ShadowBody(BaseModel):
     fraction: float = Field(..., ge=0.0, le=1.0, examples=[0.1])
     start: datetime | None = None
     until: datetime | None = Field(None, examples=["2026-12-01T18:00:00Z"])
+    reason: str | None = Field(None, max_length=500, examples=["compare the held-back model"])
+
+
+def _actor(keys: KeyStore) -> str:
+    """Who an admin call is, for the audit trail (call after check_admin accepted it)."""
+    return "admin" if keys.enabled else "anonymous"
+
+
+async def _delete_reason(request: Request) -> str | None:
+    """The reason of a DELETE: ``?reason=`` or a JSON body ``{"reason": …}``."""
+    reason = request.query_params.get("reason")
+    raw = await request.body()
+    if raw.strip():
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise ValidationError("invalid body: expected JSON like {\"reason\": \"…\"}") \
+                from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("reason", ""), str | None):
+            raise ValidationError("invalid body: expected JSON like {\"reason\": \"…\"}")
+        reason = doc.get("reason") or reason
+    return (reason or "")[:500] or None
 
 
 async def _check_target(state: ModelHostState, tenant_id: str, version: int | None) -> None:
@@ -100,7 +124,8 @@ def add_shadow_routes(app: FastAPI, state: ModelHostState, keys: KeyStore,
                                   if not isinstance(exc, PydanticError)
                                   else f"invalid shadow settings: {_first_error(exc)}") from None
         await _check_target(state, tenant_id, body.version)
-        config = build_config(tenant_id, body.fraction, body.version, body.start, body.until)
+        config = build_config(tenant_id, body.fraction, body.version, body.start, body.until,
+                              actor=_actor(keys), reason=body.reason)
         await asyncio.to_thread(store.set, config)
         mirror.apply(tenant_id, config)
         return describe(tenant_id)
@@ -110,7 +135,8 @@ def add_shadow_routes(app: FastAPI, state: ModelHostState, keys: KeyStore,
         """Stop shadowing a tenant (admin)."""
         validate_tenant_id(tenant_id)
         keys.check_admin(request.headers)
-        await asyncio.to_thread(store.clear, tenant_id)
+        reason = await _delete_reason(request)
+        await asyncio.to_thread(store.clear, tenant_id, _actor(keys), reason)
         mirror.apply(tenant_id, None)
         return describe(tenant_id)
 
