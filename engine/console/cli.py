@@ -1,0 +1,49 @@
+"""``tenantry console``: serve the web console (uvicorn, one process)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_commands"]
+
+
+def _console(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from engine.console.app import build_console, create_app
+    from engine.console.settings import ConsoleSettings
+    from registry.errors import ValidationError
+
+    settings = ConsoleSettings.from_env(registry=args.registry, host=args.host, port=args.port,
+                                        api_keys_file=args.api_keys, reports_dir=args.reports,
+                                        allow_anonymous=args.allow_anonymous or None)
+    problem = settings.exposure_problem()
+    if problem:
+        raise ValidationError(problem)
+    console = build_console(settings)  # fails fast: no registry, unreadable key file
+    app = create_app(settings, console)
+    mode = "admin actions need the admin token" if console.auth.writable else "read-only"
+    print(f"tenantry console for {settings.registry} at http://{settings.host}:{settings.port}"
+          f"/ ({len(console.index.view.entries)} tenants; {mode}; Ctrl-C to stop)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                server_header=False)
+    return 0
+
+
+def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
+    """Register ``tenantry console``."""
+    p = sub.add_parser("console", parents=[parent],
+                       help="web console over the registry, runs, shadow and capacity reports")
+    p.add_argument("--host", default=None,
+                   help="address to bind (default 127.0.0.1); a non-loopback one needs "
+                        "--api-keys or --allow-anonymous")
+    p.add_argument("--port", type=int, default=None, help="port (default 8090)")
+    p.add_argument("--api-keys", default=None,
+                   help="hashed API key file (tenantry apikey): pages need a key, actions "
+                        "the admin token; without it the console is read-only")
+    p.add_argument("--reports", default=None,
+                   help="folder holding tenantry loadtest reports (searched 2 levels deep)")
+    p.add_argument("--allow-anonymous", action="store_true",
+                   help="bind a non-loopback address without API keys (read-only)")
+    p.set_defaults(handler=_console)
