@@ -7,6 +7,8 @@ stage halfway between the last pass and the first failure. Capacity is the highe
 
 Recommendation: replicas = ceil(target * (1 + headroom) / per-replica capacity); cache
 size from the LRU hit-ratio curve of the same traffic scaled to the target tenant count.
+When no stage broke the SLO the capacity found is only a lower bound (the server may take
+more), and so the replica count is an upper bound (``lower_bound``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "HEADROOM",
     "MAX_ERROR_RATE",
     "Recommendation",
+    "is_lower_bound",
     "max_within_slo",
     "recommend",
     "search",
@@ -62,6 +65,11 @@ def search(rates: Sequence[float], run: StageRunner, refine: bool = True) -> lis
     return results
 
 
+def is_lower_bound(results: Sequence[StageResult]) -> bool:
+    """Whether every stage passed, so the highest passing rate is only a lower bound."""
+    return bool(results) and all(r.passed for r in results)
+
+
 def max_within_slo(results: Sequence[StageResult]) -> float | None:
     """Highest achieved rate among passing stages (None when no stage passed)."""
     passing = [r.achieved_rps for r in results if r.passed]
@@ -98,6 +106,7 @@ class Recommendation:
     cache_mb_per_replica: float | None
     cache_mb_total: float | None
     notes: list[str] = field(default_factory=list)
+    lower_bound: bool = False  # capacity is "at least" (no stage failed); replicas "at most"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -106,7 +115,8 @@ class Recommendation:
 
 def recommend(max_rps: float | None, measured_replicas: int, target_rps: float,
               target_tenants: int, curve: HitRatioCurve, target_hit_rate: float,
-              model_bytes: float, headroom: float = HEADROOM) -> Recommendation:
+              model_bytes: float, headroom: float = HEADROOM,
+              lower_bound: bool = False) -> Recommendation:
     """Size a deployment from measured capacity and the hit-ratio curve.
 
     Args:
@@ -118,6 +128,7 @@ def recommend(max_rps: float | None, measured_replicas: int, target_rps: float,
         target_hit_rate: hit rate the caches must reach.
         model_bytes: memory per cached model.
         headroom: fractional headroom on both rate and cache size.
+        lower_bound: no stage failed the SLO, so ``max_rps`` is only a lower bound.
 
     Returns:
         the recommendation (fields None where it cannot be derived, with a note why).
@@ -127,6 +138,10 @@ def recommend(max_rps: float | None, measured_replicas: int, target_rps: float,
     replicas = None
     if per_replica:
         replicas = max(1, math.ceil(target_rps * (1.0 + headroom) / per_replica - 1e-9))
+        if lower_bound:
+            notes.append(f"no stage failed the SLO: capacity is at least {per_replica:.1f} "
+                         f"req/s per replica; the replica count is an upper bound (test "
+                         f"higher --rates to find the limit)")
     else:
         notes.append("no stage met the SLO, so per-replica capacity is unknown")
     models = curve.smallest_size_for(target_hit_rate)
@@ -145,4 +160,5 @@ def recommend(max_rps: float | None, measured_replicas: int, target_rps: float,
                      "cache_mb_total")
     return Recommendation(target_rps, target_tenants, headroom, max_rps, measured_replicas,
                           round(per_replica, 3) if per_replica else None, replicas,
-                          target_hit_rate, total, per_rep, model_bytes, mb_rep, mb_total, notes)
+                          target_hit_rate, total, per_rep, model_bytes, mb_rep, mb_total, notes,
+                          lower_bound=bool(lower_bound and per_replica))

@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.loadtest.capacity import max_within_slo, recommend, target_curve
+from engine.loadtest.capacity import is_lower_bound, max_within_slo, recommend, target_curve
 from engine.loadtest.footprint import measure_footprint, registry_artifact
 from engine.loadtest.progress import ProgressDisplay
 from engine.loadtest.report import write_report
 from engine.loadtest.runner import LoadTestConfig, parse_target, run_loadtest
 from engine.loadtest.schedule import Arrivals, parse_rates
-from engine.loadtest.tenants import choose_tenants
+from engine.loadtest.tenants import TenantSet, choose_tenants
 from engine.loadtest.workload import WireProtocol
-from registry.errors import Unavailable, ValidationError
+from registry.errors import RegistryNotFound, Unavailable, ValidationError
+from registry.settings import DEFAULT_ROOT
 
 __all__ = ["add_commands", "run_command"]
 
@@ -97,7 +99,7 @@ def _validate(args: argparse.Namespace) -> list[float]:
     try:
         rates = parse_rates(args.rates)
     except ValueError as exc:
-        raise ValidationError(str(exc)) from None
+        raise ValidationError(f"--rates: {exc}") from None
     checks = [(args.duration > 0, "--duration must be > 0"), (args.ramp >= 0, "--ramp >= 0"),
               (args.workers >= 1, "--workers must be >= 1"), (args.zipf >= 0, "--zipf >= 0"),
               (args.tenants is None or args.tenants >= 1, "--tenants must be >= 1"),
@@ -110,6 +112,33 @@ def _validate(args: argparse.Namespace) -> list[float]:
     return rates
 
 
+def _check_out(out: str) -> None:
+    """The report directory can be created and written, before any load is sent."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".tenantry-write-check-"):
+            pass
+    except OSError as exc:
+        raise ValidationError(f"--out {out}: cannot write the report there: "
+                              f"{exc.strerror or exc}") from None
+
+
+def _tenants(args: argparse.Namespace) -> TenantSet:
+    """The tenants to load. ``auto`` falls back to synthetic ids only when ``--registry``
+    is the built-in default and nothing is there; a registry that was named (flag or
+    ``TENANTRY_REGISTRY``) or a path that exists must be a registry."""
+    source = args.tenant_source
+    root = args.registry
+    if source == "auto" and (root != DEFAULT_ROOT or Path(root).exists()):
+        source = "registry"
+    try:
+        return choose_tenants(source, root, args.tenants, args.features, args.seed)
+    except RegistryNotFound:
+        raise RegistryNotFound(f"--registry {root}: no tenantry registry there; name the "
+                               f"registry the server serves, or pass --tenant-source "
+                               f"synthetic") from None
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Handler of ``tenantry loadtest``."""
     from engine.cli import emit
@@ -117,9 +146,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.footprint:
         return _footprint(args)
     rates = _validate(args)
+    tenants = _tenants(args)
     _check_reachable(args.url)
-    tenants = choose_tenants(args.tenant_source, args.registry, args.tenants, args.features,
-                             args.seed)
+    _check_out(args.out)
     config = LoadTestConfig(
         url=args.url, tenants=tenants.ids, widths=tenants.widths, rates=tuple(rates),
         hold_s=args.duration, ramp_s=args.ramp, slo_p99_ms=args.slo_p99_ms, zipf_s=args.zipf,
@@ -142,7 +171,8 @@ def run_command(args: argparse.Namespace) -> int:
     rec = recommend(max_within_slo(run.stages), measured_replicas,
                     args.target_rps or max(rates), target_tenants,
                     target_curve(target_tenants, args.zipf, args.cold_fraction, args.seed),
-                    args.target_hit_rate, run.mean_model_bytes or _DEFAULT_MODEL_BYTES)
+                    args.target_hit_rate, run.mean_model_bytes or _DEFAULT_MODEL_BYTES,
+                    lower_bound=is_lower_bound(run.stages))
     doc = write_report(run, rec, args.out)
     doc["tenant_source"] = tenants.source
     emit(args, doc, lambda: (Path(args.out) / "report.md").read_text()

@@ -39,6 +39,7 @@ def build_document(run: LoadTestRun, recommendation: Recommendation,
     doc = {
         "stages": [s.to_dict() for s in run.stages],
         "max_rps_within_slo": max_within_slo(run.stages),
+        "lower_bound": recommendation.lower_bound,
         "slo_p99_ms": cfg.slo_p99_ms,
         "recommendation": recommendation.to_dict(),
         "report_files": report_files,
@@ -63,12 +64,15 @@ def build_document(run: LoadTestRun, recommendation: Recommendation,
 def render_markdown(doc: dict[str, Any]) -> str:
     """Human-readable report."""
     rec = doc["recommendation"]
+    bound = bool(doc.get("lower_bound"))
     lines = [
         "# tenantry capacity report", "",
         f"Target: `{doc['url']}` — {doc['tenants']} tenants, Zipf({doc['zipf_s']}), "
         f"{doc['workers']} load process(es), {doc['hold_s']} s per stage.", "",
-        f"**Highest rate within SLO (p99 <= {doc['slo_p99_ms']} ms, errors < 0.1%): "
-        f"{doc['max_rps_within_slo']} req/s**", "",
+        (f"**Highest rate within SLO (p99 <= {doc['slo_p99_ms']} ms, errors < 0.1%): "
+         f"{'at least ' if bound else ''}{doc['max_rps_within_slo']} req/s**"
+         + (" — a lower bound: no stage failed the SLO, so the server may sustain more "
+            "(test higher --rates to find its limit)." if bound else "")), "",
         "| offered | achieved | p50 ms | p99 ms | errors | hit rate | loads | evictions "
         "| cache MB | behind (max ms / count) | result |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -82,13 +86,15 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"| {s['evictions']} | {mb} | {s['behind_schedule_max_ms']:.1f} / "
             f"{s['behind_schedule_count']} | {'pass' if s['passed'] else 'FAIL'} |")
     rec = {k: ("n/a" if v is None else v) for k, v in rec.items()}
+    replicas = (f"at most {rec['replicas']} replicas** (at least {rec['per_replica_rps']} "
+                f"req/s each measured; the replica count is an upper bound)" if bound else
+                f"{rec['replicas']} replicas** ({rec['per_replica_rps']} req/s each measured)")
     lines += ["", "## Recommendation", "",
-              f"For **{rec['target_rps']} req/s over {rec['target_tenants']} tenants** with "
-              f"{rec['headroom']:.0%} headroom: **{rec['replicas']} replicas** "
-              f"({rec['per_replica_rps']} req/s each measured), cache "
-              f"**{rec['cache_mb_per_replica']} MB per replica** "
-              f"({rec['cache_models_per_replica']} models; {rec['cache_models_total']} in total "
-              f"for hit rate {rec['target_hit_rate']}).", ""]
+              (f"For **{rec['target_rps']} req/s over {rec['target_tenants']} tenants** with "
+               f"{rec['headroom']:.0%} headroom: **{replicas}, cache "
+               f"**{rec['cache_mb_per_replica']} MB per replica** "
+               f"({rec['cache_models_per_replica']} models; {rec['cache_models_total']} in "
+               f"total for hit rate {rec['target_hit_rate']})."), ""]
     lines += [f"- {note}" for note in doc["notes"]]
     lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in doc["report_files"]
                                        if p.endswith(".png"))]

@@ -124,7 +124,11 @@ def parse_rates(text: str) -> list[float]:
     Raises:
         ValueError: if any rate is not a positive number.
     """
-    rates = [float(part) for part in text.split(",") if part.strip()]
+    problem = ValueError(f"expected comma-separated positive numbers (req/s), got {text!r}")
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise problem from None
     if not rates or any(not math.isfinite(r) or r <= 0 for r in rates):
-        raise ValueError(f"rates must be positive numbers, got {text!r}")
+        raise problem
     return sorted(rates)
