@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration bench lint clean
+.PHONY: install browser demo test test-unit test-integration bench lint clean
 
 install: $(STAMP)
 
@@ -18,7 +18,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/tenantry demo
 
-test: install
+# Headless Chromium + ChromeDriver (Debian) for the console's browser tests; installed
+# only when missing and we are root, else those tests skip saying why.
+browser:
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 

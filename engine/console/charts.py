@@ -67,7 +67,8 @@ def metrics_svg(versions: Sequence[ModelVersion], production: int | None = None)
         ax.set_title("Holdout metrics per nightly version")
         lines = ax.get_legend_handles_labels()
         lines2 = ax2.get_legend_handles_labels()
-        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower left", fontsize=8)
+        ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper center",
+                  bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8, frameon=False)
         ax.grid(alpha=0.3)
         return _svg(fig)
 
