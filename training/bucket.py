@@ -1,26 +1,27 @@
 """One training bucket: read one shard's rows, train every tenant in it, stage artifacts.
 
-This runs inside a Ray Data task (or in-process in tests). It reads only its own shard's
-partitions of the window, writes each artifact straight to the registry, scores the current
+This runs inside a Ray Data task (or in-process in tests). It reads only its own rows of the
+window (its shard's files of a sharded table; its tenants of a scanned one, see
+:mod:`training.source`), writes each artifact straight to the registry, scores the current
 production model on the same holdout for the gate, and returns small typed metadata only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
-
-import numpy as np
-import pyarrow.compute as pc
+from typing import Any
 
 from registry import ModelVersion, Registry, StagedArtifact, shard_of
 from training.errors import InvalidTrainingInput
-from training.features import DATE_COLUMN, FEATURE_NAMES, LABEL_COLUMN, TENANT_COLUMN
+from training.features import FEATURE_NAMES  # noqa: F401 - the default features, read by tests
+from training.frame import BucketRows, DataSpec, TenantData, design, tenant_data
 from training.model import (
     HoldoutScore,
     ModelSpec,
@@ -29,7 +30,8 @@ from training.model import (
     score,
     train_tenant,
 )
-from training.table import FeatureTable
+from training.source import Layout, TableSource
+from training.table import window_dates
 
 __all__ = [
     "BucketResult",
@@ -55,6 +57,7 @@ class BucketSpec:
     """A unit of work: part ``part`` of ``parts`` of one data shard, plus its production models."""
 
     shard: int
+    """The registry shard (-1: a scan bucket, whose tenants may be in any shard)."""
     part: int = 0
     parts: int = 1
     est_rows: int = 0
@@ -72,6 +75,18 @@ class JobContext:
     dates: tuple[str, ...]
     num_shards: int
     spec: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    source: TableSource | None = None
+    """The input table (default: the sharded Delta table at ``data_path``)."""
+
+    def table(self) -> TableSource:
+        """The input table."""
+        return self.source or TableSource(self.data_path, "delta", Layout.SHARDED,
+                                          self.data.time_column)
+
+    def holdout_days(self) -> tuple[str, ...]:
+        """The days a day-based holdout rule holds out (the window's last N)."""
+        return window_dates(self.date, self.data.holdout.last_n_days)
 
 
 @dataclass(frozen=True)
@@ -90,12 +105,18 @@ class TenantOutcome:
     production_version: int | None = None
     production_score: HoldoutScore | None = None
     production_error: str | None = None
+    feature_names: tuple[str, ...] = ()
+    """The features the model was trained on, in model order."""
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Per categorical feature, the categories the model knows."""
+    dropped: tuple[str, ...] = ()
+    """Features left out because the tenant never sent them (``missing_features: drop``)."""
 
     @property
     def holdout(self) -> HoldoutScore:
         """The new model's holdout score (trained outcomes only)."""
         m = dict(self.metrics)
-        return HoldoutScore(auc=m["auc"], logloss=m["logloss"])
+        return HoldoutScore(**{k: m[k] for k in HoldoutScore.__dataclass_fields__ if k in m})
 
 
 @dataclass(frozen=True)
@@ -121,14 +142,25 @@ def bucket_part(tenant_id: str, parts: int) -> int:
     return int.from_bytes(digest, "big") % parts
 
 
-def _score_production(reg: Registry, mv: ModelVersion, x: np.ndarray,
-                      y: np.ndarray) -> tuple[HoldoutScore | None, str | None]:
-    missing = [n for n in mv.feature_names if n not in FEATURE_NAMES]
+def _model_info(booster: Any) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """A booster's objective and, per categorical feature, the categories it knows."""
+    objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    cats = booster.get_categories(export_to_arrow=True).to_arrow()
+    return objective, {name: tuple(arr.to_pylist()) for name, arr in cats if arr is not None}
+
+
+def _score_production(ctx: JobContext, mv: ModelVersion, rows: BucketRows,
+                      data: TenantData) -> tuple[HoldoutScore | None, str | None]:
+    missing = [n for n in mv.feature_names if n not in ctx.data.feature_names]
     if missing:
         return None, f"features not in the data: {', '.join(missing[:3])}"
     try:
-        cols = [FEATURE_NAMES.index(n) for n in mv.feature_names]
-        return score(reg.load_booster(mv), x[:, cols], y), None
+        booster = ctx.registry.load_booster(mv)
+        objective, categories = _model_info(booster)
+        if objective != ctx.spec.objective:
+            return None, f"production is {objective}, this run trains {ctx.spec.objective}"
+        x = design(rows, data.holdout_idx, tuple(mv.feature_names), categories)
+        return score(booster, x, data.y_holdout, objective), None
     except Exception as exc:  # noqa: BLE001 - any load/score error makes production unscorable
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
@@ -140,26 +172,31 @@ def _failure(tenant_id: str, exc: BaseException) -> TenantOutcome:
                          f"{type(exc).__name__}: {exc}{where}"[:500])
 
 
-def _fit_one(ctx: JobContext, tenant_id: str, x: np.ndarray, y: np.ndarray,
-             holdout: np.ndarray, production: ModelVersion | None) -> TenantOutcome:
+def _fit_one(ctx: JobContext, tenant_id: str, rows: BucketRows, idx: Any,
+             production: ModelVersion | None) -> TenantOutcome:
     """Train and gate-score one tenant; the artifact is staged by the caller."""
     try:
-        model = train_tenant(tenant_id, FEATURE_NAMES, x[~holdout], y[~holdout], x[holdout],
-                             y[holdout], ctx.spec)
+        data = tenant_data(rows, idx)
+        model = train_tenant(tenant_id, data.feature_names, data.x_train, data.y_train,
+                             data.x_holdout, data.y_holdout, ctx.spec)
         prod_score, prod_error = (None, None)
         if production is not None:
-            prod_score, prod_error = _score_production(ctx.registry, production, x[holdout],
-                                                       y[holdout])
+            prod_score, prod_error = _score_production(ctx, production, rows, data)
     except TenantSkipped as skip:
         return TenantOutcome(tenant_id, Status.SKIPPED, skip.reason.value, skip.detail)
     except Exception as exc:  # noqa: BLE001 - one tenant's failure must not sink the bucket
         return _failure(tenant_id, exc)
+    metrics = model.metrics()
+    if data.unlabelled:
+        metrics["n_unlabelled"] = float(data.unlabelled)
     return TenantOutcome(
         tenant_id, Status.TRAINED, model_bytes=model.model_bytes,
-        metrics=tuple(sorted(model.metrics().items())),
+        metrics=tuple(sorted(metrics.items())),
         params=tuple(sorted(model.params.items())),
         production_version=production.version if production else None,
-        production_score=prod_score, production_error=prod_error)
+        production_score=prod_score, production_error=prod_error,
+        feature_names=model.feature_names, categories=tuple(sorted(model.categories.items())),
+        dropped=data.dropped)
 
 
 def _staged(outcome: TenantOutcome, write: Future[StagedArtifact] | None) -> TenantOutcome:
@@ -186,21 +223,14 @@ def train_bucket(ctx: JobContext, bucket: BucketSpec) -> BucketResult:
         Exception: reading the shard failed (the job fails; re-running resumes).
     """
     started_at, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()
-    table = FeatureTable(ctx.data_path).read_shard(bucket.shard, ctx.dates)
+    d = ctx.data
+    columns = [d.tenant_column, *d.feature_names, d.label_column]
+    table = ctx.table().read(bucket.shard, bucket.part, bucket.parts, ctx.dates, columns,
+                             time_key=d.holdout.fraction is not None)
     n_rows = table.num_rows
-    # Group by tenant through dictionary codes: sorting small ints beats sorting strings.
-    encoded = pc.dictionary_encode(table.column(TENANT_COLUMN)).combine_chunks()
-    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64)
-                         for n in FEATURE_NAMES]) if n_rows else np.empty((0, 0))
-    y = table.column(LABEL_COLUMN).to_numpy(zero_copy_only=False).astype(np.int8)
-    is_holdout = pc.equal(table.column(DATE_COLUMN), ctx.date).to_numpy(zero_copy_only=False)
+    rows = BucketRows.from_arrow(table, d, ctx.holdout_days())
     del table
-    by_name = np.argsort(names.astype(str), kind="stable")  # tenants in id order
-    order = np.argsort(np.argsort(by_name)[codes], kind="stable")
-    names = names[by_name]
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(names))[by_name])])
+    scan = ctx.table().layout is Layout.SCAN
     read_s = time.perf_counter() - t0
     production = {mv.tenant_id: mv for mv in bucket.production}
     fitted: list[tuple[TenantOutcome, Future[StagedArtifact] | None]] = []
@@ -208,17 +238,15 @@ def train_bucket(ctx: JobContext, bucket: BucketSpec) -> BucketResult:
     # with training the next tenant.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-artifacts")
     try:
-        for k, tenant_id in enumerate(names.tolist()):
-            if bucket_part(tenant_id, bucket.parts) != bucket.part:
+        for tenant_id, idx in zip(rows.tenants, rows.groups, strict=True):
+            if not scan and bucket_part(tenant_id, bucket.parts) != bucket.part:
                 continue
-            if shard_of(tenant_id, ctx.num_shards) != bucket.shard:
+            if not scan and shard_of(tenant_id, ctx.num_shards) != bucket.shard:
                 raise InvalidTrainingInput(
                     f"tenant {tenant_id!r} is stored in shard {bucket.shard} but hashes to "
                     f"{shard_of(tenant_id, ctx.num_shards)} of {ctx.num_shards}: the feature "
                     "table was laid out with another shard count")
-            idx = order[bounds[k]:bounds[k + 1]]
-            outcome = _fit_one(ctx, tenant_id, x[idx], y[idx], is_holdout[idx],
-                               production.get(tenant_id))
+            outcome = _fit_one(ctx, tenant_id, rows, idx, production.get(tenant_id))
             write = writer.submit(ctx.registry.stage_artifact, tenant_id, outcome.model_bytes,
                                   ctx.run_id) if outcome.status is Status.TRAINED else None
             fitted.append((outcome, write))

@@ -2,7 +2,9 @@
 
 Flow (the driver only ever holds per-tenant metadata, never rows)::
 
-    plan buckets from the Delta log (one per shard, or per shard part), biggest first
+    spec (a file, or the default spec of the synthetic table) checked against the table
+    plan buckets: a sharded table from its Delta log (one per shard, or per shard part),
+    any other table as N scan buckets (each keeps the tenants that hash to it); biggest first
       -> Ray Data: from_items(buckets).map(train_bucket)   # no shuffle: a task reads its shard
       -> per-tenant outcomes stream back (progress on stderr)
       -> promotion gate per trained tenant (production vs new on the same holdout)
@@ -16,10 +18,10 @@ import pickle
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from registry import AliasMove, NewVersion, Registry, validate_run_id
+from registry import AliasMove, Registry, validate_run_id
 from registry.leases import LeaseKeeper
 from training.bucket import (
     BucketResult,
@@ -30,13 +32,15 @@ from training.bucket import (
     train_bucket,
 )
 from training.errors import DataNotFound
-from training.features import FEATURE_NAMES
 from training.gate import Decision, decide
-from training.model import ModelSpec
 from training.progress import Progress, make_progress
 from training.report import TenantFailure, TrainingReport
+from training.resolve import RunPlan, resolve
 from training.settings import TrainingSettings
-from training.table import FeatureTable, parse_date, window_dates
+from training.source import Layout, TableSource
+from training.spec import SpecError, TrainingSpec, default_spec
+from training.table import parse_date, window_dates
+from training.versions import new_version, run_details
 
 __all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "default_run_id", "ensure_ray", "plan_buckets",
            "run_training"]
@@ -62,27 +66,29 @@ def open_registry(registry: Registry | str) -> Registry:
     return registry if isinstance(registry, Registry) else Registry.open(registry)
 
 
-def plan_buckets(table: FeatureTable, dates: tuple[str, ...], reg: Registry,
+def plan_buckets(source: TableSource, dates: tuple[str, ...], reg: Registry,
                  parts: int) -> list[BucketSpec]:
-    """One bucket per (shard, part) with rows in the window, largest first.
+    """One bucket per (shard, part) with rows in the window -- or, for a table that is not
+    laid out by shard, ``parts`` scan buckets -- largest first.
 
     Largest-first keeps the last wave of tasks short, so no CPU idles at the end.
 
     Args:
-        table: the feature table.
+        source: the input table.
         dates: the window.
         reg: the registry (production versions are attached to their bucket).
-        parts: buckets per shard.
+        parts: buckets per shard (a scan: buckets in all).
 
     Returns:
         The bucket specs.
     """
     from training.bucket import bucket_part
 
-    counts = table.shard_row_counts(dates)
+    counts = source.row_counts(dates)
+    scan = source.layout is Layout.SCAN
     production: dict[tuple[int, int], list[Any]] = {}
     for tenant_id, mv in reg.production_versions().items():
-        key = (reg.shard_of(tenant_id), bucket_part(tenant_id, parts))
+        key = (-1 if scan else reg.shard_of(tenant_id), bucket_part(tenant_id, parts))
         production.setdefault(key, []).append(mv)
     specs = [BucketSpec(shard, part, parts, rows // parts, tuple(production.get((shard, part), ())))
              for shard, rows in counts.items() if rows > 0 for part in range(parts)]
@@ -170,26 +176,43 @@ def _halt(settings: TrainingSettings) -> None:
     raise SystemExit("halted before publishing (halt_after_buckets)")
 
 
-def run_training(data_path: str, registry: Registry | str, *, date: str | None = None,
+def _infer_classes(plan: RunPlan, dates: tuple[str, ...], name: str) -> RunPlan:
+    """A multiclass plan with ``num_class`` = the largest label in the window + 1."""
+    if plan.objective != "multiclass" or plan.model.num_class:
+        return plan
+    top = plan.source.column_max(plan.data.label_column, dates)
+    if top is None or top < 1 or top != int(top):
+        raise SpecError(name, [(f"label_column: cannot infer num_class from the labels "
+                               f"(largest label {top}); labels are class ids 0..K-1, or "
+                               "set num_class")])
+    return replace(plan, model=replace(plan.model, num_class=int(top) + 1))
+
+
+def run_training(data_path: str | None, registry: Registry | str, *, date: str | None = None,
                  run_id: str | None = None, settings: TrainingSettings | None = None,
-                 progress: Progress | None = None) -> TrainingReport:
+                 progress: Progress | None = None, spec: TrainingSpec | None = None,
+                 spec_name: str = "<spec>") -> TrainingReport:
     """Train and publish one model per tenant for ``date``; idempotent per ``run_id``.
 
     Args:
-        data_path: the feature table (Delta, partitioned by shard and date).
+        data_path: the input table (Delta or Parquet); default the spec's ``table``.
         registry: a :class:`Registry` or the root of an existing one (only ``tenantry
             registry init`` / :meth:`Registry.create` create registries).
-        date: the run's date (the holdout day); default the latest date in the table.
+        date: the run's date (the window's last day); default the latest date in the table.
         run_id: default ``train-<date>``; re-running a published run id does nothing, and
             re-running an interrupted one resumes it without duplicate versions.
         settings: job settings (default: from the environment).
         progress: where to report finished buckets (default per ``settings.progress``).
+        spec: the training spec (default :func:`~training.spec.default_spec`: the synthetic
+            table with ``settings``' model parameters, as before specs existed).
+        spec_name: how to name the spec in errors (its file).
 
     Returns:
         The :class:`TrainingReport`.
 
     Raises:
-        DataNotFound: no table at ``data_path`` or no rows on ``date``.
+        DataNotFound: no table at the path or no rows on ``date``.
+        SpecError: the spec does not fit the table (one line per problem).
         InvalidTrainingInput: a malformed date or a table/registry shard mismatch (checked
             before anything is staged).
         RegistryNotFound: no registry at ``registry``.
@@ -197,41 +220,50 @@ def run_training(data_path: str, registry: Registry | str, *, date: str | None =
     """
     settings = settings or TrainingSettings.from_env()
     t0 = time.perf_counter()
-    table = FeatureTable(data_path)
-    present = table.dates()
-    date = parse_date(date) if date else table.latest_date()
-    if date not in present:
-        raise DataNotFound(f"feature table {data_path!r} has no rows on {date} "
+    if spec is None:
+        if data_path is None:
+            raise DataNotFound("no feature table given (pass --data or a spec with a table)")
+        spec = default_spec(data_path, settings)
+    source = TableSource.open(data_path or spec.table, spec.format, spec.time_column,
+                              spec.tenant_column)
+    plan = resolve(spec, source, spec_name)
+    present = source.dates()
+    date = parse_date(date) if date else (present[-1] if present else None)
+    if date is None or date not in present:
+        raise DataNotFound(f"feature table {source.path!r} has no rows on {date or 'any day'} "
                            f"(dates {present[0] if present else '-'}..{present[-1] if present else '-'})")
     run_id = validate_run_id(run_id or default_run_id(date))
-    dates = tuple(d for d in window_dates(date, settings.window_days) if d in present)
+    dates = tuple(d for d in window_dates(date, plan.window_days) if d in present)
     reg = open_registry(registry)
-    table.check_shards(reg.num_shards)
+    source.check_layout(reg.num_shards)
     if reg.is_published(run_id):
         return TrainingReport(run_id, date, 0, 0, 0, 0, 0, 0, 0.0, time.perf_counter() - t0,
                               already_published=True, window=dates)
+    plan = _infer_classes(plan, dates, spec_name)
     # Held from before the first claim until the run is published or fails, so gc leaves
     # its staged artifacts and the production models it scores against alone.
     lease = LeaseKeeper(reg.leases, run_id, LEASE_TTL_S, LEASE_RENEW_S).start()
     try:
-        return _train_and_publish(table, reg, run_id, date, dates, settings, progress, lease,
+        return _train_and_publish(plan, reg, run_id, date, dates, settings, progress, lease,
                                   t0)
     finally:
         lease.stop()
 
 
-def _train_and_publish(table: FeatureTable, reg: Registry, run_id: str, date: str,
+def _train_and_publish(plan: RunPlan, reg: Registry, run_id: str, date: str,
                        dates: tuple[str, ...], settings: TrainingSettings,
                        progress: Progress | None, lease: LeaseKeeper,
                        t0: float) -> TrainingReport:
-    buckets = plan_buckets(table, dates, reg, settings.buckets_per_shard)
+    scan = plan.source.layout is Layout.SCAN
+    parts = settings.scan_parts() if scan else settings.buckets_per_shard
+    buckets = plan_buckets(plan.source, dates, reg, parts)
     pins: dict[str, list[int]] = {}
     for bucket in buckets:
         for mv in bucket.production:
             pins.setdefault(mv.tenant_id, []).append(mv.version)
     lease.pin(pins)
-    ctx = JobContext(table.path, reg, run_id, date, dates, reg.num_shards,
-                     ModelSpec.from_settings(settings))
+    ctx = JobContext(plan.source.path, reg, run_id, date, dates, reg.num_shards, plan.model,
+                     plan.data, plan.source)
     t_ray = time.perf_counter()
     ensure_ray(settings)
     t_train = time.perf_counter()
@@ -261,14 +293,12 @@ def _train_and_publish(table: FeatureTable, reg: Registry, run_id: str, date: st
             failures.append(TenantFailure(o.tenant_id, o.reason, o.detail, o.status.value))
             continue
         gate = decide(o.holdout, o.production_score, production_error=o.production_error,
-                      auc_tolerance=settings.auc_tolerance)
+                      rule=plan.gate)
         metrics = dict(o.metrics)
         if o.production_score is not None:
-            metrics["production_auc"] = o.production_score.auc
-            metrics["production_logloss"] = o.production_score.logloss
-        versions.append(NewVersion(o.artifact, FEATURE_NAMES, metrics, date,
-                                   {**dict(o.params), "window": list(dates),
-                                    "gate": gate.decision.value}))
+            metrics.update({f"production_{k}": v
+                            for k, v in o.production_score.as_dict().items()})
+        versions.append(new_version(o, plan, metrics, date, dates, gate.decision.value))
         moves.append(AliasMove(o.tenant_id, gate.decision.value, o.artifact.version, gate.reason))
         promoted += gate.decision is Decision.PRODUCTION
         shadowed += gate.decision is Decision.SHADOW
@@ -278,7 +308,8 @@ def _train_and_publish(table: FeatureTable, reg: Registry, run_id: str, date: st
         run_id, date, trained, counts[Status.SKIPPED], counts[Status.FAILED], len(versions),
         promoted,
         shadowed, trained / max(elapsed, 1e-9), elapsed, window=dates, buckets=len(buckets),
-        failures=tuple(failures), timings={"train_s": train_s})
+        failures=tuple(failures), timings={"train_s": train_s},
+        details=run_details(plan, outcomes))
     t_pub = time.perf_counter()
     published = reg.publish(run_id, versions, moves, run_record=report.to_json(max_failures=1000))
     elapsed = time.perf_counter() - t0
@@ -286,7 +317,7 @@ def _train_and_publish(table: FeatureTable, reg: Registry, run_id: str, date: st
         run_id, date, trained, report.skipped, report.failed, published.published, promoted,
         shadowed, trained / max(elapsed, 1e-9), elapsed,
         already_published=published.already_published, window=dates, buckets=len(buckets),
-        failures=tuple(failures),
+        failures=tuple(failures), details=report.details,
         timings={"ray_init_s": t_train - t_ray, "train_s": train_s,
                  "publish_s": time.perf_counter() - t_pub, "bucket_tasks_s": task_s,
                  "bucket_tasks_cpu_s": task_cpu_s})

@@ -38,6 +38,9 @@ class TrainingReport:
     buckets: int = 0
     failures: tuple[TenantFailure, ...] = field(default_factory=tuple)
     timings: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the spec made of the table: objective, gate metric, layout, features, and
+    which features were left out for how many tenants (``dropped_features``)."""
 
     def reasons(self) -> dict[str, int]:
         """Skipped and failed tenants counted by reason."""
@@ -62,6 +65,7 @@ class TrainingReport:
             "failures": [{"tenant_id": f.tenant_id, "status": f.status, "reason": f.reason,
                           "detail": f.detail} for f in self.failures[:max_failures]],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            **self.details,
         }
 
     def summary_text(self) -> str:
@@ -75,6 +79,14 @@ class TrainingReport:
              f"published {self.published}  promoted {self.promoted}  shadowed {self.shadowed}"),
             f"{self.models_per_s:.1f} models/s  elapsed {self.elapsed_s:.1f}s",
         ]
+        if self.details:
+            d = self.details
+            lines.append(f"objective {d.get('objective')}  gate {d.get('gate_metric')}  "
+                         f"holdout {d.get('holdout')}  {len(d.get('features', []))} features  "
+                         f"table layout {d.get('layout')}")
         if self.failures:
             lines.append("not trained: " + ", ".join(f"{k} {v}" for k, v in self.reasons().items()))
+        if self.details.get("dropped_features"):
+            lines.append("features left out (never sent), tenants: " + ", ".join(
+                f"{k} {v}" for k, v in self.details["dropped_features"].items()))
         return "\n".join(lines)

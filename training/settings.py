@@ -39,6 +39,9 @@ class TrainingSettings:
     production's on the same holdout by more than this; otherwise it becomes ``shadow``."""
     buckets_per_shard: int = 1
     """Split each registry shard into this many training buckets (finer load balancing)."""
+    scan_buckets: int = 0
+    """Buckets for a table not laid out by shard (each scans the window once and keeps the
+    tenants that hash to it); 0 = one per CPU (``num_cpus``, else this machine's)."""
     num_cpus: int | None = None
     """CPUs of the local Ray started when none is running (``TENANTRY_RAY_NUM_CPUS``)."""
     ray_address: str | None = None
@@ -62,9 +65,15 @@ class TrainingSettings:
             raise InvalidTrainingInput("min_train_rows and min_holdout_rows must be >= 2")
         if self.n_estimators < 1 or self.max_depth < 1 or self.buckets_per_shard < 1:
             raise InvalidTrainingInput("n_estimators, max_depth, buckets_per_shard must be >= 1")
+        if self.scan_buckets < 0:
+            raise InvalidTrainingInput("scan_buckets must be >= 0")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise InvalidTrainingInput("num_cpus must be >= 1")
         self.resources()  # a malformed task_resources fails here, not inside a Ray task
+
+    def scan_parts(self) -> int:
+        """How many scan buckets a run over a table not laid out by shard uses."""
+        return self.scan_buckets or self.num_cpus or os.cpu_count() or 1
 
     def resources(self) -> dict[str, float]:
         """``task_resources`` parsed: ``{"training": 1.0}`` for ``training=1``.

@@ -200,17 +200,18 @@ class FeatureTable:
         Args:
             shard: the shard to read.
             dates: the dates to read.
-            columns: columns to return (default all, in schema order).
+            columns: columns to return (default all, in the table's order).
 
         Returns:
             An Arrow table, possibly empty.
         """
         delta = self._delta()
-        names = list(columns) if columns is not None else table_schema().names
+        table_fields = pa.schema(delta.schema().to_arrow())
+        names = list(columns) if columns is not None else table_fields.names
         if delta.protocol().min_reader_version > 1:
             filters = [(SHARD_COLUMN, "=", int(shard)), (DATE_COLUMN, "in", list(dates))]
             return delta.to_pyarrow_table(filters=filters, columns=names)
-        schema = pa.schema([table_schema().field(n) for n in names])
+        schema = pa.schema([table_fields.field(n) for n in names])
         in_file = [n for n in names if n not in PARTITION_COLUMNS]
         parts = []
         for date in dates:
