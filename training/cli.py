@@ -1,4 +1,4 @@
-"""``tenantry data generate`` and ``tenantry train``: thin wrappers over the library."""
+"""``tenantry data generate|import`` and ``tenantry train``: thin wrappers over the library."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import argparse
 from typing import Any
 
 from registry import Registry, RegistryNotFound
+from training.errors import InvalidTrainingInput
 from training.generate import GeneratorConfig, generate
+from training.importer import import_file
 from training.job import run_training
 from training.settings import TrainingSettings
+from training.spec import load_spec
 
 __all__ = ["add_commands"]
 
@@ -42,8 +45,23 @@ def _train(args: argparse.Namespace) -> int:
     settings = TrainingSettings.from_env().with_overrides(
         window_days=args.window, auc_tolerance=args.tolerance, num_cpus=args.num_cpus,
         buckets_per_shard=args.buckets_per_shard, progress=False if args.no_progress else None)
+    spec = None
+    if args.spec:
+        overrides = {"window_days": args.window, "gate.tolerance": args.tolerance}
+        spec = load_spec(args.spec, {k: v for k, v in overrides.items() if v is not None})
+    elif not args.data:
+        raise InvalidTrainingInput("train needs --data PATH or --spec FILE")
     report = run_training(args.data, args.registry, date=args.date, run_id=args.run_id,
-                          settings=settings)
+                          settings=settings, spec=spec, spec_name=args.spec or "<spec>")
+    emit(args, report.to_json(), report.summary_text)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    report = import_file(args.source, args.out, load_spec(args.spec), args.registry,
+                         spec_name=args.spec)
     emit(args, report.to_json(), report.summary_text)
     return 0
 
@@ -55,7 +73,7 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
         sub: the top-level sub-parsers object.
         parent: the parser carrying ``--registry`` and ``--json``.
     """
-    data = sub.add_parser("data", help="synthetic feature data")
+    data = sub.add_parser("data", help="feature data: synthetic, or imported from a file")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     gen = data_sub.add_parser("generate", parents=[parent],
                               help="write a synthetic multi-tenant feature table (Delta)")
@@ -70,16 +88,29 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
                      help="mean rows per tenant over all days (sizes are heavy-tailed)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing table")
     gen.set_defaults(handler=_generate)
+    imp = data_sub.add_parser(
+        "import", parents=[parent],
+        help="import a CSV or Parquet file into a feature table laid out for training")
+    imp.add_argument("--from", dest="source", required=True, help="CSV or Parquet file")
+    imp.add_argument("--out", default=None,
+                     help="Delta table to append to (default: the spec's table)")
+    imp.add_argument("--spec", required=True, help="training spec (YAML or TOML)")
+    imp.set_defaults(handler=_import)
 
     train = sub.add_parser("train", parents=[parent],
                            help="train one model per tenant on Ray Data and publish the run")
-    train.add_argument("--data", required=True, help="feature table path")
+    train.add_argument("--data", default=None,
+                       help="input table: Delta or Parquet (default: the spec's table)")
+    train.add_argument("--spec", default=None,
+                       help="training spec, YAML or TOML (default: the synthetic table's)")
     train.add_argument("--date", default=None,
                        help="run date YYYY-MM-DD, the holdout day (default: latest in the data)")
     train.add_argument("--run-id", default=None, help="run id (default: train-<date>)")
-    train.add_argument("--window", type=int, default=None, help="days of data incl. the date")
+    train.add_argument("--window", type=int, default=None,
+                       help="days of data incl. the date (overrides the spec's window_days)")
     train.add_argument("--tolerance", type=float, default=None,
-                       help="promotion gate: allowed AUC drop vs production")
+                       help="promotion gate: how much worse the gate metric may be "
+                            "(overrides the spec's gate.tolerance)")
     train.add_argument("--num-cpus", type=int, default=None,
                        help="CPUs for a local Ray started by this command")
     train.add_argument("--buckets-per-shard", type=int, default=None,
