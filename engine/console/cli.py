@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 __all__ = ["add_commands"]
@@ -11,6 +12,7 @@ __all__ = ["add_commands"]
 def _console(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from engine.cli import emit
     from engine.console.app import build_console, create_app
     from engine.console.settings import ConsoleSettings
     from registry.errors import ValidationError
@@ -23,9 +25,13 @@ def _console(args: argparse.Namespace) -> int:
         raise ValidationError(problem)
     console = build_console(settings)  # fails fast: no registry, unreadable key file
     app = create_app(settings, console)
+    url = f"http://{settings.host}:{settings.port}/"
+    tenants = len(console.index.view.entries)
     mode = "admin actions need the admin token" if console.auth.writable else "read-only"
-    print(f"tenantry console for {settings.registry} at http://{settings.host}:{settings.port}"
-          f"/ ({len(console.index.view.entries)} tenants; {mode}; Ctrl-C to stop)", flush=True)
+    emit(args, {"url": url, "registry": settings.registry, "tenants": tenants,
+                "writable": console.auth.writable, "pid": os.getpid()},
+         f"tenantry console for {settings.registry} at {url} ({tenants} tenants; {mode}; "
+         "Ctrl-C to stop)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
                 server_header=False)
     return 0
