@@ -2,7 +2,7 @@
 Chromium driven by selenium through Debian's chromedriver (never a downloaded browser).
 
 Each page is loaded, its content checked and a screenshot saved (in the test's tmp dir;
-the final ones are copied to docs/console/ for the README). An admin promotes from the
+with TENANTRY_UPDATE_SCREENSHOTS=1 they are copied to docs/console/ for the README). An admin promotes from the
 tenant page's form; a tenant key, a wrong token or no token cannot move an alias.
 """
 
@@ -201,7 +201,8 @@ def browser(console: SimpleNamespace) -> Iterator[Any]:
 
 
 def _shot(driver: Any, tmp_path: Path, name: str) -> None:
-    """A full-page screenshot into tmp_path, copied to docs/console/NAME.png."""
+    """A full-page screenshot into tmp_path; copied to docs/console/NAME.png only when
+    ``TENANTRY_UPDATE_SCREENSHOTS=1`` (so a test run leaves the checkout as it was)."""
     deadline = time.monotonic() + 10
     while _images_loaded(driver) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -209,8 +210,10 @@ def _shot(driver: Any, tmp_path: Path, name: str) -> None:
     driver.set_window_size(1280, min(max(int(height) + 40, 600), 4000))
     path = tmp_path / f"{name}.png"
     assert driver.save_screenshot(str(path))
-    DOCS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS / f"{name}.png")
+    assert path.stat().st_size > 10_000, f"{name}: an empty-looking screenshot"
+    if os.environ.get("TENANTRY_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS / f"{name}.png")
     driver.set_window_size(1280, 1000)
 
 
