@@ -224,6 +224,7 @@ def run_training(data_path: str | None, registry: Registry | str, *, date: str |
         if data_path is None:
             raise DataNotFound("no feature table given (pass --data or a spec with a table)")
         spec = default_spec(data_path, settings)
+        spec_name = "(the synthetic table's default; for your own table pass --spec FILE)"
     source = TableSource.open(data_path or spec.table, spec.format, spec.time_column,
                               spec.tenant_column)
     plan = resolve(spec, source, spec_name)

@@ -107,14 +107,20 @@ def select_features(spec: TrainingSpec, schema: pa.Schema,
     taken.update({c: "a layout column of the table" for c in layout_columns})
     sel, problems, out = spec.features, [], []
     if sel.columns is not None:
+        absent = [c for c in sel.columns if c not in schema.names and c not in taken]
+        if len(absent) > 3:  # a spec written for another table: one line, not dozens
+            problems.append(f"features: {len(absent)} of {len(sel.columns)} columns are not in "
+                            f"the table ({', '.join(absent[:3])}, …; it has: "
+                            f"{_names(schema)})")
         for i, name in enumerate(sel.columns):
             if name in taken:
                 role = taken[name]
                 problems.append(f"features[{i}]: {name!r} is the {role}" if role.endswith(
                     "column") else f"features[{i}]: {name!r} is {role}")
             elif name not in schema.names:
-                problems.append(f"features[{i}]: column {name!r} not in the table (it has: "
-                                f"{_names(schema)})")
+                if len(absent) <= 3:
+                    problems.append(f"features[{i}]: column {name!r} not in the table (it "
+                                    f"has: {_names(schema)})")
             elif column_kind(schema.field(name).type) is None:
                 problems.append(f"features[{i}]: column {name!r} has type "
                                 f"{schema.field(name).type}; features are numeric or "

@@ -132,8 +132,8 @@ def test_a_spec_with_mistakes_is_refused_one_line_each(tmp_path: Path) -> None:
     run = _tenantry("train", "--spec", str(bad), "--registry", str(tmp_path / "reg"))
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.splitlines()[1:] == [
-        "  features[1]: column 'basket' not in the table (it has: shop, at, spend, items, "
-        "channel, outcome)"]
+        ("  features[1]: column 'basket' not in the table (it has: shop, at, spend, items, "
+        "channel, outcome)")]
     bad.write_text("table: t\nobjective: ranking\nmin_rows: {train: -3}\n"
                    "features: {columns: [a], include: ['b*']}\n")
     run = _tenantry("train", "--spec", str(bad), "--registry", str(tmp_path / "reg"))

@@ -222,3 +222,18 @@ def test_cli_prints_one_line_per_problem(tmp_path: Path, capsys: pytest.CaptureF
         "  objective: input should be 'binary', 'regression' or 'multiclass' (got 'poisson')",
         "  min_rows.train: input should be greater than or equal to 2 (got -1)"]
     assert "Traceback" not in err
+
+
+def test_the_default_spec_on_another_table_says_to_pass_a_spec(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from registry import Registry
+
+    path = _table(tmp_path)
+    root = str(tmp_path / "registry")
+    Registry.create(root, num_shards=2)
+    assert main(["train", "--data", path, "--registry", root]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("tenantry: error: training spec (the synthetic table's default; for your "
+                      "own table pass --spec FILE) has 4 problems:")
+    assert err[4].startswith("  features: 20 of 20 columns are not in the table (txn_amount, "
+                             "txn_count_7d, txn_count_30d, …; it has: account, ts,")
