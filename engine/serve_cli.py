@@ -3,43 +3,162 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
+import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["add_commands"]
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-    from engine.serving.launch import start_serving
-    from engine.settings import ServeSettings
-    from registry import Registry
-    from registry.errors import ValidationError
+class _StopDuringStart(BaseException):
+    """A stop signal arrived before serving was up (unwinds the start)."""
 
-    settings = ServeSettings.from_env(registry=args.registry, host=args.host, port=args.port,
-                                      replicas=args.replicas, cache_mb=args.cache_mb,
-                                      api_keys_file=args.api_keys,
-                                      allow_anonymous=args.allow_anonymous or None)
-    problem = settings.exposure_problem()
-    if problem:
-        raise ValidationError(problem)
-    Registry.open(args.registry)  # fail fast with a clear message
-    handle = start_serving(settings, app_name=args.app_name, address=args.address)
-    emit(args, {"url": handle.url, "replicas": settings.replicas, "cache_mb": settings.cache_mb},
-         f"tenantry serving {settings.registry} at {handle.url} with {settings.replicas} "
-         f"replicas x {settings.cache_mb:g} MB cache (Ctrl-C to stop)\n"
-         f"  try: curl -s {handle.url}/v1/tenants/<tenant>/model ; docs at {handle.url}/docs")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(3600 if args.duration is None else args.duration):
-            if args.duration is not None:
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
+
+class _StopSignals:
+    """SIGTERM and SIGINT, to the process or its whole group, mean "stop cleanly".
+
+    Before serving is up the first signal unwinds the start; afterwards it only wakes the
+    main thread, which runs the stop sequence. Later signals are ignored: the stop is
+    bounded, and a supervisor that will not wait sends SIGKILL (the private Ray dies with
+    this process).
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.started = False
+        self.signal_name = ""
+        self._previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.install()
+
+    def install(self) -> None:
+        """(Re)install the handlers."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def restore(self) -> None:
+        """Put back the handlers there were before (the command is done)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the signals back while Ray connects, then put these handlers back.
+
+        Connecting installs Ray's own SIGTERM handlers (a driver's exits with status 15,
+        its core worker's crash handler prints a stack and may abort); a signal that
+        arrives meanwhile is delivered to these handlers once the block ends. Threads
+        Ray starts meanwhile inherit the block, so signals reach the main thread.
+        """
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            yield
+        finally:
+            self.install()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        first = not self.event.is_set()
+        self.event.set()
+        if first:
+            self.signal_name = signal.Signals(signum).name
+            print(f"tenantry: {self.signal_name}: stopping (ingress refuses new "
+                  "connections, in-flight requests finish, shadow pairs are written)",
+                  file=sys.stderr, flush=True)
+            if not self.started:
+                raise _StopDuringStart
+
+    def wait(self, duration: float | None) -> None:
+        """Until a stop signal (or ``duration`` seconds when given)."""
+        self.event.wait(duration)
+
+
+def _bounded(fn: Callable[[], Any], timeout_s: float) -> None:
+    """Run ``fn`` on a daemon thread and wait at most ``timeout_s`` for it."""
+    worker = threading.Thread(target=fn, daemon=True, name="tenantry-stop")
+    worker.start()
+    worker.join(timeout_s)
+
+
+def _stop(handle: Any, node: Any, connected: bool, app_name: str, settings: Any,
+          keep_logs: bool) -> None:
+    if not connected and node is None:
+        return  # stopped before anything started
+    import ray
+
+    from engine.serving.launch import ServingHandle
+
+    if handle is None and node is None:
+        # Stopped while deploying on a cluster we joined: remove what got deployed.
+        handle = ServingHandle("", app_name, settings)
+    if handle is not None:
         handle.shutdown()
+    _bounded(ray.shutdown, 10.0)
+    if node is not None:
+        killed = node.stop()
+        if killed:
+            print(f"tenantry: killed {len(killed)} leftover Ray processes", file=sys.stderr)
+        if keep_logs:
+            print(f"tenantry: Ray's logs are in {node.temp_dir}", file=sys.stderr)
+        else:
+            node.remove_temp_dir()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    signals = _StopSignals()  # first: a stop during the imports below is a clean one too
+    handle = node = settings = None
+    connected = clean = False
+    try:
+        from engine.cli import emit
+        from engine.serving.launch import PrivateRay, ensure_ray, start_serving
+        from engine.settings import ServeSettings
+        from registry import Registry
+        from registry.errors import ValidationError
+
+        settings = ServeSettings.from_env(registry=args.registry, host=args.host,
+                                          port=args.port, replicas=args.replicas,
+                                          cache_mb=args.cache_mb, api_keys_file=args.api_keys,
+                                          allow_anonymous=args.allow_anonymous or None)
+        problem = settings.exposure_problem()
+        if problem:
+            raise ValidationError(problem)
+        Registry.open(args.registry)  # fail fast with a clear message
+        address = args.address or settings.ray_address or None
+        if address is None:
+            node = PrivateRay(temp_dir=settings.ray_temp_dir)
+            node.start()
+            address = node.address
+        with signals.held():
+            ensure_ray(address)
+            connected = True
+        handle = start_serving(settings, app_name=args.app_name, address=address)
+        signals.started = True
+        if signals.event.is_set():  # a signal between the start returning and here
+            raise _StopDuringStart
+        doc = {"url": handle.url, "replicas": settings.replicas, "cache_mb": settings.cache_mb,
+               "pid": os.getpid(), "ray_address": address,
+               "ray_temp_dir": node.temp_dir if node is not None else None}
+        emit(args, doc,
+             f"tenantry serving {settings.registry} at {handle.url} with {settings.replicas} "
+             f"replicas x {settings.cache_mb:g} MB cache (Ctrl-C to stop)\n"
+             f"  try: curl -s {handle.url}/v1/tenants/<tenant>/model ; docs at {handle.url}/docs")
+        signals.wait(args.duration)
+        clean = True
+    except _StopDuringStart:
+        clean = True
+    finally:
+        signals.started = True  # from here on a signal never raises
+        began = time.monotonic()
+        _stop(handle, node, connected, args.app_name, settings, keep_logs=not clean)
+        if signals.signal_name:
+            print(f"tenantry: stopped in {time.monotonic() - began:.1f}s", file=sys.stderr,
+                  flush=True)
+        signals.restore()
     return 0
 
 

@@ -110,6 +110,17 @@ class ServeSettings:
     when the actor runs on the replica's node (Ray calls otherwise), ``ray`` always Ray calls."""
     shadow_batch_interval_s: float = 0.25
     """How often a replica sends its mirrored requests to its shadow worker, as one batch."""
+    shutdown_timeout_s: float = 20.0
+    """Longest a model host gets, once told to stop, to finish its in-flight requests and
+    have its shadow worker write the pairs it holds (Serve's ``graceful_shutdown_timeout_s``;
+    past it Serve kills the replica); ``TENANTRY_SHUTDOWN_TIMEOUT_S``."""
+    stale_after_refreshes: float = 5.0
+    """A replica whose registry snapshot has not refreshed for this many
+    ``refresh_interval_s`` reports ``"stale": true`` on ``/readyz`` (still 200: it serves
+    the last snapshot it read)."""
+    ray_temp_dir: str = ""
+    """Where the private Ray of ``tenantry serve`` keeps its session (sockets, logs); empty:
+    a new ``tenantry-ray-*`` directory in the system temp dir, removed after a clean stop."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:

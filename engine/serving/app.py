@@ -47,7 +47,8 @@ def _extra_routes(settings: ServeSettings) -> tuple[list[RouteHook], Any]:
 
 
 @serve.deployment(name="ModelHost", health_check_period_s=2, health_check_timeout_s=10,
-                  graceful_shutdown_timeout_s=5, max_ongoing_requests=8)
+                  graceful_shutdown_timeout_s=20, graceful_shutdown_wait_loop_s=0.5,
+                  max_ongoing_requests=8)
 class ModelHost:
     """One model-host replica: snapshot, LRU cache and the HTTP API on its own port."""
 
@@ -75,6 +76,7 @@ class ModelHost:
                                      access_log=self.settings.access_log)
         self.port = self.server.start()
         self.endpoint = Endpoint(self.replica_id, host, self.port, time.time())
+        self._stopped = False
 
     async def _on_start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,7 +134,11 @@ class ModelHost:
             raise RuntimeError("model-host HTTP server stopped")
 
     def shutdown(self) -> None:
-        """Leave routing, finish in-flight requests, stop the server."""
+        """Leave routing, finish in-flight requests, stop the server, then stop background
+        work and have the shadow worker write its pairs (idempotent)."""
+        if getattr(self, "_stopped", True):  # a constructor that failed set nothing
+            return
+        self._stopped = True
         try:
             self.directory.leave.remote(self.replica_id)
         except Exception:  # noqa: BLE001 - the directory may be gone already
@@ -141,7 +147,8 @@ class ModelHost:
         self.state.close()
 
     def __del__(self) -> None:
-        # Ray Serve's graceful-shutdown hook is __del__; the work is in shutdown().
+        # Ray Serve's graceful-shutdown hook is __del__ (bounded by the deployment's
+        # graceful_shutdown_timeout_s = shutdown_timeout_s); the work is in shutdown().
         self.shutdown()
 
 
@@ -164,5 +171,9 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
                                   "runtime_env": {"env_vars": {"OMP_NUM_THREADS": "1"}}}
     if settings.resources():
         actor_opts["resources"] = settings.resources()
+    # Requests reach hosts through the ingress, not Serve handles, so Serve's wait for
+    # ongoing requests is short; the host's own stop (__del__) gets shutdown_timeout_s.
     return ModelHost.options(  # type: ignore[attr-defined]  # @serve.deployment adds it
-        num_replicas=settings.replicas, ray_actor_options=actor_opts).bind(sdict, app_name)
+        num_replicas=settings.replicas, ray_actor_options=actor_opts,
+        graceful_shutdown_timeout_s=settings.shutdown_timeout_s,
+        graceful_shutdown_wait_loop_s=0.5).bind(sdict, app_name)

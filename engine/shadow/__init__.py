@@ -18,7 +18,7 @@ from engine.settings import ServeSettings
 from engine.shadow.config import ConfigStore, ConfigWatcher, ShadowConfig, build_config
 from engine.shadow.executors import new_executor
 from engine.shadow.log import ComparedRequest, PairLog
-from engine.shadow.mirror import ShadowMirror
+from engine.shadow.mirror import CLOSE_S, DRAIN_S, ShadowMirror
 from engine.shadow.models import Loader
 from engine.shadow.report import ShadowReport, compare, shadow_report
 from engine.shadow.routes import add_shadow_routes
@@ -30,6 +30,9 @@ __all__ = [
     "ShadowMirror", "ShadowReport", "ShadowTables", "ShadowWorker", "build_config", "compare",
     "create_mirror", "install", "shadow_report",
 ]
+
+
+STOP_MARGIN_S = 3.0  # of a host's shutdown budget, for its HTTP server to stop
 
 
 def create_mirror(state: ModelHostState, settings: ServeSettings, loader: Loader | None = None,
@@ -49,8 +52,12 @@ def create_mirror(state: ModelHostState, settings: ServeSettings, loader: Loader
     """
     tables = ShadowTables.for_registry(state.registry)
     executor = new_executor(state.registry.root, settings, loader)
+    # On a stop the worker's last pair-log write gets what the host's shutdown budget
+    # leaves after the HTTP server stops and the queue drains.
     mirror = ShadowMirror(state.snapshot, state.metrics, executor, settings.shadow_queue_size,
-                          settings.shadow_max_age_s, settings.shadow_batch_interval_s)
+                          settings.shadow_max_age_s, settings.shadow_batch_interval_s,
+                          close_timeout_s=max(CLOSE_S, settings.shutdown_timeout_s - DRAIN_S
+                                              - STOP_MARGIN_S))
     watcher = ConfigWatcher(ConfigStore(tables), settings.shadow_config_refresh_s,
                             mirror.set_configs)
     try:

@@ -43,7 +43,7 @@ __all__ = ["OUTCOMES", "MirrorItem", "ShadowMirror"]
 
 OUTCOMES = ("ok", "synthetic", "error", "timeout", "dropped", "skipped")
 DRAIN_S = 2.0  # on close, time queued requests get to reach the worker
-CLOSE_S = 2.5  # on close, time the worker gets to flush its pair log
+CLOSE_S = 2.5  # on close, least time the worker gets to flush its pair log
 MAX_IN_FLIGHT = 2  # batches sent and not answered yet (one running, one waiting)
 MAX_BATCH = 512  # requests per batch
 STEP_SAMPLES = 1000  # recent dispatch-step durations kept for stats()
@@ -73,7 +73,8 @@ class ShadowMirror:
 
     def __init__(self, snapshot: RegistrySnapshot, metrics: Metrics, executor: ShadowExecutor,
                  queue_size: int = 1024, max_age_s: float = 10.0, interval_s: float = 0.05,
-                 clock: Clock = time.time, rand: Callable[[], float] = random.random) -> None:
+                 clock: Clock = time.time, rand: Callable[[], float] = random.random,
+                 close_timeout_s: float = CLOSE_S) -> None:
         self.snapshot = snapshot
         self.metrics = metrics
         self.executor = executor
@@ -82,6 +83,7 @@ class ShadowMirror:
         self.interval_s = interval_s
         self.clock = clock
         self._rand = rand
+        self.close_timeout_s = close_timeout_s
         self._configs: dict[str, _Active] = {}
         self._outcome = {o: metrics.shadow_requests.labels(o) for o in OUTCOMES}
         self.outcomes: Counter[str] = Counter()
@@ -354,7 +356,7 @@ class ShadowMirror:
         if self._dispatcher is not None:
             self._dispatcher.join(2.0)
         self.drain(DRAIN_S)
-        self.executor.close(CLOSE_S)
+        self.executor.close(self.close_timeout_s)
 
 
 def _digest(config: ShadowConfig) -> _Active:
