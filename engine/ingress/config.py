@@ -150,6 +150,7 @@ frontend {FRONTEND}
     bind {bind}:{cfg.bind_port}
     maxconn {cfg.max_connections + headroom}
     http-request return status 503 content-type application/json string {_json("Overloaded", f"over {cfg.max_connections} connections to this ingress; retry later")} if {{ fe_conn gt {cfg.max_connections} }}
+    http-request return status 405 content-type application/json hdr allow "GET, HEAD" string {_json("MethodNotAllowed", "/healthz answers GET and HEAD only")} if {{ path /healthz }} !{{ method GET HEAD }}
     http-request return status 200 content-type application/json string '{{"status": "ok"}}' if {{ path /healthz }}
     http-request deny deny_status 411 content-type application/json string {_json("LengthRequired", "chunked request bodies are not accepted: send Content-Length")} if {{ req.hdr(transfer-encoding) -m found }}
     http-request deny deny_status 413 content-type application/json string {_json("PayloadTooLarge", f"request body over {cfg.max_body_bytes} bytes")} if {{ req.hdr_val(content-length) gt {cfg.max_body_bytes} }}

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.ingress.runtime import RuntimeError_, StatRow
 from engine.ingress.stats import ingress_page, up_slots
@@ -57,6 +59,16 @@ def create_control_app(sources: ControlSources) -> Any:
     """The control app over ``sources``."""
     app = FastAPI(title="tenantry ingress control", docs_url=None, redoc_url=None,
                   openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """404/405 in tenantry's error shape (a 405 says ``Allow: GET, HEAD``)."""
+        detail = f"{request.method} {request.url.path}: {exc.detail}"
+        headers = dict(exc.headers or {})
+        if headers.get("Allow") == "GET":
+            headers["Allow"] = "GET, HEAD"  # _HeadAsGet answers HEAD
+        return JSONResponse({"error": HTTPStatus(exc.status_code).phrase.replace(" ", ""),
+                             "detail": detail}, status_code=exc.status_code, headers=headers)
     client = httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S)
     carried = CarriedCounters()
     # One scrape at a time: pages merged out of order would look like counter resets.
@@ -93,4 +105,17 @@ def create_control_app(sources: ControlSources) -> Any:
             text = carried.merge(pages, others)
         return Response(text, media_type=PROMETHEUS_TEXT)
 
-    return app
+    return _HeadAsGet(app)
+
+
+class _HeadAsGet:
+    """Answers ``HEAD`` like ``GET`` (RFC 9110), as the model hosts do; the server sends no
+    body. Other methods the routes do not take answer 405."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)

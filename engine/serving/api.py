@@ -1,36 +1,179 @@
-"""The model host's HTTP API (FastAPI; OpenAPI at /docs)."""
+"""The model host's HTTP API (FastAPI; OpenAPI at /docs).
+
+Every answer the routes can give is declared in the OpenAPI document with its real body:
+errors are :class:`ErrorBody` (``{"error", "detail"}``) on /v1 and the health routes, and
+``{"error"}`` on /v2 (:mod:`engine.serving.v2`). FastAPI's own refusals (an unknown path,
+a method a route does not take, a path parameter against its pattern) answer in the same
+shapes (:func:`install_error_shapes`), with ``Allow`` on a 405.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from http import HTTPStatus
+from typing import Annotated, Any
 from urllib.parse import unquote
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from engine.metrics import Metrics
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
-from engine.serving.v2 import answer_infer, v2_route_label
-from engine.serving.validation import check_json_content_type, request_id
+from engine.serving.v2 import (
+    EXAMPLE_ROW,
+    EXAMPLE_TENANT,
+    answer_infer,
+    v2_error,
+    v2_route_label,
+)
+from engine.serving.validation import F32_MAX, check_json_content_type, request_id
 from registry import Alias, validate_tenant_id
-from registry.errors import TenantryError, UnknownTenant
+from registry.errors import InvalidTenantId, TenantryError, UnknownTenant, ValidationError
+from registry.ids import TENANT_ID_PATTERN
 
-__all__ = ["PredictFastPath", "answer_predict", "create_app", "error_response", "route_label"]
+__all__ = [
+    "ErrorBody", "PredictFastPath", "TenantIdPath", "answer_predict", "create_app",
+    "error_response", "error_responses", "install_error_shapes", "route_label",
+]
 
 ASGIApp = Callable[..., Awaitable[None]]
 RouteHook = Callable[[FastAPI, ModelHostState, KeyStore], None]
 
 
-class PredictRequest(BaseModel):
-    """Rows to score: lists in model feature order, or objects keyed by feature name."""
+TenantIdPath = Annotated[str, Path(
+    pattern=TENANT_ID_PATTERN.pattern, examples=[EXAMPLE_TENANT],
+    description="tenant id: 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                "or digit")]
+Value = Annotated[float, Field(ge=-F32_MAX, le=F32_MAX)]  # float32 range; null = missing
 
-    instances: list[list[float | None] | dict[str, float | None]] = Field(
-        ..., examples=[[[0.1, 12.0, None]], [{"txn_amount": 12.5, "account_age_days": 400}]])
+
+class PredictRequest(BaseModel):
+    """Rows to score: lists in model feature order, or objects keyed by feature name (an
+    absent feature is missing). The examples are for the demo model (20 features); send
+    as many values per row as the tenant's model has features."""
+
+    instances: list[list[Value | None] | dict[str, Value | None]] = Field(
+        ..., min_length=1,
+        examples=[[EXAMPLE_ROW], [{"txn_amount": 12.5, "account_age_days": 400}]])
+
+
+class ErrorBody(BaseModel):
+    """An error: its kind and what is wrong."""
+
+    error: str = Field(examples=["ValidationError"])
+    detail: str = Field(examples=["row 0 has 3 values; the model expects 20"])
+
+
+class HealthBody(BaseModel):
+    """Liveness."""
+
+    status: str = Field(examples=["ok"])
+
+
+class ReadyBody(BaseModel):
+    """Readiness, with this host's cache and registry snapshot figures."""
+
+    model_config = ConfigDict(extra="allow")
+    ready: bool
+
+
+_ERROR_TEXT = {
+    401: "no valid API key (when API keys are on)",
+    403: "the key may not call this tenant (or an admin route)",
+    404: "unknown tenant or no production model",
+    413: "request body over ingress_max_body_bytes",
+    415: "a Content-Type other than JSON",
+    422: "invalid tenant id or malformed input (the detail says what is wrong)",
+    503: "the model could not be loaded (checksum, missing or invalid artifact)",
+}
+
+
+def error_responses(*codes: int, **text: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring ``codes`` with the /v1 error body.
+
+    Args:
+        codes: HTTP statuses the route can answer with an error.
+        text: descriptions by ``s<code>`` overriding the usual ones.
+
+    Returns:
+        the ``responses`` mapping for a FastAPI route decorator.
+    """
+    return {code: {"model": ErrorBody, "description": text.get(f"s{code}", _ERROR_TEXT[code])}
+            for code in codes}
+
+
+def _request_error(exc: RequestValidationError) -> TenantryError:
+    """FastAPI's validation failure as tenantry's error (a bad tenant id says why)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    where = [str(p) for p in first.get("loc", ())]
+    if where[:1] == ["path"] and where[-1:] in (["tenant_id"], ["tenant"]):
+        try:
+            validate_tenant_id(first.get("input"))
+        except InvalidTenantId as err:
+            return err
+    place = ".".join(where) or "request"
+    return ValidationError(f"{place}: {first.get('msg', 'invalid')}")
+
+
+def install_error_shapes(app: FastAPI) -> None:
+    """Answer FastAPI's own 404/405/422 in the project's error shapes (``{"error",
+    "detail"}``; ``{"error"}`` under /v2, where 422 is 400), keeping ``Allow`` on a 405."""
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document without its 422 on /v2 routes (their refusals are 400)."""
+        if app.openapi_schema is None:
+            doc = default_openapi()
+            for path, item in doc.get("paths", {}).items():
+                if v2_route_label(path):
+                    for operation in item.values():
+                        operation.get("responses", {}).pop("422", None)
+            if "#/components/schemas/HTTPValidationError" not in json.dumps(doc["paths"]):
+                for name in ("HTTPValidationError", "ValidationError"):
+                    doc.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema  # type: ignore[return-value]  # set by default_openapi
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        err = _request_error(exc)
+        return v2_error(err) if v2_route_label(request.url.path) else error_response(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        phrase = HTTPStatus(exc.status_code).phrase
+        detail = f"{request.method} {request.url.path}: {exc.detail}"
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of one route; a path may have several (PUT and
+            # DELETE of the shadow config): Allow lists them all.
+            headers["Allow"] = _allowed(app, request.scope) or headers.get("Allow", "")
+            detail += f" (allowed: {headers['Allow'] or 'none'})"
+        body: dict[str, str] = {"error": detail} if v2_route_label(request.url.path) else \
+            {"error": phrase.replace(" ", ""), "detail": detail}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def _allowed(app: FastAPI, scope: Any) -> str:
+    """Every method some route of ``scope``'s path takes, as an ``Allow`` value."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")  # HeadAsGet answers HEAD wherever GET is answered
+    return ", ".join(sorted(methods))
 
 
 class PredictResponse(BaseModel):
@@ -189,14 +332,15 @@ def create_app(state: ModelHostState, keys: KeyStore | None = None,
     async def _tenantry_error(_: Request, exc: TenantryError) -> Response:
         return error_response(exc)
 
+    install_error_shapes(app)
+    predict_schema = PredictRequest.model_json_schema()
+    predict_schema["properties"]["instances"]["maxItems"] = state.settings.max_rows
+
     @app.post("/v1/tenants/{tenant_id}/predict", response_model=PredictResponse,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": PredictRequest.model_json_schema()}}}},
-              responses={404: {"description": "unknown tenant or no production model"},
-                         415: {"description": "Content-Type present and not JSON"},
-                         422: {"description": "malformed input"},
-                         503: {"description": "model could not be loaded"}})
-    async def predict(tenant_id: str, request: Request) -> Response:
+                  "schema": predict_schema}}}},
+              responses=error_responses(401, 403, 404, 413, 415, 422, 503))
+    async def predict(tenant_id: TenantIdPath, request: Request) -> Response:
         """Score rows with the tenant's production model."""
         # Requests normally take PredictFastPath; this route documents the API and serves
         # the same answer through the same function if FastAPI routing is used.
@@ -205,8 +349,9 @@ def create_app(state: ModelHostState, keys: KeyStore | None = None,
         return Response(payload, status_code=status, media_type="application/json",
                         headers=headers)
 
-    @app.get("/v1/tenants/{tenant_id}/model")
-    async def model(tenant_id: str, request: Request) -> dict[str, Any]:
+    @app.get("/v1/tenants/{tenant_id}/model",
+             responses=error_responses(401, 403, 404, 422, s404="unknown tenant"))
+    async def model(tenant_id: TenantIdPath, request: Request) -> dict[str, Any]:
         """Production (and shadow) version metadata and metrics of a tenant."""
         validate_tenant_id(tenant_id)
         keys.check_tenant(request.headers, tenant_id)
@@ -218,18 +363,21 @@ def create_app(state: ModelHostState, keys: KeyStore | None = None,
         doc["aliases"] = {a.value: snap.alias_version(tenant_id, a) for a in Alias}
         return doc
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=HealthBody)
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=ReadyBody,
+             responses={503: {"model": ReadyBody, "description": "not ready (no snapshot yet)"}})
     async def readyz() -> Response:
         """Readiness: the registry snapshot is loaded and the host accepts traffic."""
         ok = ready() and state.snapshot.last_refresh_at > 0
         return JSONResponse({"ready": ok, **state.stats()}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition (0.0.4)"}})
     async def metrics() -> Response:
         """This replica's Prometheus metrics."""
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -178,7 +178,8 @@ def _tensor(spec: Any, index: int) -> Tensor:
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise ValidationError(f'inputs[{index}] needs a "name" string')
-    params = spec.get("parameters") or {}
+    params = spec.get("parameters")
+    params = {} if params is None else params
     if not isinstance(params, dict):
         raise ValidationError(f'input {name!r}: "parameters" must be an object')
     if "binary_data_size" in params:
@@ -202,6 +203,8 @@ def _check_outputs(outputs: Any) -> None:
         return
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise ValidationError('"outputs" must be a list of objects with a "name"')
+    if not all(isinstance(o.get("parameters", {}), dict | None) for o in outputs):
+        raise ValidationError('an output\'s "parameters" must be an object')
     unknown = [o.get("name") for o in outputs if o.get("name") != OUTPUT_NAME]
     if unknown:
         raise ValidationError(f"unknown output(s) {', '.join(map(repr, unknown))}; this model "
@@ -257,6 +260,8 @@ def parse_infer_request(raw: bytes, headers: Mapping[str, str], max_rows: int) -
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ValidationError('"id" must be a string')
+    if not isinstance(body.get("parameters", {}), dict | None):
+        raise ValidationError('"parameters" must be an object')
     _check_outputs(body.get("outputs"))
     for index, spec in enumerate(specs):  # shapes first: no data is read past the row limit
         if isinstance(spec, dict) and isinstance(spec.get("shape"), list) and spec["shape"] \

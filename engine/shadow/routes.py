@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticError
 
+from engine.serving.api import TenantIdPath, error_responses
 from engine.serving.auth import KeyStore, hash_key
 from engine.serving.host import ModelHostState
 from engine.shadow.config import ConfigStore, build_config
@@ -112,8 +113,12 @@ def add_shadow_routes(app: FastAPI, state: ModelHostState, keys: KeyStore,
 
     @app.put("/v1/admin/tenants/{tenant_id}/shadow",
              openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": ShadowBody.model_json_schema()}}}})
-    async def put_shadow(tenant_id: str, request: Request) -> dict[str, Any]:
+                 "application/json": {"schema": ShadowBody.model_json_schema()}}}},
+             responses=error_responses(
+                 401, 403, 404, 422, s403="not the admin token",
+                 s404="unknown tenant or version",
+                 s422="invalid tenant id or shadow settings (the detail says what is wrong)"))
+    async def put_shadow(tenant_id: TenantIdPath, request: Request) -> dict[str, Any]:
         """Shadow a tenant: which version, what fraction, until when (admin)."""
         validate_tenant_id(tenant_id)
         keys.check_admin(request.headers)
@@ -130,8 +135,10 @@ def add_shadow_routes(app: FastAPI, state: ModelHostState, keys: KeyStore,
         mirror.apply(tenant_id, config)
         return describe(tenant_id)
 
-    @app.delete("/v1/admin/tenants/{tenant_id}/shadow")
-    async def delete_shadow(tenant_id: str, request: Request) -> dict[str, Any]:
+    @app.delete("/v1/admin/tenants/{tenant_id}/shadow",
+                responses=error_responses(401, 403, 422, s403="not the admin token",
+                                          s422="invalid tenant id or body"))
+    async def delete_shadow(tenant_id: TenantIdPath, request: Request) -> dict[str, Any]:
         """Stop shadowing a tenant (admin)."""
         validate_tenant_id(tenant_id)
         keys.check_admin(request.headers)
@@ -140,8 +147,9 @@ def add_shadow_routes(app: FastAPI, state: ModelHostState, keys: KeyStore,
         mirror.apply(tenant_id, None)
         return describe(tenant_id)
 
-    @app.get("/v1/tenants/{tenant_id}/shadow")
-    async def get_shadow(tenant_id: str, request: Request) -> dict[str, Any]:
+    @app.get("/v1/tenants/{tenant_id}/shadow",
+             responses=error_responses(401, 403, 422, s422="invalid tenant id"))
+    async def get_shadow(tenant_id: TenantIdPath, request: Request) -> dict[str, Any]:
         """The tenant's shadow config and this replica's shadow counters (a tenant key:
         the numbers only)."""
         validate_tenant_id(tenant_id)
