@@ -29,6 +29,7 @@ from engine.serving.directory import Endpoint
 __all__ = ["ControlSources", "create_control_app"]
 
 SCRAPE_TIMEOUT_S = 5.0
+READYZ_HOST_TIMEOUT_S = 1.0  # /readyz asks each host for its snapshot's age this long
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OWN_SOURCE = "ingress"  # this ingress's HAProxy counters, among the replicas' pages
 
@@ -82,10 +83,29 @@ def create_control_app(sources: ControlSources) -> Any:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        """200 when a predict would be served; ``stale`` when a host serves a registry
+        snapshot it could not refresh for a while (``snapshot_age_s``: the oldest)."""
         stat = await rows()
         up = len(up_slots(stat or []))
         ok = up > 0
-        return JSONResponse({"ready": ok, "replicas": up, "ingress": stat is not None},
+
+        async def freshness(ep: Endpoint) -> dict[str, Any]:
+            try:
+                doc = (await client.get(f"http://{ep.address}/readyz",
+                                        timeout=READYZ_HOST_TIMEOUT_S)).json()
+            except (httpx.HTTPError, ValueError):
+                return {}
+            return doc if isinstance(doc, dict) else {}
+
+        try:
+            endpoints = await asyncio.wait_for(sources.endpoints(), READYZ_HOST_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - directory restarting: freshness unknown
+            endpoints = []
+        docs = await asyncio.gather(*(freshness(ep) for ep in endpoints))
+        ages = [d["snapshot_age_s"] for d in docs if d.get("snapshot_age_s") is not None]
+        return JSONResponse({"ready": ok, "replicas": up, "ingress": stat is not None,
+                             "stale": any(d.get("stale") for d in docs),
+                             "snapshot_age_s": max(ages) if ages else None},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics")

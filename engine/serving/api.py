@@ -371,9 +371,14 @@ def create_app(state: ModelHostState, keys: KeyStore | None = None,
     @app.get("/readyz", response_model=ReadyBody,
              responses={503: {"model": ReadyBody, "description": "not ready (no snapshot yet)"}})
     async def readyz() -> Response:
-        """Readiness: the registry snapshot is loaded and the host accepts traffic."""
+        """Readiness: the registry snapshot is loaded and the host accepts traffic.
+
+        ``stale`` says the snapshot has not refreshed for a while (registry unreadable);
+        the host still serves it, so that alone does not make it unready.
+        """
         ok = ready() and state.snapshot.last_refresh_at > 0
-        return JSONResponse({"ready": ok, **state.stats()}, status_code=200 if ok else 503)
+        return JSONResponse({"ready": ok, **state.stats(), **state.freshness()},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},

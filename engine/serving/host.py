@@ -238,6 +238,16 @@ class ModelHostState:
                 "snapshot_generation": self.snapshot.generation,
                 "tenants": len(self.snapshot.tenants())}
 
+    def freshness(self) -> dict[str, Any]:
+        """Age of the registry snapshot (seconds since its last successful refresh; None
+        before the first) and whether it is older than ``stale_after_refreshes`` refresh
+        intervals (the registry cannot be read: this replica serves what it last read)."""
+        age = self.snapshot.lag_seconds()
+        if age == float("inf"):
+            return {"snapshot_age_s": None, "stale": True}
+        limit = self.settings.stale_after_refreshes * self.settings.refresh_interval_s
+        return {"snapshot_age_s": round(age, 3), "stale": age > limit}
+
     def close(self) -> None:
         """Stop background work, flush shadow logs and release the loader threads."""
         if self._refresher is not None:
