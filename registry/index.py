@@ -1,4 +1,5 @@
-"""The Delta Lake index: ``models``, ``aliases`` and ``runs`` tables under ``<root>/index``.
+"""The Delta Lake index: ``models``, ``aliases``, ``runs`` and ``profiles`` tables under
+``<root>/index``.
 
 Every table has change data feed on, so readers can follow new rows incrementally from
 the Delta log. ``aliases`` rows also carry the table version they were committed in
@@ -7,6 +8,10 @@ loads the current files (no change feed) orders alias events by commit, exactly 
 following the change feed does -- never by a writer's clock. Publishing is idempotent per run id through Delta application transactions
 (``txn`` actions): a table that already carries ``tenantry-run-<id>`` is never appended
 for that run again. Reads go through DataFusion (``QueryBuilder``).
+
+``profiles`` holds each version's reference profile for drift monitoring, one row per
+(tenant, version, feature) plus one ``kind = 'score'`` row for its holdout scores; a
+registry made before it existed gains the table on its first publish with profiles.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import posixpath
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -22,9 +27,10 @@ from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, w
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from registry.errors import RegistryConflict, RegistryError, RegistryNotFound
+from registry.types import BinnedDistribution, ModelProfile, StagedArtifact
 
-__all__ = ["AUDIT_COLUMNS", "TABLES", "DeltaIndex", "RowsAt", "run_app_id", "table_schema",
-           "to_arrow"]
+__all__ = ["AUDIT_COLUMNS", "TABLES", "DeltaIndex", "RowsAt", "profile_rows",
+           "profiles_from_rows", "run_app_id", "table_schema", "to_arrow"]
 
 _TS = pa.timestamp("us", tz="UTC")
 _SEQUENCED_ATTEMPTS = 100
@@ -75,8 +81,22 @@ TABLES: dict[str, pa.Schema] = {
         ("record_json", pa.string()),
         ("created_at", _TS),
     ]),
+    "profiles": pa.schema([
+        ("tenant_id", pa.string()),
+        ("shard", pa.int32()),
+        ("version", pa.int64()),
+        ("kind", pa.string()),  # feature | score
+        ("name", pa.string()),  # the feature's name; "score" for the score row
+        ("position", pa.int32()),  # the feature's column in the model; null for the score
+        ("edges", pa.list_(pa.float64())),  # inner quantile edges; bins are right-closed
+        ("shares", pa.list_(pa.float64())),  # share of non-missing values per bin
+        ("missing_rate", pa.float64()),
+        ("count", pa.int64()),  # non-missing values behind the shares
+        ("run_id", pa.string()),
+        ("created_at", _TS),
+    ]),
 }
-_PARTITIONS = {"models": ["shard"], "aliases": ["shard"], "runs": []}
+_PARTITIONS = {"models": ["shard"], "aliases": ["shard"], "runs": [], "profiles": ["shard"]}
 
 AUDIT_COLUMNS: dict[str, tuple[pa.Field, ...]] = {
     "aliases": (pa.field("actor", pa.string()),),  # who: OS user (CLI), "admin" (API,
@@ -127,12 +147,27 @@ class DeltaIndex:
     def create(self) -> None:
         """Create the tables that do not exist yet."""
         for name in TABLES:
-            DeltaTable.create(
-                self.uri(name), table_schema(name), mode="ignore",
-                partition_by=_PARTITIONS[name] or None,
-                configuration={"delta.enableChangeDataFeed": "true"},
-                storage_options=self.storage_options,
-            )
+            self.ensure(name)
+
+    def ensure(self, name: str) -> None:
+        """Create table ``name`` unless it exists (a table added to :data:`TABLES` later)."""
+        DeltaTable.create(
+            self.uri(name), table_schema(name), mode="ignore",
+            partition_by=_PARTITIONS[name] or None,
+            configuration={"delta.enableChangeDataFeed": "true"},
+            storage_options=self.storage_options,
+        )
+        self._tables.pop(name, None)
+
+    def exists(self, name: str) -> bool:
+        """Whether table ``name`` exists (registries made before it was added lack it)."""
+        if name in self._tables:
+            return True
+        try:
+            self.table(name)
+        except RegistryNotFound:
+            return False
+        return True
 
     def table(self, name: str, refresh: bool = True) -> DeltaTable:
         """An up-to-date handle on table ``name``."""
@@ -250,3 +285,39 @@ class DeltaIndex:
 def sql_str(value: str) -> str:
     """Quote ``value`` as a SQL string literal (ids are validated, this is belt and braces)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def profile_rows(versions: Sequence[tuple[StagedArtifact, ModelProfile]], run_id: str,
+                 created_at: Any) -> pa.Table:
+    """``profiles`` rows of a run's versions: one per feature plus one for the score."""
+    cols: dict[str, list[Any]] = {f.name: [] for f in TABLES["profiles"]}
+    for art, profile in versions:
+        parts: list[tuple[str, int | None, BinnedDistribution]] = [
+            ("feature", i, d) for i, d in enumerate(profile.features)]
+        if profile.score is not None:
+            parts.append(("score", None, profile.score))
+        for kind, position, d in parts:
+            for key, value in (("tenant_id", art.tenant_id), ("shard", art.shard),
+                               ("version", art.version), ("kind", kind), ("name", d.name),
+                               ("position", position), ("edges", list(d.edges)),
+                               ("shares", list(d.shares)), ("missing_rate", d.missing_rate),
+                               ("count", d.count), ("run_id", run_id),
+                               ("created_at", created_at)):
+                cols[key].append(value)
+    return pa.table(cols, schema=TABLES["profiles"])
+
+
+def profiles_from_rows(rows: pa.Table) -> dict[tuple[str, int], ModelProfile]:
+    """Profiles by ``(tenant_id, version)`` from ``profiles`` rows."""
+    parts: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in rows.to_pylist():
+        entry = parts.setdefault((r["tenant_id"], int(r["version"])),
+                                 {"features": {}, "score": None})
+        d = BinnedDistribution(r["name"], tuple(r["edges"] or ()), tuple(r["shares"] or ()),
+                               float(r["missing_rate"] or 0.0), int(r["count"] or 0))
+        if r["kind"] == "score":
+            entry["score"] = d
+        else:
+            entry["features"][int(r["position"])] = d
+    return {key: ModelProfile(tuple(e["features"][i] for i in sorted(e["features"])), e["score"])
+            for key, e in parts.items()}

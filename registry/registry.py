@@ -7,6 +7,7 @@ Layout below the root (a local path or ``s3://bucket/prefix``)::
     artifacts/shard=NN/tenant=ID/v=N/model.ubj    XGBoost UBJSON (never pickle)
     artifacts/shard=NN/tenant=ID/v=N/model.ubj.sha256
     index/models  index/aliases  index/runs     Delta tables
+    index/profiles                              reference profiles for drift monitoring
     leases/RUN_ID.json                          a running run's lease (see registry.leases)
 
 A version number is claimed by creating its ``_claim.json`` exclusively, so concurrent
@@ -37,7 +38,7 @@ from registry.errors import (
     ValidationError,
 )
 from registry.ids import shard_of, validate_tenant_id
-from registry.index import DeltaIndex, RowsAt, sql_str
+from registry.index import DeltaIndex, RowsAt, profile_rows, profiles_from_rows, sql_str
 from registry.leases import LeaseStore
 from registry.settings import RegistrySettings
 from registry.snapshot import RegistrySnapshot
@@ -45,6 +46,7 @@ from registry.storage import ArtifactStore
 from registry.types import (
     Alias,
     AliasMove,
+    ModelProfile,
     ModelVersion,
     NewVersion,
     PublishResult,
@@ -52,6 +54,7 @@ from registry.types import (
     StagedArtifact,
     TenantModels,
     TenantSummary,
+    TrendPoint,
 )
 
 __all__ = ["FORMAT_VERSION", "AliasEvent", "Registry", "booster_from_bytes", "validate_run_id"]
@@ -276,6 +279,12 @@ class Registry:
                                                   for nv in versions])
             self.index.append("models", rows, run_id)
             published = rows.num_rows
+        profiled = [(nv.artifact, nv.profile) for nv in versions if nv.profile is not None]
+        if profiled:  # before the aliases move: a production version has its profile
+            if not self.index.exists("profiles"):
+                self.index.ensure("profiles")
+            if not self.index.has_run("profiles", run_id):
+                self.index.append("profiles", profile_rows(profiled, run_id, _now()), run_id)
         moves = 0
         if not self.index.has_run("aliases", run_id):
             if aliases:
@@ -380,6 +389,35 @@ class Registry:
         return [AliasEvent(r["tenant_id"], r["alias"], r["action"], r["version"],
                            r.get("actor"), r.get("reason"), r.get("run_id"), r.get("set_at"),
                            r.get("commit_version")) for r in rows]
+
+    def profiles(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], ModelProfile]:
+        """Reference profiles of the versions ``keys`` (``(tenant_id, version)``) that have one.
+
+        Reads the ``profiles`` table (the keys' shards only); not for a request path.
+        """
+        keys = [(validate_tenant_id(t), int(v)) for t, v in keys]
+        if not keys or not self.index.exists("profiles"):
+            return {}
+        shards = sorted({self.shard_of(t) for t, _ in keys})
+        tenants = ", ".join(sql_str(t) for t in sorted({t for t, _ in keys}))
+        where = f"shard IN ({', '.join(map(str, shards))}) AND tenant_id IN ({tenants})"
+        found = profiles_from_rows(self.index.query("profiles", where))
+        return {k: found[k] for k in keys if k in found}
+
+    def trend(self, tenant_id: str, metric: str = "auc") -> list[TrendPoint]:
+        """One metric of every version of a tenant, oldest first: the nightly history.
+
+        Raises:
+            UnknownTenant: no such tenant.
+            ValidationError: no version of the tenant records ``metric``.
+        """
+        versions = self.history(tenant_id)
+        if not any(metric in v.metrics for v in versions):
+            known = sorted({k for v in versions for k in v.metrics})
+            raise ValidationError(f"no version of {tenant_id!r} records metric {metric!r} "
+                                  f"(they record: {', '.join(known) or 'nothing'})")
+        return [TrendPoint(v.version, v.data_date, v.metrics.get(metric), v.run_id,
+                           v.created_at) for v in reversed(versions)]
 
     def list_tenants(self) -> list[TenantSummary]:
         """One summary per tenant."""

@@ -11,6 +11,8 @@ from typing import Any
 __all__ = [
     "Alias",
     "AliasMove",
+    "BinnedDistribution",
+    "ModelProfile",
     "ModelVersion",
     "NewVersion",
     "PublishResult",
@@ -18,6 +20,7 @@ __all__ = [
     "StagedArtifact",
     "TenantModels",
     "TenantSummary",
+    "TrendPoint",
 ]
 
 
@@ -59,6 +62,53 @@ class StagedArtifact:
 
 
 @dataclass(frozen=True)
+class BinnedDistribution:
+    """One variable's distribution in quantile bins: what drift is measured against.
+
+    Bin ``i`` holds the values ``v`` with ``edges[i-1] < v <= edges[i]`` (the first and the
+    last bin are open), so there are ``len(edges) + 1`` bins; missing values are counted
+    apart, in ``missing_rate``.
+    """
+
+    name: str
+    edges: tuple[float, ...]
+    """Inner bin edges, strictly ascending (at most 9 for 10 bins; fewer when values repeat)."""
+    shares: tuple[float, ...]
+    """Share of the non-missing values in each bin (sums to 1; all 0 when there are none)."""
+    missing_rate: float
+    """Share of the values that were missing (NaN / null)."""
+    count: int
+    """Non-missing values the shares were computed from."""
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """A version's reference profile: its training rows per feature, its holdout scores."""
+
+    features: tuple[BinnedDistribution, ...]
+    """One per feature, in model order (position ``i`` is column ``i`` of a request)."""
+    score: BinnedDistribution | None = None
+    """The model's scores on the holdout (binary: probability; multiclass: the highest
+    class probability; regression: the prediction)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    """One version's value of one metric: a point of ``registry trend``."""
+
+    version: int
+    data_date: str | None
+    value: float | None
+    run_id: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The point as ``registry trend --json`` prints it."""
+        return {"version": self.version, "date": self.data_date, "value": self.value,
+                "run_id": self.run_id, "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
 class NewVersion:
     """A staged artifact plus what the index records about it."""
 
@@ -74,6 +124,9 @@ class NewVersion:
     """Classes of a ``multi:softprob`` model; None for the other objectives."""
     feature_types: tuple[str, ...] = ()
     """Per feature name, ``float`` or ``categorical`` (empty: every feature is a float)."""
+    profile: ModelProfile | None = None
+    """The reference profile drift monitoring compares production traffic with (None:
+    published without one; such a version is not judged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +154,23 @@ class ModelVersion:
     run_id: str
     created_at: datetime
     data_date: str | None = None
+    objective: str = "binary:logistic"
+    """The XGBoost objective (a row written before objectives were recorded: binary)."""
+    num_class: int | None = None
+    """Classes of a ``multi:softprob`` model; None for the other objectives."""
+    feature_types: tuple[str, ...] = ()
+    """Per feature, ``float`` or ``categorical`` (empty: every feature is a float)."""
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per categorical feature, the categories the model knows (the row's params)."""
+
+    @property
+    def categorical(self) -> frozenset[str]:
+        """Names of the features typed categorical."""
+        return frozenset(n for n, t in zip(self.feature_names, self.feature_types, strict=False)
+                         if t == "categorical")
 
     def to_json(self) -> dict[str, Any]:
-        """The VERSION document of DESIGN.md."""
+        """The VERSION document of DESIGN.md (plus objective, classes and feature types)."""
         return {
             "tenant_id": self.tenant_id,
             "version": self.version,
@@ -115,6 +182,10 @@ class ModelVersion:
             "run_id": self.run_id,
             "data_date": self.data_date,
             "created_at": self.created_at.isoformat(),
+            "objective": self.objective,
+            "num_class": self.num_class,
+            "feature_types": list(self.feature_types) or ["float"] * len(self.feature_names),
+            "categories": {k: list(v) for k, v in self.categories.items()},
         }
 
 

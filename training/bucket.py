@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from registry import ModelVersion, Registry, StagedArtifact, shard_of
+from registry.types import ModelProfile
 from training.errors import InvalidTrainingInput
 from training.features import FEATURE_NAMES  # noqa: F401 - the default features, read by tests
 from training.frame import BucketRows, DataSpec, TenantData, design, tenant_data
@@ -111,6 +112,8 @@ class TenantOutcome:
     """Per categorical feature, the categories the model knows."""
     dropped: tuple[str, ...] = ()
     """Features left out because the tenant never sent them (``missing_features: drop``)."""
+    profile: ModelProfile | None = None
+    """The new model's reference profile (published with it, for drift monitoring)."""
 
     @property
     def holdout(self) -> HoldoutScore:
@@ -196,7 +199,7 @@ def _fit_one(ctx: JobContext, tenant_id: str, rows: BucketRows, idx: Any,
         production_version=production.version if production else None,
         production_score=prod_score, production_error=prod_error,
         feature_names=model.feature_names, categories=tuple(sorted(model.categories.items())),
-        dropped=data.dropped)
+        dropped=data.dropped, profile=model.profile)
 
 
 def _staged(outcome: TenantOutcome, write: Future[StagedArtifact] | None) -> TenantOutcome:

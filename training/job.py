@@ -299,7 +299,8 @@ def _train_and_publish(plan: RunPlan, reg: Registry, run_id: str, date: str,
         if o.production_score is not None:
             metrics.update({f"production_{k}": v
                             for k, v in o.production_score.as_dict().items()})
-        versions.append(new_version(o, plan, metrics, date, dates, gate.decision.value))
+        versions.append(replace(new_version(o, plan, metrics, date, dates, gate.decision.value),
+                                profile=o.profile))
         moves.append(AliasMove(o.tenant_id, gate.decision.value, o.artifact.version, gate.reason))
         promoted += gate.decision is Decision.PRODUCTION
         shadowed += gate.decision is Decision.SHADOW

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from registry.types import ModelProfile
 from training.metrics import auc_score, log_loss, mae, merror, mlogloss, rmse
+from training.profile import model_profile
 from training.settings import TrainingSettings
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "TrainedModel",
     "auc_score",
     "check_trainable",
+    "holdout_score",
     "log_loss",
     "score",
     "tenant_seed",
@@ -135,6 +138,8 @@ class TrainedModel:
     objective: str = BINARY
     feature_names: tuple[str, ...] = ()
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    profile: ModelProfile | None = None
+    """Reference profile for drift monitoring (training features, holdout scores)."""
 
     def metrics(self) -> dict[str, float]:
         """Metrics recorded with the version: the holdout metrics of the objective, rows,
@@ -224,7 +229,11 @@ def score(booster: Any, x: Any, y: np.ndarray, objective: str = BINARY) -> Holdo
     Returns:
         The :class:`HoldoutScore`: auc/logloss, rmse/mae or mlogloss/merror.
     """
-    p = booster.inplace_predict(x)
+    return holdout_score(booster.inplace_predict(x), y, objective)
+
+
+def holdout_score(p: np.ndarray, y: np.ndarray, objective: str = BINARY) -> HoldoutScore:
+    """The objective's metrics of predictions ``p`` against labels ``y`` (see :func:`score`)."""
     if objective == REGRESSION:
         return HoldoutScore(rmse=rmse(y, p), mae=mae(y, p))
     if objective == MULTICLASS:
@@ -269,11 +278,13 @@ def train_tenant(tenant_id: str, feature_names: tuple[str, ...], x_train: Any,
                       if str(x_train[c].dtype) == "category"}
         dtrain = xgb.DMatrix(x_train, label=y_train, enable_categorical=True, nthread=1)
     booster = xgb.train(params, dtrain, num_boost_round=spec.n_estimators)
+    p_holdout = booster.inplace_predict(x_holdout)
     return TrainedModel(
         model_bytes=bytes(booster.save_raw("ubj")),
-        holdout=score(booster, x_holdout, y_holdout, spec.objective),
+        holdout=holdout_score(p_holdout, y_holdout, spec.objective),
         n_train=len(y_train), n_holdout=len(y_holdout),
         base_rate=float(np.mean(y_train)), holdout_base_rate=float(np.mean(y_holdout)),
         seed=seed, params={**params, "n_estimators": spec.n_estimators},
         objective=spec.objective, feature_names=tuple(feature_names), categories=categories,
+        profile=model_profile(feature_names, x_train, p_holdout),
     )
