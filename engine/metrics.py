@@ -74,6 +74,11 @@ class Metrics:
         self.registry_lag_seconds = Gauge("tenantry_registry_lag_seconds",
                                           "Seconds since the snapshot was last known current",
                                           registry=r)
+        self.prediction_log_rows = Counter(
+            "tenantry_prediction_log_rows",
+            "Rows of sampled production requests, by outcome: logged (written to the "
+            "prediction log) or dropped (buffer full, or writes failing)", ["outcome"],
+            registry=r)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this process's metrics."""

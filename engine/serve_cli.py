@@ -123,6 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = ServeSettings.from_env(registry=args.registry, host=args.host,
                                           port=args.port, replicas=args.replicas,
                                           cache_mb=args.cache_mb, api_keys_file=args.api_keys,
+                                          log_sample=args.log_sample,
                                           allow_anonymous=args.allow_anonymous or None)
         problem = settings.exposure_problem()
         if problem:
@@ -203,6 +204,10 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--replicas", type=int, default=None, help="model-host replicas (default 2)")
     p.add_argument("--cache-mb", type=float, default=None, help="model cache MB per replica")
     p.add_argument("--api-keys", default=None, help="hashed API key file (enables auth)")
+    p.add_argument("--log-sample", type=float, default=None, metavar="F",
+                   help="share of each tenant's production requests written to the "
+                        "prediction log <registry>/predictions, after its first 5 of each "
+                        "hour (default 0.01; 0 turns the log off)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: local)")
     p.add_argument("--app-name", default="tenantry")
     p.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)

@@ -110,6 +110,19 @@ class ServeSettings:
     when the actor runs on the replica's node (Ray calls otherwise), ``ray`` always Ray calls."""
     shadow_batch_interval_s: float = 0.25
     """How often a replica sends its mirrored requests to its shadow worker, as one batch."""
+    log_sample: float = 0.01
+    """Share of each tenant's production requests a replica writes to the prediction log
+    ``<registry>/predictions`` (after its first ``log_first_per_hour`` of each hour); 0
+    turns the log off entirely; ``TENANTRY_LOG_SAMPLE`` or ``tenantry serve --log-sample``."""
+    log_first_per_hour: int = 5
+    """Requests of every tenant logged each UTC hour before sampling starts (small tenants
+    are seen too)."""
+    log_flush_s: float = 10.0
+    """Longest a logged row waits in memory before it is written (one Delta commit)."""
+    log_flush_rows: int = 5000
+    """Logged rows that trigger a write before ``log_flush_s``."""
+    log_buffer_rows: int = 20000
+    """Most logged rows a replica holds in memory; past it requests are dropped (counted)."""
     shutdown_timeout_s: float = 20.0
     """Longest a model host gets, once told to stop, to finish its in-flight requests and
     have its shadow worker write the pairs it holds (Serve's ``graceful_shutdown_timeout_s``;

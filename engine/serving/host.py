@@ -72,10 +72,15 @@ class ModelHostState:
             on_evict=self._on_evict)
         self.selfchecked = SelfCheckMemo()  # artifacts whose forest passed its self-check
         self.shadow: ShadowHook | None = None
+        self.hooks: list[ShadowHook] = []  # more after-predict hooks (the prediction log)
         self._failed: dict[ModelKey, tuple[float, TenantryError]] = {}
         self._refresher: asyncio.Task[None] | None = None
         self.metrics.registry_lag_seconds.set_function(self.snapshot.lag_seconds)
         import xgboost  # noqa: F401, PLC0415 - import now (~1 s), not inside the first load
+        if settings.log_sample > 0:
+            from engine.monitor.log import attach_prediction_log
+
+            attach_prediction_log(self)
 
     # -- loading ------------------------------------------------------------------------
     async def _load(self, key: ModelKey) -> LoadedModel:
@@ -147,6 +152,9 @@ class ModelHostState:
         if self.shadow is not None:
             self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
                                       time.perf_counter() - started)
+        for hook in self.hooks:
+            hook.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
+                               time.perf_counter() - started)
         return Prediction(tenant_id, mv.version, preds.tolist())
 
     async def predict_rows(self, tenant_id: str, rows: RowBuilder, version: int | None = None,
@@ -176,6 +184,9 @@ class ModelHostState:
         if self.shadow is not None and version is None:  # pinned calls are not production
             self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
                                       time.perf_counter() - started)
+        for hook in self.hooks if version is None else ():  # production answers only
+            hook.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
+                               time.perf_counter() - started)
         return Prediction(tenant_id, mv.version, preds.tolist())
 
     # -- keeping current ----------------------------------------------------------------
@@ -217,6 +228,8 @@ class ModelHostState:
         self._refresher = loop.create_task(self.run_refresher())
         if self.shadow is not None:
             self.shadow.start(loop)
+        for hook in self.hooks:
+            hook.start(loop)
 
     async def preload(self, tenants: Iterable[str], budget_bytes: int) -> int:
         """Load the given tenants' production models, hottest first, up to ``budget_bytes``."""
@@ -254,4 +267,6 @@ class ModelHostState:
             self._refresher.cancel()
         if self.shadow is not None:
             self.shadow.close()
+        for hook in self.hooks:
+            hook.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
