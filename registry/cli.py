@@ -13,12 +13,19 @@ from registry.types import Alias, ModelVersion
 __all__ = ["add_commands", "cli_actor"]
 
 
+_HEADLINE = {"reg:squarederror": "rmse", "multi:softprob": "mlogloss"}  # else auc
+
+
 def _version_line(mv: ModelVersion | None) -> str:
     if mv is None:
         return "-"
-    auc = mv.metrics.get("auc")
-    auc_s = f"{auc:.4f}" if isinstance(auc, float) else "n/a"
-    return f"v{mv.version} (auc {auc_s}, run {mv.run_id}, {mv.created_at:%Y-%m-%d %H:%M})"
+    metric = _HEADLINE.get(mv.objective, "auc")
+    value = mv.metrics.get(metric)
+    value_s = f"{value:.4f}" if isinstance(value, float) else "n/a"
+    kind = "" if mv.objective == "binary:logistic" else (
+        f"{mv.objective}" + (f" x{mv.num_class}" if mv.num_class else "") + ", ")
+    return (f"v{mv.version} ({kind}{metric} {value_s}, run {mv.run_id}, "
+            f"{mv.created_at:%Y-%m-%d %H:%M})")
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -11,8 +11,9 @@ import json
 import posixpath
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import pyarrow as pa
 
@@ -21,6 +22,8 @@ from registry.index import DeltaIndex
 from registry.types import Alias, ModelVersion, TenantModels, TenantSummary
 
 __all__ = ["AliasStack", "RegistrySnapshot", "resolve_uri", "row_to_version"]
+
+_NO_CATEGORIES: Mapping[str, tuple[str, ...]] = MappingProxyType({})  # shared by most rows
 
 
 def resolve_uri(root_uri: str | None, uri: str) -> str:
@@ -38,11 +41,16 @@ def resolve_uri(root_uri: str | None, uri: str) -> str:
 def row_to_version(row: dict, root_uri: str | None = None) -> ModelVersion:
     """Build a :class:`ModelVersion` from a ``models`` index row.
 
+    Rows written before objectives were recorded (null ``objective``, ``num_class``,
+    ``feature_types``) read as binary:logistic models with float features.
+
     Args:
         row: the index row.
         root_uri: the registry root a relative ``artifact_uri`` is resolved against.
     """
     metrics = json.loads(row.get("metrics_json") or "{}")
+    names = tuple(row.get("feature_names") or ())
+    types = tuple(row.get("feature_types") or ())
     return ModelVersion(
         tenant_id=row["tenant_id"],
         shard=int(row["shard"]),
@@ -50,12 +58,36 @@ def row_to_version(row: dict, root_uri: str | None = None) -> ModelVersion:
         artifact_uri=resolve_uri(root_uri, row["artifact_uri"]),
         sha256=row["sha256"],
         size_bytes=int(row["size_bytes"]),
-        feature_names=tuple(row.get("feature_names") or ()),
+        feature_names=names,
         metrics=metrics,
         run_id=row["run_id"],
         created_at=row["created_at"],
         data_date=row.get("data_date"),
+        objective=row.get("objective") or "binary:logistic",
+        num_class=int(row["num_class"]) if row.get("num_class") is not None else None,
+        # all-float is stored as () (the default), so 100k versions share nothing per row
+        feature_types=types if len(types) == len(names) and "categorical" in types else (),
+        categories=_categories(row.get("params_json"), names, types),
     )
+
+
+def _categories(params_json: str | None, names: tuple[str, ...],
+                types: tuple[str, ...]) -> Mapping[str, tuple[str, ...]]:
+    """Per categorical feature, its categories as the row's ``params_json`` records them.
+
+    Rows without params (or params that do not parse) have none: the model's own
+    categories are used at load time.
+    """
+    if "categorical" not in types or not params_json:
+        return _NO_CATEGORIES
+    try:
+        cats = json.loads(params_json).get("categories") or {}
+    except (ValueError, AttributeError):
+        return _NO_CATEGORIES
+    if not isinstance(cats, dict):
+        return _NO_CATEGORIES
+    return {str(k): tuple(str(c) for c in v) for k, v in cats.items()
+            if k in names and isinstance(v, list)}
 
 
 @dataclass
