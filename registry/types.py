@@ -154,9 +154,23 @@ class ModelVersion:
     run_id: str
     created_at: datetime
     data_date: str | None = None
+    objective: str = "binary:logistic"
+    """The XGBoost objective (a row written before objectives were recorded: binary)."""
+    num_class: int | None = None
+    """Classes of a ``multi:softprob`` model; None for the other objectives."""
+    feature_types: tuple[str, ...] = ()
+    """Per feature, ``float`` or ``categorical`` (empty: every feature is a float)."""
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per categorical feature, the categories the model knows (the row's params)."""
+
+    @property
+    def categorical(self) -> frozenset[str]:
+        """Names of the features typed categorical."""
+        return frozenset(n for n, t in zip(self.feature_names, self.feature_types, strict=False)
+                         if t == "categorical")
 
     def to_json(self) -> dict[str, Any]:
-        """The VERSION document of DESIGN.md."""
+        """The VERSION document of DESIGN.md (plus objective, classes and feature types)."""
         return {
             "tenant_id": self.tenant_id,
             "version": self.version,
@@ -168,6 +182,10 @@ class ModelVersion:
             "run_id": self.run_id,
             "data_date": self.data_date,
             "created_at": self.created_at.isoformat(),
+            "objective": self.objective,
+            "num_class": self.num_class,
+            "feature_types": list(self.feature_types) or ["float"] * len(self.feature_names),
+            "categories": {k: list(v) for k, v in self.categories.items()},
         }
 
 
