@@ -56,10 +56,12 @@ Value = Annotated[float, Field(ge=-F32_MAX, le=F32_MAX)]  # float32 range; null 
 
 class PredictRequest(BaseModel):
     """Rows to score: lists in model feature order, or objects keyed by feature name (an
-    absent feature is missing). The examples are for the demo model (20 features); send
-    as many values per row as the tenant's model has features."""
+    absent feature is missing). Numeric features take numbers, categorical features
+    strings (a category the model never saw counts as missing). The examples are for the
+    demo model (20 features); send as many values per row as the tenant's model has
+    features."""
 
-    instances: list[list[Value | None] | dict[str, Value | None]] = Field(
+    instances: list[list[Value | str | None] | dict[str, Value | str | None]] = Field(
         ..., min_length=1,
         examples=[[EXAMPLE_ROW], [{"txn_amount": 12.5, "account_age_days": 400}]])
 
@@ -177,11 +179,16 @@ def _allowed(app: FastAPI, scope: Any) -> str:
 
 
 class PredictResponse(BaseModel):
-    """Production predictions (probability of the positive class) per row."""
+    """Production predictions, one per row, by the model's objective: binary, the positive
+    class's probability; regression, the predicted value; multiclass, a list of the K
+    class probabilities (class 0 first)."""
 
     tenant_id: str
     model_version: int
-    predictions: list[float]
+    predictions: list[float] | list[list[float]] = Field(
+        description="binary: probabilities; regression: values; multiclass: per row a "
+                    "list of K class probabilities",
+        examples=[[0.12, 0.87], [[0.7, 0.2, 0.1]]])
 
 
 def route_label(path: str) -> str:

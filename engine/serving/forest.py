@@ -67,6 +67,7 @@ class CompiledForest:
     left: np.ndarray = field(repr=False)  # (nodes,) int32: left child (right = left + 1); leaf self
     value: np.ndarray = field(repr=False)  # (nodes,) float32: leaf values, 0 elsewhere
     names_stored: bool = True  # False: the artifact has no feature names (f0, f1, … here)
+    objective: str = "binary:logistic"  # the artifact's XGBoost objective
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predict like ``Booster.inplace_predict(x)`` (``predict_type="value"``).
@@ -175,7 +176,8 @@ def compile_forest(ubj: bytes) -> CompiledForest:
     depth, roots, feature, threshold, left, value = arrays
     return CompiledForest(num_feature, tuple(names), sum(a.nbytes for a in arrays[1:]),
                           sigmoid, base, depth, roots, feature, threshold, left, value,
-                          names_stored=bool(learner.get("feature_names")))
+                          names_stored=bool(learner.get("feature_names")),
+                          objective=str(objective))
 
 
 def probe_rows(forest: CompiledForest, rows: int = 8) -> np.ndarray:

@@ -49,11 +49,12 @@ class ShadowHook(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """A production answer."""
+    """A production answer: one value per row, or K class probabilities per row
+    (multi:softprob)."""
 
     tenant_id: str
     version: int
-    predictions: list[float]
+    predictions: list[float] | list[list[float]]
 
 
 class ModelHostState:
@@ -147,7 +148,7 @@ class ModelHostState:
         instances = parse_body(body, self.settings.max_rows)
         model, lookup = await self.model_for(mv)
         self._count(lookup)
-        x = to_matrix(instances, model.feature_names, model.index)
+        x = to_matrix(instances, model.feature_names, model.index, model.category_codes)
         preds = model.predict(x)
         if self.shadow is not None:
             self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,

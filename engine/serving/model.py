@@ -6,11 +6,19 @@ arrays walked per request: ~25 us for one row instead of ~200 us in
 forest does not handle (dart, multi-class, categorical splits, …) fall back to an
 ``xgboost.Booster``, and so does a forest whose predictions on 8 probe rows differ from
 the Booster's by more than 1e-6 (the load-time self-check). A load also refuses an
-artifact whose feature names differ from the index's, order included.
+artifact whose feature names differ from the index's, order included, and one whose
+objective or categorical features contradict the index row's.
+
+Predictions are ``(rows,)`` for one-output objectives (binary: probabilities, regression:
+values) and ``(rows, K)`` class probabilities for ``multi:softprob``. A categorical
+feature travels in the float32 request matrix as its category's position in the model's
+category list (NaN: missing or a category the model never saw); the Booster gets those
+columns as a pandas frame with category dtype over the model's own categories.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -25,8 +33,8 @@ from registry.errors import ModelLoadError
 from registry.registry import booster_from_bytes
 
 __all__ = [
-    "FOOTPRINT_FIXED_BYTES", "FOOTPRINT_PER_ARTIFACT_BYTE", "SELFCHECK_TOLERANCE", "LoadedModel",
-    "SelfCheckMemo", "load_model",
+    "FOOTPRINT_FIXED_BYTES", "FOOTPRINT_PER_ARTIFACT_BYTE", "MULTICLASS", "SELFCHECK_TOLERANCE",
+    "LoadedModel", "SelfCheckMemo", "load_model",
 ]
 
 # Resident memory of a loaded Booster per byte of its UBJSON artifact, measured on this
@@ -41,6 +49,9 @@ SELFCHECK_MEMO_LIMIT = 16_384  # sha256 hex strings remembered: ~2 MB at most
 log = logging.getLogger(__name__)
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+CategoryCodes = Mapping[int, Mapping[str, int]]  # column -> category -> its position
+MULTICLASS = "multi:softprob"
+BINARY = "binary:logistic"
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +66,11 @@ class LoadedModel:
     engine: str  # "forest" or "xgboost"
     index: Mapping[str, int] = field(default_factory=dict)
     selfcheck_fallback: bool = False  # a compiled forest failed its self-check: Booster serves
+    objective: str = BINARY  # the artifact's objective
+    num_class: int = 0  # classes of a multi:softprob model (predict gives (rows, num_class))
+    category_codes: CategoryCodes = field(default_factory=dict)
+    """Per categorical column (model order), category -> its code (the position in the
+    model's category list, in that order); empty when every feature is a float."""
 
     @property
     def n_features(self) -> int:
@@ -62,7 +78,8 @@ class LoadedModel:
         return len(self.feature_names)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for each row of ``x`` (float32, NaN = missing)."""
+        """Predictions for each row of ``x`` (float32, NaN = missing; categorical columns
+        hold category codes): ``(rows,)``, or ``(rows, num_class)`` for multi:softprob."""
         return self.predictor(x)
 
 
@@ -103,8 +120,8 @@ def load_model(registry: Registry, mv: ModelVersion,
 
     Raises:
         ChecksumMismatch: the artifact's bytes do not match the index.
-        ModelLoadError: missing artifact, not a valid XGBoost model, or feature names that
-            disagree with the index.
+        ModelLoadError: missing artifact, not a valid XGBoost model, or feature names,
+            objective, class count or categorical features that disagree with the index.
     """
     data = registry.read_artifact(mv)
     key = ModelKey(mv.tenant_id, mv.version)
@@ -116,14 +133,24 @@ def load_model(registry: Registry, mv: ModelVersion,
     if forest is not None:
         names = _checked_names(key, indexed, forest.feature_names if forest.names_stored
                                else (), forest.n_features)
+        _checked_objective(key, mv, forest.objective, 0)
+        if mv.categorical:  # the forest has numerical splits only
+            raise ModelLoadError(f"{key}: the registry index lists categorical features "
+                                 f"({', '.join(sorted(mv.categorical))}) but the artifact "
+                                 "has none")
         if selfchecked is not None and mv.sha256 in selfchecked:
             return _forest_model(key, mv, forest, names)
     booster = booster_from_bytes(data, str(key))
     fallback = False
+    codes: CategoryCodes = {}
     if forest is None:
         names = _checked_names(key, indexed, tuple(booster.feature_names or ()),
                                booster.num_features())
+        objective, num_class = _booster_objective(booster)
+        _checked_objective(key, mv, objective, num_class)
+        codes = _category_codes(key, mv, booster, names)
     else:
+        objective, num_class = forest.objective, 0
         diff = _selfcheck(forest, booster)
         if diff is None:
             if selfchecked is not None:
@@ -133,18 +160,105 @@ def load_model(registry: Registry, mv: ModelVersion,
         log.warning("%s: compiled forest differs from XGBoost by %s on the self-check rows; "
                     "serving it with the XGBoost Booster", key, diff)
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        return booster.inplace_predict(x, validate_features=False)
+    if codes:
+        predict = _frame_predictor(booster, names, codes)
+    else:
+        def predict(x: np.ndarray) -> np.ndarray:
+            return booster.inplace_predict(x, validate_features=False)
 
     nbytes = int(mv.size_bytes * FOOTPRINT_PER_ARTIFACT_BYTE) + FOOTPRINT_FIXED_BYTES
     return LoadedModel(key, mv, predict, names, nbytes, "xgboost",
-                       {n: i for i, n in enumerate(names)}, fallback)
+                       {n: i for i, n in enumerate(names)}, fallback, objective, num_class,
+                       codes)
 
 
 def _forest_model(key: ModelKey, mv: ModelVersion, forest: CompiledForest,
                   names: tuple[str, ...]) -> LoadedModel:
     return LoadedModel(key, mv, forest.predict, names, forest.nbytes + FOOTPRINT_FIXED_BYTES,
-                       "forest", {n: i for i, n in enumerate(names)})
+                       "forest", {n: i for i, n in enumerate(names)},
+                       objective=forest.objective)
+
+
+def _booster_objective(booster: Any) -> tuple[str, int]:
+    """A Booster's objective and class count (0 unless it predicts several classes)."""
+    learner = json.loads(booster.save_config())["learner"]
+    num_class = int(learner["learner_model_param"].get("num_class", "0"))
+    return str(learner["objective"]["name"]), num_class if num_class > 1 else 0
+
+
+def _checked_objective(key: ModelKey, mv: ModelVersion, objective: str, num_class: int) -> None:
+    """Refuse an artifact whose objective or class count contradicts the index row.
+
+    A row that records ``binary:logistic`` may hold any one-output model (rows written
+    before objectives were recorded read as binary); it may not hold a multi-class one.
+
+    Raises:
+        ModelLoadError: the index and the artifact disagree.
+    """
+    if mv.objective == objective or (mv.objective == BINARY and not num_class):
+        if not num_class or mv.num_class in (None, num_class):
+            return
+        raise ModelLoadError(f"{key}: the registry index records {mv.num_class} classes, "
+                             f"the artifact predicts {num_class}")
+    raise ModelLoadError(f"{key}: the registry index records objective {mv.objective!r}, "
+                         f"the artifact was trained with {objective!r}; refusing to serve "
+                         "answers of the wrong kind")
+
+
+def _category_codes(key: ModelKey, mv: ModelVersion, booster: Any,
+                    names: tuple[str, ...]) -> CategoryCodes:
+    """Per categorical column, category -> code: the model's own categories (XGBoost 3.1+
+    stores them), else those the index row's params record.
+
+    Raises:
+        ModelLoadError: the index and the artifact disagree on which features are
+            categorical, or a categorical feature's categories are known to neither.
+    """
+    types = list(booster.feature_types or ())
+    columns = [j for j, t in enumerate(types) if t == "c"]
+    indexed = sorted(names.index(n) for n in mv.categorical if n in names)
+    if mv.feature_types and indexed != columns:
+        raise ModelLoadError(
+            f"{key}: the registry index lists categorical features "
+            f"({', '.join(names[j] for j in indexed) or 'none'}) but the artifact has "
+            f"({', '.join(names[j] for j in columns) or 'none'})")
+    if not columns:
+        return {}
+    own: dict[str, list[str]] = {}
+    try:
+        for name, values in booster.get_categories(export_to_arrow=True).to_arrow():
+            if values is not None:
+                own[str(name)] = [str(v) for v in values.to_pylist()]
+    except Exception:  # noqa: BLE001 - a model saved before XGBoost stored categories
+        own = {}
+    codes: dict[int, Mapping[str, int]] = {}
+    for j in columns:
+        known = own.get(names[j]) or list(mv.categories.get(names[j], ()))
+        if not known:
+            raise ModelLoadError(f"{key}: no categories known for categorical feature "
+                                 f"{names[j]!r} (neither the artifact nor the index has them)")
+        codes[j] = {c: i for i, c in enumerate(known)}
+    return codes
+
+
+def _frame_predictor(booster: Any, names: tuple[str, ...], codes: CategoryCodes) -> Predictor:
+    """A predictor feeding the Booster a pandas frame: category dtype (over the model's own
+    categories) for the categorical columns, whose codes the float matrix carries."""
+    import pandas as pd  # only models with categorical features need it
+
+    dtypes = {j: pd.CategoricalDtype(list(c)) for j, c in codes.items()}
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        cols: dict[str, Any] = {}
+        for j, name in enumerate(names):
+            if j in dtypes:
+                code = np.where(np.isnan(x[:, j]), -1, x[:, j]).astype(np.int64)
+                cols[name] = pd.Categorical.from_codes(code, dtype=dtypes[j])
+            else:
+                cols[name] = x[:, j]
+        return booster.inplace_predict(pd.DataFrame(cols), validate_features=False)
+
+    return predict
 
 
 def _checked_names(key: ModelKey, indexed: tuple[str, ...], stored: tuple[str, ...],

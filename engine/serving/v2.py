@@ -7,8 +7,11 @@ Routes (installed by :func:`install_v2`, a ``RouteHook`` for ``create_app``)::
     GET  /v2/health/live   /v2/health/ready          liveness, readiness (as /healthz, /readyz)
     GET  /v2/models/{tenant}[/versions/{v}]          model metadata
     GET  /v2/models/{tenant}[/versions/{v}]/ready    model readiness
-    POST /v2/models/{tenant}[/versions/{v}]/infer    JSON tensors in, probabilities out
+    POST /v2/models/{tenant}[/versions/{v}]/infer    JSON tensors in, one output tensor out
 
+The output is named after the registry row's objective: ``probability`` FP32 ``[n]``
+(binary), ``predict`` FP32 ``[n]`` (regression) or ``probabilities`` FP32 ``[n, K]``
+(multi:softprob; ``data`` flat, row-major); the metadata's ``outputs`` says which.
 Without a version the tenant's production model answers; a pinned version is loaded into
 the same cache. Predictions go through :meth:`ModelHostState.predict_rows`, the same
 cache, model and predictor as /v1. Errors are ``{"error": "..."}``: 400 where /v1 says
@@ -31,11 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
+from engine.serving.model import MULTICLASS
 from engine.serving.v2_tensors import (
+    BYTES,
     DATATYPES,
     INPUT_NAME,
     OUTPUT_DATATYPE,
-    OUTPUT_NAME,
+    output_name,
     parse_infer_request,
 )
 from engine.serving.validation import request_id
@@ -111,6 +116,9 @@ class V2ModelMetadata(BaseModel):
     platform: str
     inputs: list[V2TensorMetadata]
     outputs: list[V2TensorMetadata]
+    parameters: dict[str, Any] | None = Field(
+        default=None, examples=[{"objective": "binary:logistic"}],
+        description="objective: the model's XGBoost objective (names the output)")
 
 
 class V2InputTensor(BaseModel):
@@ -152,7 +160,9 @@ class V2OutputTensor(BaseModel):
 
 
 class V2InferResponse(BaseModel):
-    """An infer answer: one FP32 ``probability`` tensor of shape ``[n]``."""
+    """An infer answer: one FP32 tensor named after the model's objective: ``probability``
+    ``[n]`` (binary), ``predict`` ``[n]`` (regression) or ``probabilities`` ``[n, K]``
+    (multiclass, ``data`` flat row-major)."""
 
     model_name: str
     model_version: str
@@ -272,7 +282,8 @@ async def answer_infer(state: ModelHostState, keys: KeyStore, tenant: str,
     """
     try:
         mv = _resolve(state, keys, tenant, version, headers)
-        req = parse_infer_request(body, headers, state.settings.max_rows)
+        output = output_name(mv.objective)
+        req = parse_infer_request(body, headers, state.settings.max_rows, output)
         pred = await state.predict_rows(
             tenant, req.matrix, None if version is None else mv.version,
             request_id(req.id or headers.get("x-request-id")),
@@ -282,8 +293,13 @@ async def answer_infer(state: ModelHostState, keys: KeyStore, tenant: str,
     doc: dict[str, Any] = {"model_name": tenant, "model_version": str(pred.version)}
     if req.id is not None:
         doc["id"] = req.id
-    doc["outputs"] = [{"name": OUTPUT_NAME, "datatype": OUTPUT_DATATYPE,
-                       "shape": [len(pred.predictions)], "data": pred.predictions}]
+    values: list[Any] = pred.predictions
+    shape = [len(values)]
+    if values and isinstance(values[0], list):  # (n, K) class probabilities: row-major
+        shape.append(len(values[0]))
+        values = [p for row in values for p in row]
+    doc["outputs"] = [{"name": output, "datatype": OUTPUT_DATATYPE, "shape": shape,
+                       "data": values}]
     return 200, json.dumps(doc).encode(), {"x-model-version": str(pred.version)}
 
 
@@ -303,18 +319,27 @@ class _V2Routes:
         try:
             mv = self.resolve(tenant, version, request)
             names = list(mv.feature_names)
-            if not names:  # the index did not record them: the loaded model knows
+            classes = mv.num_class
+            if not names or (mv.objective == MULTICLASS and not classes):
+                # the index did not record them: the loaded model knows
                 model, _ = await self.state.model_for(mv)
-                names = list(model.feature_names)
+                names, classes = list(model.feature_names), model.num_class
             versions = [str(m.version) for m in self.state.snapshot.versions(tenant)]
         except TenantryError as exc:
             return v2_error(exc)
+        types = list(mv.feature_types) or ["float"] * len(names)
+        out_shape = [-1, classes] if mv.objective == MULTICLASS else [-1]
         return JSONResponse({
             "name": tenant, "versions": versions, "platform": PLATFORM,
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, len(names)],
-                        "parameters": {"feature_names": names,
+            # with categorical features, one [-1, n] tensor has to be BYTES (mixed values)
+            "inputs": [{"name": INPUT_NAME,
+                        "datatype": BYTES if "categorical" in types else "FP32",
+                        "shape": [-1, len(names)],
+                        "parameters": {"feature_names": names, "feature_types": types,
                                        "accepted_datatypes": list(DATATYPES)}}],
-            "outputs": [{"name": OUTPUT_NAME, "datatype": OUTPUT_DATATYPE, "shape": [-1]}],
+            "outputs": [{"name": output_name(mv.objective), "datatype": OUTPUT_DATATYPE,
+                         "shape": out_shape}],
+            "parameters": {"objective": mv.objective},
         })
 
     async def ready(self, tenant: str, version: str | None, request: Request) -> Response:
@@ -327,7 +352,7 @@ class _V2Routes:
         return JSONResponse({"name": tenant, "ready": ok}, status_code=200 if ok else 503)
 
     async def infer(self, tenant: str, version: str | None, request: Request) -> Response:
-        """Probabilities for the rows of a V2 request."""
+        """Predictions for the rows of a V2 request."""
         try:
             body = await _read_body(request, self.state.settings.ingress_max_body_bytes)
         except TenantryError as exc:

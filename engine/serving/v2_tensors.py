@@ -10,6 +10,12 @@ Two input layouts are accepted:
 
 ``null`` in an FP32/FP64 tensor is a missing value (NaN). The binary tensor extension is
 refused: every tensor travels as JSON.
+
+Categorical features take strings, in ``BYTES`` tensors: a feature's own ``[n]`` BYTES
+tensor (strings or null), or one ``[n, n_features]`` BYTES tensor whose categorical
+columns hold strings and other columns numbers (or null), checked as /v1 checks its rows.
+A numeric tensor for a categorical feature, or a BYTES one for a numeric feature, is
+refused. The output is named after the model's objective (:func:`output_name`).
 """
 
 from __future__ import annotations
@@ -23,23 +29,40 @@ from typing import Any
 
 import numpy as np
 
-from engine.serving.model import LoadedModel
-from engine.serving.validation import check_json_content_type
+from engine.serving.model import MULTICLASS, LoadedModel
+from engine.serving.validation import category_code, check_json_content_type, to_matrix
 from registry.errors import ValidationError
 
-__all__ = ["DATATYPES", "INPUT_NAME", "OUTPUT_DATATYPE", "OUTPUT_NAME", "InferRequest",
-           "Tensor", "parse_infer_request"]
+__all__ = ["DATATYPES", "INPUT_NAME", "MULTICLASS_OUTPUT_NAME", "OUTPUT_DATATYPE",
+           "OUTPUT_NAME", "REGRESSION_OUTPUT_NAME", "InferRequest", "Tensor", "output_name",
+           "parse_infer_request"]
 
 INPUT_NAME = "input__0"
-OUTPUT_NAME = "probability"
+OUTPUT_NAME = "probability"  # binary: FP32 [n], the positive class's probability
+REGRESSION_OUTPUT_NAME = "predict"  # regression (any other one-output objective): FP32 [n]
+MULTICLASS_OUTPUT_NAME = "probabilities"  # multi:softprob: FP32 [n, K], row-major
 OUTPUT_DATATYPE = "FP32"  # what the models compute (XGBoost and the compiled forest)
 BINARY_HEADER = "inference-header-content-length"
+BYTES = "BYTES"
 _FLOAT_TYPES = ("FP32", "FP64")
+_PROBABILITY_OBJECTIVES = ("binary:logistic", "reg:logistic")
 DATATYPES: Mapping[str, Any] = {
     "FP32": np.float32, "FP64": np.float64,
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
     "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    BYTES: object,  # strings: the categories of categorical features
 }
+
+
+def output_name(objective: str) -> str:
+    """The output tensor's name for a model of ``objective`` (the registry row's).
+
+    ``probability`` for binary models (and rows that predate objectives), ``probabilities``
+    for ``multi:softprob``, ``predict`` for regression and other one-output objectives.
+    """
+    if objective == MULTICLASS:
+        return MULTICLASS_OUTPUT_NAME
+    return OUTPUT_NAME if objective in _PROBABILITY_OBJECTIVES else REGRESSION_OUTPUT_NAME
 _FP32_MAX = float(np.finfo(np.float32).max)
 _BINARY_REFUSED = ("the binary tensor extension is not supported: send every tensor as "
                    'JSON "data" (tritonclient: set_data_from_numpy(..., binary_data=False))')
@@ -67,9 +90,11 @@ class InferRequest:
         """The ``(rows, n_features)`` float32 matrix for ``model``.
 
         Raises:
-            ValidationError: wrong feature width or unknown feature names.
+            ValidationError: wrong feature width, unknown feature names, or a tensor whose
+                kind (numbers or BYTES strings) does not fit its features.
         """
         names = model.feature_names
+        cats = model.category_codes
         first = self.inputs[0]
         if len(first.shape) == 2:
             if first.shape[1] != len(names):
@@ -77,6 +102,19 @@ class InferRequest:
                 raise ValidationError(
                     f"input {first.name!r} has shape {list(first.shape)}; this model expects "
                     f"[-1, {len(names)}] ({shown})")
+            if first.datatype == BYTES and not cats:
+                raise ValidationError(f"input {first.name!r}: datatype 'BYTES' is for "
+                                      "categorical features and this model has none; send "
+                                      "numbers as FP32, FP64 or INT tensors")
+            if first.datatype == BYTES:  # mixed rows: checked as /v1 checks its rows
+                return to_matrix(first.values.reshape(first.shape).tolist(), names,
+                                 model.index, cats)
+            if cats:
+                raise ValidationError(
+                    f"input {first.name!r}: feature(s) {', '.join(names[j] for j in cats)} "
+                    f"are categorical: send the rows as a BYTES tensor (categories as "
+                    f"strings, numbers for the other features), or one [n] tensor per "
+                    f"feature, BYTES for the categorical ones")
             return first.values.reshape(first.shape).astype(np.float32)
         unknown = [t.name for t in self.inputs if t.name not in model.index]
         if unknown:
@@ -85,7 +123,20 @@ class InferRequest:
                 f"[n] tensor after a feature, or send one [n, {len(names)}] tensor")
         out = np.full((self.rows, len(names)), np.nan, dtype=np.float32)
         for tensor in self.inputs:
-            out[:, model.index[tensor.name]] = tensor.values
+            col = model.index[tensor.name]
+            if col in cats:
+                if tensor.datatype != BYTES:
+                    raise ValidationError(
+                        f"input {tensor.name!r}: feature {tensor.name} is categorical: send "
+                        f"its categories as strings in a BYTES tensor, not {tensor.datatype}")
+                out[:, col] = [category_code(v, r, tensor.name, cats[col])
+                               for r, v in enumerate(tensor.values.tolist())]
+            elif tensor.datatype == BYTES:
+                raise ValidationError(
+                    f"input {tensor.name!r}: feature {tensor.name} is numeric: send it as an "
+                    "FP32, FP64 or INT tensor, not BYTES")
+            else:
+                out[:, col] = tensor.values
         return out
 
 
@@ -141,7 +192,17 @@ def _flatten(data: Any, shape: Sequence[int], name: str) -> list[Any]:
 
 
 def _values(flat: list[Any], datatype: str, name: str) -> np.ndarray:
-    """Check every element's JSON type and range; float64 array, None -> NaN."""
+    """Check every element's JSON type and range; float64 array, None -> NaN (BYTES: an
+    object array of strings, numbers and None, checked per feature by the model)."""
+    if datatype == BYTES:
+        bad = [v for v in flat if type(v) not in (str, int, float, type(None))]
+        if bad:
+            raise ValidationError(f"input {name!r}: a BYTES tensor holds strings (numbers or "
+                                  f"null for numeric features), got {type(bad[0]).__name__} "
+                                  f"{str(bad[0])[:40]!r}")
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return out
     allowed: tuple[type, ...] = (int, float, type(None)) if datatype in _FLOAT_TYPES else (int,)
     if not all(type(v) in allowed for v in flat):  # type(): bool is not a number here
         bad = next(v for v in flat if type(v) not in allowed)
@@ -198,17 +259,17 @@ def _tensor(spec: Any, index: int) -> Tensor:
     return Tensor(name, datatype, shape, _values(flat, datatype, name))
 
 
-def _check_outputs(outputs: Any) -> None:
+def _check_outputs(outputs: Any, output: str) -> None:
     if outputs is None:
         return
     if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
         raise ValidationError('"outputs" must be a list of objects with a "name"')
     if not all(isinstance(o.get("parameters", {}), dict | None) for o in outputs):
         raise ValidationError('an output\'s "parameters" must be an object')
-    unknown = [o.get("name") for o in outputs if o.get("name") != OUTPUT_NAME]
+    unknown = [o.get("name") for o in outputs if o.get("name") != output]
     if unknown:
         raise ValidationError(f"unknown output(s) {', '.join(map(repr, unknown))}; this model "
-                              f"has one output, {OUTPUT_NAME!r}")
+                              f"has one output, {output!r}")
 
 
 def _rows(inputs: Sequence[Tensor], max_rows: int) -> int:
@@ -234,13 +295,16 @@ def _rows(inputs: Sequence[Tensor], max_rows: int) -> int:
     return rows
 
 
-def parse_infer_request(raw: bytes, headers: Mapping[str, str], max_rows: int) -> InferRequest:
+def parse_infer_request(raw: bytes, headers: Mapping[str, str], max_rows: int,
+                        output: str = OUTPUT_NAME) -> InferRequest:
     """Read and check a V2 infer request body (not yet against a model).
 
     Args:
         raw: the request body.
         headers: request headers (lower-case keys or a case-insensitive mapping).
         max_rows: most rows accepted (as on /v1).
+        output: the model's output name (:func:`output_name`), the one output a request
+            may ask for.
 
     Returns:
         the checked request.
@@ -262,7 +326,7 @@ def parse_infer_request(raw: bytes, headers: Mapping[str, str], max_rows: int) -
         raise ValidationError('"id" must be a string')
     if not isinstance(body.get("parameters", {}), dict | None):
         raise ValidationError('"parameters" must be an object')
-    _check_outputs(body.get("outputs"))
+    _check_outputs(body.get("outputs"), output)
     for index, spec in enumerate(specs):  # shapes first: no data is read past the row limit
         if isinstance(spec, dict) and isinstance(spec.get("shape"), list) and spec["shape"] \
                 and type(spec["shape"][0]) is int and spec["shape"][0] > max_rows:

@@ -1,5 +1,10 @@
 """Check a predict request's input: its headers, and its body turned into a float matrix
-(or a message saying exactly what is wrong)."""
+(or a message saying exactly what is wrong).
+
+A categorical feature takes a string (a category) or null; it enters the matrix as the
+category's code in the model's list, and a category the model never saw as missing (NaN),
+as XGBoost would otherwise refuse the row. A number for a categorical feature is refused:
+categories are names, and ``3`` and ``"3"`` must not be silently confused."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import numpy as np
 
 from registry.errors import UnsupportedMediaType, ValidationError
 
-__all__ = ["check_json_content_type", "parse_body", "request_id", "to_matrix"]
+__all__ = ["category_code", "check_json_content_type", "parse_body", "request_id", "to_matrix"]
 
 MAX_REQUEST_ID = 128  # longer ids are replaced: they end up in every shadow pair row
 F32_MAX = float(np.finfo(np.float32).max)
@@ -97,6 +102,22 @@ def _number(value: Any, row: int, col: str) -> float:
                               f"(±{F32_MAX:.7g})") from None
 
 
+def category_code(value: Any, row: int, col: str, codes: Mapping[str, int]) -> float:
+    """The code of category ``value`` of categorical feature ``col`` (NaN: null or unseen).
+
+    Raises:
+        ValidationError: ``value`` is not a string or null (numbers included).
+    """
+    if value is None:
+        return math.nan
+    if isinstance(value, str):
+        code = codes.get(value)
+        return math.nan if code is None else float(code)
+    raise ValidationError(f"row {row}, feature {col} is categorical: expected a string (a "
+                          f"category) or null, got {type(value).__name__} "
+                          f"{str(value)[:40]!r}; send the category as a string")
+
+
 def _in_float32_range(x: np.ndarray, feature_names: Sequence[str]) -> np.ndarray:
     """``x`` (float64) as float32, once no value is infinite or beyond float32's range.
 
@@ -114,18 +135,26 @@ def _in_float32_range(x: np.ndarray, feature_names: Sequence[str]) -> np.ndarray
 
 
 def to_matrix(instances: Sequence[Any], feature_names: Sequence[str],
-              index: Mapping[str, int]) -> np.ndarray:
+              index: Mapping[str, int],
+              categories: Mapping[int, Mapping[str, int]] | None = None) -> np.ndarray:
     """A ``(rows, n_features)`` float32 matrix; null (or an absent named feature) is NaN.
 
     Rows are either all lists of exactly ``len(feature_names)`` values in model order, or
     all objects keyed by feature name.
 
+    Args:
+        instances: the rows.
+        feature_names: the model's features, in order.
+        index: feature name -> column.
+        categories: per categorical column, category -> code (see :func:`category_code`).
+
     Raises:
-        ValidationError: mixed row kinds, wrong width, unknown names, non-numeric values or
-            values beyond the float32 range.
+        ValidationError: mixed row kinds, wrong width, unknown names, non-numeric values,
+            values beyond the float32 range, or a non-string for a categorical feature.
     """
     width = len(feature_names)
     out = np.full((len(instances), width), np.nan, dtype=np.float64)
+    cats = categories or {}
     first = instances[0]
     if isinstance(first, list):
         for r, row in enumerate(instances):
@@ -135,7 +164,11 @@ def to_matrix(instances: Sequence[Any], feature_names: Sequence[str],
                 raise ValidationError(f"row {r} has {len(row)} values; this model expects "
                                       f"{width} ({', '.join(feature_names[:5])}"
                                       f"{', …' if width > 5 else ''})")
-            out[r] = [_number(v, r, feature_names[c]) for c, v in enumerate(row)]
+            if cats:
+                out[r] = [category_code(v, r, feature_names[c], cats[c]) if c in cats
+                          else _number(v, r, feature_names[c]) for c, v in enumerate(row)]
+            else:
+                out[r] = [_number(v, r, feature_names[c]) for c, v in enumerate(row)]
         return _in_float32_range(out, feature_names)
     if isinstance(first, dict):
         for r, row in enumerate(instances):
@@ -146,7 +179,9 @@ def to_matrix(instances: Sequence[Any], feature_names: Sequence[str],
                 raise ValidationError(f"row {r}: unknown feature name(s) "
                                       f"{', '.join(map(repr, unknown[:5]))}")
             for name, value in row.items():
-                out[r, index[name]] = _number(value, r, name)
+                c = index[name]
+                out[r, c] = category_code(value, r, name, cats[c]) if c in cats \
+                    else _number(value, r, name)
         return _in_float32_range(out, feature_names)
     raise ValidationError("each instance must be a list of values or an object of "
                           "feature name -> value")
