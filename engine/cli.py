@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parent = common_parent()
     registry_cli.add_commands(sub, parent)
     for module in ("training.cli", "engine.serve_cli", "engine.shadow_cli", "engine.loadtest.cli",
-                   "engine.batch.cli", "engine.demo", "engine.console.cli"):
+                   "engine.batch.cli", "engine.demo", "engine.console.cli", "engine.monitor.cli"):
         try:
             mod = __import__(module, fromlist=["add_commands"])
         except ModuleNotFoundError as exc:

@@ -2,10 +2,14 @@
 
 Each model-host replica owns a :class:`Metrics` with its own ``CollectorRegistry``; the
 ingress's control app sums replicas' samples and HAProxy's own counters
-(:mod:`engine.ingress.stats`) into one /metrics page.
+(:mod:`engine.ingress.stats`) into one /metrics page. The monitor job is a batch job:
+:class:`MonitorJobMetrics` is written as a Prometheus text file (node-exporter textfile
+collector style), not scraped.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["LATENCY_BUCKETS", "MAX_GAUGES", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "MAX_GAUGES", "MONITOR_OUTCOMES", "Metrics", "MonitorJobMetrics"]
 
 disable_created_metrics()
 
@@ -82,4 +86,57 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this process's metrics."""
+        return generate_latest(self.registry)
+
+
+MONITOR_OUTCOMES = ("ok", "already_done", "failed")
+
+
+class MonitorJobMetrics:
+    """The monitor job's series, carried from one run's text file to the next (a batch
+    job's counters live in the file, not in a process)."""
+
+    def __init__(self, previous: Mapping[str, float] | None = None) -> None:
+        """Start from ``previous`` (see :meth:`parse`): counters and last values."""
+        prev = dict(previous or {})
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.runs = Counter("tenantry_monitor_runs",
+                            "Monitoring runs, by outcome: ok, already_done (the run id had "
+                            "been written), failed", ["outcome"], registry=r)
+        self.flagged = Gauge("tenantry_monitor_flagged_tenants",
+                             "Tenants the last successful monitoring run flagged", registry=r)
+        self.tenants = Gauge("tenantry_monitor_tenants",
+                             "Tenants the last successful monitoring run wrote a row for",
+                             registry=r)
+        self.last_success = Gauge("tenantry_monitor_last_success_timestamp_seconds",
+                                  "When the last successful monitoring run ended (Unix time)",
+                                  registry=r)
+        for outcome in MONITOR_OUTCOMES:
+            self.runs.labels(outcome).inc(prev.get(f"runs:{outcome}", 0.0))
+        self.flagged.set(prev.get("flagged", 0.0))
+        self.tenants.set(prev.get("tenants", 0.0))
+        self.last_success.set(prev.get("last_success", 0.0))
+
+    @staticmethod
+    def parse(text: str) -> dict[str, float]:
+        """The values of a text file this class wrote (unknown lines are ignored)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        names = {"tenantry_monitor_flagged_tenants": "flagged",
+                 "tenantry_monitor_tenants": "tenants",
+                 "tenantry_monitor_last_success_timestamp_seconds": "last_success"}
+        out: dict[str, float] = {}
+        try:
+            for family in text_string_to_metric_families(text):
+                for s in family.samples:
+                    if s.name == "tenantry_monitor_runs_total":
+                        out[f"runs:{s.labels.get('outcome', '')}"] = s.value
+                    elif s.name in names:
+                        out[names[s.name]] = s.value
+        except ValueError:  # a damaged file: start again from zero
+            return {}
+        return out
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
         return generate_latest(self.registry)

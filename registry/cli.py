@@ -86,6 +86,40 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def _trend(args: argparse.Namespace) -> int:
+    from engine.cli import emit
+
+    points = Registry.open(args.registry).trend(args.tenant, args.metric)
+    values = [p.value for p in points if p.value is not None]
+    change = values[-1] - values[0] if len(values) > 1 else None
+    doc = {"tenant_id": args.tenant, "metric": args.metric,
+           "points": [p.to_json() for p in points], "first": values[0] if values else None,
+           "last": values[-1] if values else None, "change": change}
+
+    def text() -> str:
+        low, high = min(values, default=0.0), max(values, default=0.0)
+        spark = "".join(_SPARKS[round((v - low) / (high - low) * 7) if high > low else 3]
+                        for v in values)
+        lines = [f"{args.tenant} {args.metric} over {len(points)} versions  {spark}"]
+        prev: float | None = None
+        for p in points:
+            value = "n/a" if p.value is None else f"{p.value:.4f}"
+            delta = f" ({p.value - prev:+.4f})" if p.value is not None and prev is not None \
+                else ""
+            lines.append(f"  {p.data_date or '?':<10}  v{p.version:<4} {value}{delta}  "
+                         f"run {p.run_id}")
+            prev = p.value if p.value is not None else prev
+        if change is not None:
+            lines.append(f"  change {change:+.4f} from the first to the last")
+        return "\n".join(lines)
+
+    emit(args, doc, text)
+    return 0
+
+
 def _promote(args: argparse.Namespace) -> int:
     from engine.cli import emit
 
@@ -150,6 +184,13 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
                            help="the alias moves instead (who, when, why), newest first")
         if name == "rollback":
             p.add_argument("--reason", default=None, help="why, recorded in the alias log")
+    p = rsub.add_parser("trend", parents=[parent],
+                        help="one metric of every version of a tenant, night by night")
+    p.add_argument("tenant")
+    p.add_argument("--metric", default="auc",
+                   help="a holdout metric the versions record (default %(default)s; e.g. "
+                        "logloss, rmse, n_train)")
+    p.set_defaults(handler=_trend)
     p = rsub.add_parser("promote", parents=[parent], help="point an alias at a version")
     p.add_argument("tenant")
     p.add_argument("version", type=int)

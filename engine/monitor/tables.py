@@ -81,6 +81,14 @@ class DeltaAppender:
         self.storage_options = dict(storage_options)
         self._dt: DeltaTable | None = None
 
+    def __getstate__(self) -> dict[str, object]:
+        return {"uri": self.uri, "name": self.name, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A DeltaTable handle does not pickle (Ray tasks): a copy opens its own.
+        self.__dict__.update(state)
+        self._dt = None
+
     @classmethod
     def for_registry(cls, registry: Registry, name: str) -> DeltaAppender:
         """Table ``name`` below ``registry``'s root."""
