@@ -4,6 +4,15 @@
 :func:`shadow_report` reads one tenant's pairs from ``shadow/log`` and drop counts from
 ``shadow/stats`` and returns a :class:`ShadowReport`, the document behind
 ``tenantry shadow report``.
+
+What agreement and difference mean follows the production model's objective:
+
+- binary: both probabilities on the same side of 0.5; diff ``|shadow - production|``;
+- regression: the shadow value within ``REGRESSION_RTOL`` (1%) of production's, or within
+  0.01 when the value is under 1 in magnitude (``|s - p| <= 0.01 * max(1, |p|)``); diff
+  ``|shadow - production|`` in the target's units;
+- multiclass: the same most likely class; diff the largest absolute difference over the
+  classes' probabilities. PSI, KS and the means use each side's top-class probability.
 """
 
 from __future__ import annotations
@@ -17,10 +26,15 @@ import numpy as np
 from engine.shadow.config import ConfigStore
 from engine.shadow.tables import PAIRS, STATS, ShadowTables, sql_str
 from registry import Alias, Registry, validate_tenant_id
+from registry.errors import NotFound
 
 __all__ = ["Comparison", "ShadowReport", "compare", "ks_statistic", "psi", "shadow_report"]
 
 THRESHOLD = 0.5
+REGRESSION_RTOL = 0.01  # regression agreement: |s - p| <= REGRESSION_RTOL * max(1, |p|)
+MULTICLASS = "multi:softprob"
+REGRESSION = "reg:squarederror"
+AGREEMENT_RULES = {MULTICLASS: "same class", REGRESSION: "within 1%"}  # else "at 0.5"
 PSI_BINS = 10
 PSI_EPS = 1e-4
 
@@ -60,18 +74,42 @@ class Comparison:
     ks: float | None
     production_mean: float | None
     shadow_mean: float | None
+    agreement_rule: str = "at 0.5"
+    """What agreement counts: ``at 0.5`` (binary), ``within 1%`` (regression) or
+    ``same class`` (multiclass)."""
 
 
-def compare(production: np.ndarray, shadow: np.ndarray) -> Comparison:
-    """Agreement at 0.5, mean/max absolute difference, PSI and KS of two paired sets."""
+def compare(production: np.ndarray, shadow: np.ndarray, objective: str = "binary:logistic",
+            num_class: int | None = None) -> Comparison:
+    """Agreement, mean/max absolute difference, PSI and KS of two paired sets.
+
+    Args:
+        production: production predictions, one per row; multiclass: ``(rows, K)`` or
+            flat row-major with ``num_class`` given.
+        shadow: the shadow's, shaped alike.
+        objective: the production model's objective (see the module docstring).
+        num_class: K, to regroup flat multiclass pairs.
+
+    Returns:
+        The :class:`Comparison` (``pairs`` counts rows).
+    """
     p = np.asarray(production, dtype=np.float64)
     s = np.asarray(shadow, dtype=np.float64)
+    rule = AGREEMENT_RULES.get(objective, "at 0.5")
+    if objective == MULTICLASS and p.ndim == 1 and num_class:
+        p, s = p.reshape(-1, num_class), s.reshape(-1, num_class)
     if len(p) == 0:
-        return Comparison(0, None, None, None, None, None, None, None)
-    diff = np.abs(p - s)
-    return Comparison(len(p), float(np.mean((p >= THRESHOLD) == (s >= THRESHOLD))),
-                      float(diff.mean()), float(diff.max()), psi(p, s), ks_statistic(p, s),
-                      float(p.mean()), float(s.mean()))
+        return Comparison(0, None, None, None, None, None, None, None, rule)
+    if p.ndim == 2:  # class probabilities
+        diff = np.abs(p - s).max(axis=1)
+        agree = p.argmax(axis=1) == s.argmax(axis=1)
+        p, s = p.max(axis=1), s.max(axis=1)
+    else:
+        diff = np.abs(p - s)
+        agree = (diff <= REGRESSION_RTOL * np.maximum(1.0, np.abs(p))
+                 if objective == REGRESSION else (p >= THRESHOLD) == (s >= THRESHOLD))
+    return Comparison(len(p), float(np.mean(agree)), float(diff.mean()), float(diff.max()),
+                      psi(p, s), ks_statistic(p, s), float(p.mean()), float(s.mean()), rule)
 
 
 def _pct(values: np.ndarray, q: float) -> float | None:
@@ -124,7 +162,7 @@ class ShadowReport:
         lines = [
             (f"shadow report for {self.tenant_id}: production v{self.production_version} "
              f"vs shadow v{self.shadow_version}"),
-            (f"  pairs {c.pairs} ({self.requests} requests)   agreement@0.5 "
+            (f"  pairs {c.pairs} ({self.requests} requests)   agreement ({c.agreement_rule}) "
              f"{f(c.agreement)}   mean |diff| {f(c.mean_abs_diff)}   max |diff| "
              f"{f(c.max_abs_diff)}"),
             (f"  shift: PSI {f(c.psi)}  KS {f(c.ks)}   mean prediction "
@@ -192,6 +230,10 @@ def shadow_report(registry: Registry, tenant_id: str, since: datetime | None = N
         shadow_v = (config.version if config and config.version is not None
                     else snap.alias_version(tenant_id, Alias.SHADOW))
     firsts = pairs[pairs["row"] == 0]
+    objective, classes = _objective(snap, tenant_id, prod_v)
+    if objective == MULTICLASS and classes and len(pairs):
+        # one pair per (row, class), row = row * K + class: rows regroup in that order
+        pairs = pairs.sort_values(["ts", "request_id", "row"], kind="stable")
     stats = tables.query(STATS, where, "ts, shadow_version, outcome, count").to_pandas()
     if since is not None and len(stats):
         stats = stats[stats["ts"] >= since]
@@ -203,7 +245,8 @@ def shadow_report(registry: Registry, tenant_id: str, since: datetime | None = N
 
     return ShadowReport(
         tenant_id, prod_v, shadow_v,
-        compare(pairs["production"].to_numpy(), pairs["shadow"].to_numpy()),
+        compare(pairs["production"].to_numpy(), pairs["shadow"].to_numpy(), objective,
+                classes),
         counted("dropped"), counted("error"), counted("timeout"), len(firsts),
         _pct(firsts["production_latency_ms"].to_numpy(), 50),
         _pct(firsts["production_latency_ms"].to_numpy(), 99),
@@ -212,3 +255,14 @@ def shadow_report(registry: Registry, tenant_id: str, since: datetime | None = N
         pairs["ts"].min().to_pydatetime() if len(pairs) else None,
         pairs["ts"].max().to_pydatetime() if len(pairs) else None,
         config.to_json() if config else None, other)
+
+
+def _objective(snap: Any, tenant_id: str, version: int | None) -> tuple[str, int | None]:
+    """The objective and class count of a production version (binary if unknown)."""
+    if version is None:
+        return "binary:logistic", None
+    try:
+        mv = snap.version(tenant_id, version)
+    except NotFound:
+        return "binary:logistic", None
+    return mv.objective, mv.num_class

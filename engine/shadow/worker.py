@@ -9,6 +9,11 @@ own process (see :mod:`engine.shadow.executors`), never in the replica serving p
 
 :func:`lower_priority` puts the whole worker process under ``SCHED_IDLE``: it only gets
 CPU the production processes leave unused.
+
+Per row, the difference is ``|shadow - production|`` for one-output models (binary
+probabilities, regression values) and the largest absolute difference over the classes
+for multi-class models. A multi-class request is logged as one pair per (row, class):
+the pair log's ``row`` is ``row * K + class`` (the report regroups them by K).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +40,7 @@ __all__ = [
     "ShadowBatch",
     "ShadowWorker",
     "lower_priority",
+    "row_diffs",
 ]
 
 WORKER_OUTCOMES = ("ok", "synthetic", "error", "timeout")
@@ -75,9 +81,9 @@ class ShadowBatch:
     latency_s: np.ndarray  # (n,) production latency
     at: np.ndarray  # (n,) epoch seconds when production answered
     budgets: np.ndarray  # (n,)
-    shapes: np.ndarray  # (n, 2) int64: rows, features of each request
+    shapes: np.ndarray  # (n, 3) int64: rows, features, outputs per row (1, or K classes)
     x: np.ndarray  # every request's rows, flattened and concatenated
-    predictions: np.ndarray  # every request's production predictions, concatenated
+    predictions: np.ndarray  # every request's production predictions, flattened, concatenated
     counts: dict[DropKey, int] = field(default_factory=dict)
 
     @classmethod
@@ -92,22 +98,25 @@ class ShadowBatch:
             np.array([i.synthetic for i in items], bool),
             np.array([i.latency_s for i in items], np.float64),
             np.array([i.at for i in items], np.float64), np.asarray(budgets, np.float64),
-            np.array([i.x.shape for i in items], np.int64).reshape(n, 2),
+            np.array([(*i.x.shape, _outputs(i.predictions)) for i in items],
+                     np.int64).reshape(n, 3),
             np.concatenate([i.x.ravel() for i in items]) if n else np.empty(0),
-            np.concatenate([i.predictions for i in items]) if n else np.empty(0),
+            np.concatenate([i.predictions.ravel() for i in items]) if n else np.empty(0),
             dict(counts or {}))
 
     def __len__(self) -> int:
         return len(self.tenants)
 
     def requests(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """``(i, x, production predictions)`` of every request, in order."""
+        """``(i, x, production predictions)`` of every request, in order; predictions are
+        ``(rows,)``, or ``(rows, K)`` for a multi-class model."""
         xo = po = 0
-        for i, (rows, width) in enumerate(self.shapes.tolist()):
+        for i, (rows, width, k) in enumerate(self.shapes.tolist()):
             x = self.x[xo:xo + rows * width].reshape(rows, width)
-            yield i, x, self.predictions[po:po + rows]
+            p = self.predictions[po:po + rows * k]
+            yield i, x, p if k == 1 else p.reshape(rows, k)
             xo += rows * width
-            po += rows
+            po += rows * k
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,22 +184,24 @@ class ShadowWorker:
         try:
             mv = self._version(tenant, shadow)
             model = self.models.get(mv)
-            x = _align(x, self._version(tenant, production).feature_names, model)
+            x = _align(x, self._version(tenant, production), model)
             started = time.perf_counter()
-            out = np.asarray(model.predict(x), dtype=np.float64).reshape(-1)
+            out = np.asarray(model.predict(x), dtype=np.float64)
             latency = time.perf_counter() - started
+            if out.ndim == 2 and out.shape[1] == 1:
+                out = out.reshape(-1)
             if out.shape != predictions.shape:
-                raise ValueError(f"shadow returned {out.shape[0]} predictions for "
-                                 f"{predictions.shape[0]} rows")
+                raise ValueError(f"shadow returned predictions of shape {list(out.shape)} "
+                                 f"where production's are {list(predictions.shape)}")
         except Exception as exc:  # noqa: BLE001 - a broken shadow is an outcome, not a crash
             self.last_error = f"{tenant}@v{shadow}: {type(exc).__name__}: {exc}"[:500]
             return "error", None
         if batch.synthetic[i]:
             return "synthetic", None  # load-test traffic: exercised, never logged
         self.log.add(ComparedRequest(tenant, batch.request_ids[i], production, shadow,
-                                     predictions, out, float(batch.latency_s[i]), latency,
-                                     float(batch.at[i])))
-        return "ok", np.abs(out - predictions)
+                                     predictions.ravel(), out.ravel(),
+                                     float(batch.latency_s[i]), latency, float(batch.at[i])))
+        return "ok", row_diffs(predictions, out)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this worker (shown by ``GET /v1/tenants/{t}/shadow``)."""
@@ -238,17 +249,52 @@ def _policy_name() -> str:
     return "idle" if policy == getattr(os, "SCHED_IDLE", -1) else "normal"
 
 
-def _align(x: np.ndarray, production_names: tuple[str, ...], model: LoadedModel) -> np.ndarray:
-    """``x`` (production feature order) in the shadow model's feature order.
+def row_diffs(production: np.ndarray, shadow: np.ndarray) -> np.ndarray:
+    """Per row, ``|shadow - production|``; for ``(rows, K)`` class probabilities the
+    largest absolute difference over the classes."""
+    diff = np.abs(np.asarray(shadow, np.float64) - np.asarray(production, np.float64))
+    return diff.max(axis=1) if diff.ndim == 2 else diff
+
+
+def _outputs(predictions: np.ndarray) -> int:
+    """Outputs per row of a request's predictions: 1, or K class probabilities."""
+    return int(predictions.shape[1]) if predictions.ndim == 2 else 1
+
+
+def _align(x: np.ndarray, production: ModelVersion, model: LoadedModel) -> np.ndarray:
+    """``x`` (production feature order and category codes) as the shadow model takes it.
 
     Raises:
-        ValueError: the shadow model needs features production does not send.
+        ValueError: the shadow model needs features production does not send, or types a
+            feature (categorical or numeric) differently.
     """
     names = model.feature_names
-    if not production_names or tuple(production_names) == tuple(names):
-        return x
-    index = {n: i for i, n in enumerate(production_names)}
-    missing = [n for n in names if n not in index]
-    if missing:
-        raise ValueError(f"shadow model needs features production lacks: {missing[:5]}")
-    return np.ascontiguousarray(x[:, [index[n] for n in names]])
+    production_names = production.feature_names
+    if production_names and tuple(production_names) != tuple(names):
+        index = {n: i for i, n in enumerate(production_names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise ValueError(f"shadow model needs features production lacks: {missing[:5]}")
+        x = np.ascontiguousarray(x[:, [index[n] for n in names]])
+    codes = getattr(model, "category_codes", None) or {}  # test doubles may not carry it
+    return _recode(x, names, production, codes) if codes or production.categorical else x
+
+
+def _recode(x: np.ndarray, names: tuple[str, ...], production: ModelVersion,
+            codes: Mapping[int, Mapping[str, int]]) -> np.ndarray:
+    """Production's category codes as the shadow model's (its category list may differ:
+    a category only one of them knows is missing for the shadow)."""
+    shadow_cats = {names[j] for j in codes}
+    if production.feature_types and shadow_cats != (production.categorical & set(names)):
+        raise ValueError("shadow and production models type features differently "
+                         f"(categorical: {sorted(shadow_cats)} vs "
+                         f"{sorted(production.categorical & set(names))})")
+    x = np.array(x, dtype=np.float32, copy=True)
+    for j, shadow_codes in codes.items():
+        known = production.categories.get(names[j])
+        if not known or list(known) == list(shadow_codes):
+            continue  # same list (or production's unknown here): same codes
+        table = np.array([shadow_codes.get(c, np.nan) for c in known] + [np.nan], np.float32)
+        col = x[:, j]
+        x[:, j] = table[np.where(np.isnan(col), len(known), col).astype(np.int64)]
+    return x
