@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import pyarrow as pa
 
@@ -23,7 +22,9 @@ from registry.types import Alias, ModelVersion, TenantModels, TenantSummary
 
 __all__ = ["AliasStack", "RegistrySnapshot", "resolve_uri", "row_to_version"]
 
-_NO_CATEGORIES: Mapping[str, tuple[str, ...]] = MappingProxyType({})  # shared by most rows
+# Shared by every row without categorical features (never mutated). A plain dict: a
+# ModelVersion is pickled (Ray tasks, actors), which a mappingproxy cannot be.
+_NO_CATEGORIES: Mapping[str, tuple[str, ...]] = {}
 
 
 def resolve_uri(root_uri: str | None, uri: str) -> str:
