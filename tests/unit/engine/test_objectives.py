@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,8 @@ def test_versions_carry_objective_classes_types_and_categories(reg: Registry) ->
                 "run_id", "created_at"):  # the DESIGN.md keys stay
         assert key in doc
     assert doc["categories"] == {"color": list(COLORS), "channel": list(CHANNELS)}
+    for mv in (cat, reg.get("reg").production):  # versions travel to Ray tasks
+        assert pickle.loads(pickle.dumps(mv)) == mv
 
 
 # -- regression ---------------------------------------------------------------------------
