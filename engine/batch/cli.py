@@ -16,8 +16,14 @@ def _score(args: argparse.Namespace) -> int:
     settings = ScoreSettings.from_env().with_overrides(
         num_cpus=args.num_cpus, buckets_per_shard=args.buckets_per_shard,
         progress=False if args.no_progress else None)
+    spec = None
+    if args.spec:
+        from training.spec import load_spec
+
+        spec = load_spec(args.spec)
     report = run_scoring(args.data, args.registry, args.out, date=args.date, alias=args.alias,
-                         run_id=args.run_id, row_key=args.row_key, settings=settings)
+                         run_id=args.run_id, row_key=args.row_key, settings=settings,
+                         spec=spec)
     emit(args, report.to_json(), report.summary_text)
     return 0
 
@@ -33,7 +39,12 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
         "score", parents=[parent],
         help="score one day of a feature table with every tenant's model (Ray Data) into a "
              "Delta predictions table")
-    score.add_argument("--data", required=True, help="feature table path (Delta)")
+    score.add_argument("--data", default=None,
+                       help="feature table path (Delta partitioned by shard and date; with "
+                            "--spec: default the spec's table)")
+    score.add_argument("--spec", default=None,
+                       help="training spec (YAML or TOML): score its table, read with its "
+                            "tenant and time columns (Parquet or any Delta layout)")
     score.add_argument("--date", default=None,
                        help="day to score, YYYY-MM-DD (default: the latest in the data)")
     score.add_argument("--out", required=True, help="predictions table path (Delta)")

@@ -23,14 +23,24 @@ from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from engine.batch.output import OutputTable
-from engine.batch.plan import DataSource, ScoreBucket, model_pairs, open_source, plan_buckets
+from engine.batch.plan import (
+    DataSource,
+    ModelPair,
+    ScoreBucket,
+    model_pairs,
+    open_source,
+    plan_buckets,
+)
 from engine.batch.report import ScoreReport
+from engine.batch.scan import open_spec_source
 from engine.batch.settings import ScoreSettings
 from engine.batch.task import BucketResult, ScoreContext, score_bucket
+from engine.serving.model import MULTICLASS
 from registry import Alias, Registry, validate_run_id
 from registry.errors import Conflict, ValidationError
 from registry.leases import LeaseKeeper
 from training.errors import DataNotFound
+from training.spec import TrainingSpec
 from training.table import FeatureTable, parse_date
 
 __all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "Runner", "default_run_id", "ray_runner",
@@ -108,14 +118,15 @@ def _halt(settings: ScoreSettings) -> None:
     raise SystemExit("halted before committing (halt_after_buckets)")
 
 
-def run_scoring(data_path: str, registry: Registry | str, out: str, *, date: str | None = None,
-                alias: str = "production", run_id: str | None = None,
+def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
+                date: str | None = None, alias: str = "production", run_id: str | None = None,
                 row_key: str | None = None, settings: ScoreSettings | None = None,
-                runner: Runner | None = None) -> ScoreReport:
+                runner: Runner | None = None, spec: TrainingSpec | None = None) -> ScoreReport:
     """Score one day of ``data_path`` with every tenant's model; publish to ``out`` once.
 
     Args:
-        data_path: the feature table (Delta, partitioned by shard and date).
+        data_path: the feature table (Delta, partitioned by shard and date); with ``spec``,
+            default the spec's table, read as the spec says.
         registry: a :class:`Registry` or the root of an existing one.
         out: the predictions table (created on the first run).
         date: the day to score; default the latest in the table.
@@ -124,6 +135,8 @@ def run_scoring(data_path: str, registry: Registry | str, out: str, *, date: str
         row_key: the row-identity column (default ``row_id`` if present, else ordinals).
         settings: job settings (default: from the environment).
         runner: how buckets run (default: Ray Data).
+        spec: a training spec: the table's tenant and time columns (and format); a table
+            not laid out by shard and date is scanned (:mod:`engine.batch.scan`).
 
     Returns:
         The :class:`ScoreReport`.
@@ -142,9 +155,21 @@ def run_scoring(data_path: str, registry: Registry | str, out: str, *, date: str
         alias = Alias.parse(alias).value
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
+    if data_path is None and spec is None:
+        raise ValidationError("score needs --data PATH or --spec FILE")
+    data_path = data_path or spec.table  # type: ignore[union-attr]  # one of them is set
     reg = registry if isinstance(registry, Registry) else Registry.open(registry)
-    src = open_source(data_path, row_key=row_key)
+
+    def source(version: int | None = None) -> DataSource:
+        if spec is not None:
+            return open_spec_source(spec, data_path, version, row_key)
+        return open_source(data_path, version, row_key)
+
+    src = source()
+    pairs = model_pairs(reg, alias == "shadow")
     output = OutputTable(out, src.key_field)
+    if _multiclass(pairs) or output.has_class_scores():
+        output = OutputTable(out, src.key_field, class_scores=True)
     prior = output.run_record(validate_run_id(run_id)) if run_id else None
     date = parse_date(date) if date else (prior["date"] if prior else _latest(src))
     run_id = validate_run_id(run_id or default_run_id(date, alias))
@@ -162,13 +187,14 @@ def run_scoring(data_path: str, registry: Registry | str, out: str, *, date: str
         prior = params
     else:  # a killed attempt: same parameters, and read the table as it read it
         _check_same(run_id, prior, params)
-        src = open_source(data_path, version=int(prior["data_version"]), row_key=row_key)
+        src = source(int(prior["data_version"]))
     if date not in src.dates():
         raise DataNotFound(f"feature table {data_path!r} has no rows on {date}")
-    FeatureTable(data_path).check_shards(reg.num_shards)
+    if src.scan is None:
+        FeatureTable(data_path).check_shards(reg.num_shards)
     done = output.manifests(run_id)
-    buckets = plan_buckets(src.shard_files(date), model_pairs(reg, alias == "shadow"),
-                           reg.num_shards, int(prior["parts"]), done)
+    buckets = plan_buckets(src.shard_files(date, reg.num_shards), pairs, reg.num_shards,
+                           int(prior["parts"]), done)
     ctx = ScoreContext(run_id, date, src, reg, output, alias == "shadow")
     # gc keeps the versions this run scores with while it lasts (and a TTL after a crash).
     lease = LeaseKeeper(reg.leases, f"score-{run_id}", LEASE_TTL_S, LEASE_RENEW_S).start()
@@ -190,6 +216,12 @@ def run_scoring(data_path: str, registry: Registry | str, out: str, *, date: str
         return _publish(output, run_id, date, alias, src, results, len(done), t0, timings)
     finally:
         lease.stop()
+
+
+def _multiclass(pairs: dict[str, ModelPair]) -> bool:
+    """Whether a version the run scores with predicts class probabilities."""
+    return any(mv is not None and mv.objective == MULTICLASS
+               for p in pairs.values() for mv in (p.production, p.shadow))
 
 
 def _latest(src: DataSource) -> str:

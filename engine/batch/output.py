@@ -13,6 +13,11 @@ report, so:
   ("concurrent transaction"), which then reports the run as already published.
 
 Files of a run that is never resumed are not in the log: ``vacuum`` removes them.
+
+``score`` is a probability (binary) or a value (regression). A table that holds (or is
+about to hold) multi-class models' scores has two more columns, ``scores`` and
+``shadow_scores`` (list<float64>: the K class probabilities, class 0 first; ``score``
+is null on those rows); tables without multi-class tenants keep the original columns.
 """
 
 from __future__ import annotations
@@ -51,12 +56,15 @@ def score_app_id(run_id: str) -> str:
     return f"tenantry-score-{run_id}"
 
 
-def output_schema(key: pa.Field) -> pa.Schema:
-    """The table's columns; ``key`` is the row identity (``row_index`` or the table's own)."""
+def output_schema(key: pa.Field, class_scores: bool = False) -> pa.Schema:
+    """The table's columns; ``key`` is the row identity (``row_index`` or the table's own);
+    ``class_scores`` adds the multi-class ``scores`` and ``shadow_scores`` lists."""
+    classes = [pa.field("scores", pa.list_(pa.float64())),
+               pa.field("shadow_scores", pa.list_(pa.float64()))] if class_scores else []
     return pa.schema([
         pa.field("tenant_id", pa.string()), key, pa.field("version", pa.int64()),
         pa.field("score", pa.float64()), pa.field("shadow_version", pa.int64()),
-        pa.field("shadow_score", pa.float64()), pa.field("run_id", pa.string()),
+        pa.field("shadow_score", pa.float64()), *classes, pa.field("run_id", pa.string()),
         pa.field("scored_at", _TS), pa.field("date", pa.string()),
         pa.field("shard", pa.int32()),
     ])
@@ -83,9 +91,10 @@ class StagedFile:
 class OutputTable:
     """The predictions table at ``path`` (a local path or object-store URI)."""
 
-    def __init__(self, path: str, key: pa.Field) -> None:
+    def __init__(self, path: str, key: pa.Field, class_scores: bool = False) -> None:
         self.path = path
-        self.schema = output_schema(key)
+        self.class_scores = class_scores
+        self.schema = output_schema(key, class_scores)
         self.file_schema = pa.schema([f for f in self.schema if f.name not in PARTITION_COLUMNS])
         local = "://" not in path
         self._fs, root = pafs.FileSystem.from_uri(os.path.abspath(path) if local else path)
@@ -93,15 +102,22 @@ class OutputTable:
         self._local = local
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "key": self.schema.field(1)}
+        return {"path": self.path, "key": self.schema.field(1),
+                "class_scores": self.class_scores}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["key"])  # type: ignore[misc]  # rebuild fs handle
+        self.__init__(state["path"], state["key"],  # type: ignore[misc]  # rebuild fs handle
+                      state.get("class_scores", False))
 
     # -- the Delta table ------------------------------------------------------------------
     def delta(self) -> DeltaTable | None:
         """The table, or None when nothing was ever published there."""
         return DeltaTable(self.path) if DeltaTable.is_deltatable(self.path) else None
+
+    def has_class_scores(self) -> bool:
+        """Whether the published table already has the multi-class ``scores`` column."""
+        dt = self.delta()
+        return dt is not None and "scores" in pa.schema(dt.schema()).names
 
     def check_compatible(self) -> None:
         """Refuse an existing table whose columns differ from this run's.

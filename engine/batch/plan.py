@@ -5,6 +5,10 @@ run reads the same version, so it sees the same rows in the same order), and the
 registry's in-memory snapshot. A bucket is one shard (or one part of a shard): its files
 for the day, in row order, and the production (and shadow) version of every registry
 tenant of that shard. Buckets are sorted biggest first so the last wave of tasks is short.
+
+A table a training spec describes (other tenant/time column names, Parquet, not laid out
+by shard and date) is scanned instead (:mod:`engine.batch.scan`): ``DataSource.scan`` is
+set, and a bucket reads the day's rows of the whole table and keeps its shard's tenants.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from registry import Alias, ModelVersion, Registry
 from training.bucket import bucket_part
 from training.errors import DataNotFound, InvalidTrainingInput
 from training.features import DATE_COLUMN, LABEL_COLUMN, SHARD_COLUMN, TENANT_COLUMN
+from training.source import TableSource
 
 __all__ = ["ROW_ID_COLUMN", "ROW_INDEX_COLUMN", "DataSource", "ModelPair", "ScoreBucket",
            "model_pairs", "open_source", "plan_buckets"]
@@ -39,6 +44,11 @@ class DataSource:
     schema: pa.Schema  # data columns (partition columns included)
     row_key: str | None  # the row-identity column, or None: ordinals (``row_index``)
     direct: bool  # data files can be read as they are (no deletion vectors, no mapping)
+    tenant_column: str = TENANT_COLUMN
+    time_column: str = DATE_COLUMN  # a scan's rows are of its UTC day
+    label_column: str = LABEL_COLUMN
+    scan: TableSource | None = None
+    """Set for a table not laid out by shard and date: buckets scan it for their tenants."""
 
     @property
     def key_field(self) -> pa.Field:
@@ -50,8 +60,8 @@ class DataSource:
     @property
     def feature_columns(self) -> tuple[str, ...]:
         """Columns a model may name as features (everything but keys and the label)."""
-        return tuple(n for n in self.schema.names
-                     if n not in _NOT_FEATURES and n != self.row_key)
+        keys = _NOT_FEATURES | {self.tenant_column, self.time_column, self.label_column}
+        return tuple(n for n in self.schema.names if n not in keys and n != self.row_key)
 
     def delta(self) -> DeltaTable:
         """The table at this version."""
@@ -59,14 +69,22 @@ class DataSource:
 
     def dates(self) -> list[str]:
         """Dates present at this version, oldest first."""
+        if self.scan is not None:
+            return self.scan.dates()
         return sorted({str(p[DATE_COLUMN]) for p in self.delta().partitions()})
 
-    def shard_files(self, date: str) -> dict[int, tuple[tuple[str, ...], int]]:
+    def shard_files(self, date: str,
+                    num_shards: int = 1) -> dict[int, tuple[tuple[str, ...], int]]:
         """Per shard, the URIs of the day's data files in row order, and their row count.
 
         Row order is the order files were added (their modification time, then path), and
-        within a file the file's order: stable for this table version.
+        within a file the file's order: stable for this table version. A scanned table has
+        no files per shard: every one of the ``num_shards`` shards gets a bucket (with an
+        even share of the table's rows as its estimate) that scans the day for its tenants.
         """
+        if self.scan is not None:
+            rows = sum(self.scan.row_counts([date]).values())
+            return {s: ((), max(1, rows // num_shards)) for s in range(num_shards)}
         dt = self.delta()
         actions = pa.table(dt.get_add_actions(flatten=True))
         base = dt.table_uri.rstrip("/")

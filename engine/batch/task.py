@@ -1,16 +1,23 @@
 """One scoring bucket: read one shard's rows of the day, score every tenant, stage a file.
 
 This runs inside a Ray Data task (or in-process in tests). It reads only its own shard's
-files, loads each tenant's model(s) once through the registry (sha256 verified, compiled
-as serving compiles them), predicts, writes one Parquet file into the output table's
-directory plus its manifest, and returns small typed metadata. A tenant that cannot be
-scored is recorded with its reason; the others are scored regardless.
+files (or scans the day for its tenants, :mod:`engine.batch.scan`), loads each tenant's
+model(s) once through the registry (sha256 verified, compiled as serving compiles them),
+predicts, writes one Parquet file into the output table's directory plus its manifest,
+and returns small typed metadata. A tenant that cannot be scored is recorded with its
+reason; the others are scored regardless.
+
+Scores are what serving answers: a probability (binary), a value (regression) or, for a
+multi-class model, K class probabilities in the ``scores`` list column (``score`` null).
+A categorical feature's text column is coded with the model's categories (one it never
+saw is missing), as serving codes a request's strings.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +29,13 @@ import pyarrow.parquet as pq
 from engine.batch.output import OutputTable, StagedFile, now_utc, staged_from_json, staged_to_json
 from engine.batch.plan import ROW_INDEX_COLUMN, DataSource, ModelPair, ScoreBucket
 from engine.batch.report import FailureReason, TenantFailure
+from engine.batch.scan import read_scan
 from engine.batch.walk import predict_rows
 from engine.serving.model import LoadedModel, load_model
 from registry import ModelVersion, Registry, shard_of
 from registry.errors import ChecksumMismatch, TenantryError
 from training.bucket import bucket_part
-from training.features import DATE_COLUMN, SHARD_COLUMN, TENANT_COLUMN
+from training.features import DATE_COLUMN, SHARD_COLUMN
 
 __all__ = ["BucketResult", "ScoreContext", "score_bucket"]
 
@@ -89,15 +97,26 @@ class _Columns:
     def __init__(self, table: pa.Table) -> None:
         self._table = table
         self._cache: dict[str, np.ndarray | str] = {}
+        self._text: dict[str, tuple[list[str], np.ndarray] | str] = {}
 
-    def matrix(self, names: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
+    def matrix(self, names: tuple[str, ...], rows: np.ndarray,
+               categories: Mapping[int, Mapping[str, int]] | None = None) -> np.ndarray:
         """``(len(rows), len(names))`` float32; NaN = missing.
 
+        Args:
+            names: the model's features.
+            rows: the tenant's rows of the bucket.
+            categories: per categorical column, category -> the model's code.
+
         Raises:
-            KeyError: a column is missing or not numeric (message says which).
+            KeyError: a column is missing, not numeric, or (categorical) not text (message
+                says which).
         """
         cols = []
-        for name in names:
+        for j, name in enumerate(names):
+            if categories and j in categories:
+                cols.append(self._codes(name, categories[j], rows))
+                continue
             col = self._cache.get(name)
             if col is None:
                 col = self._convert(name)
@@ -106,6 +125,28 @@ class _Columns:
                 raise KeyError(col)
             cols.append(col[rows])
         return np.column_stack(cols) if cols else np.empty((len(rows), 0), np.float32)
+
+    def _codes(self, name: str, codes: Mapping[str, int], rows: np.ndarray) -> np.ndarray:
+        """A categorical column's values as the model's codes (NaN: null or unseen)."""
+        found = self._text.get(name)
+        if found is None:
+            found = self._text[name] = self._encode(name)
+        if isinstance(found, str):
+            raise KeyError(found)
+        values, index = found
+        lookup = np.array([codes.get(v, np.nan) for v in values] + [np.nan], np.float32)
+        return lookup[index[rows]]
+
+    def _encode(self, name: str) -> tuple[list[str], np.ndarray] | str:
+        if name not in self._table.column_names:
+            return f"no column {name!r}"
+        col = self._table.column(name)
+        text = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        if not (pa.types.is_string(text) or pa.types.is_large_string(text)):
+            return f"column {name!r} is {col.type}, not text: the model's {name} is categorical"
+        encoded = pc.dictionary_encode(pc.cast(col, pa.string())).combine_chunks()
+        values = encoded.dictionary.to_pylist()
+        return values, encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
 
     def _convert(self, name: str) -> np.ndarray | str:
         if name not in self._table.column_names:
@@ -120,6 +161,9 @@ class _Columns:
 
 def _read(ctx: ScoreContext, bucket: ScoreBucket) -> pa.Table:
     src = ctx.source
+    if src.scan is not None:
+        return read_scan(src, ctx.date, bucket.shard, bucket.part, bucket.parts,
+                         ctx.registry.num_shards)
     names = [n for n in src.schema.names if n not in (DATE_COLUMN, SHARD_COLUMN)]
     if not src.direct:
         return src.delta().to_pyarrow_table(columns=names, filters=[
@@ -144,9 +188,10 @@ def _load(reg: Registry, mv: ModelVersion, alias: str, tenant_id: str,
 
 def _score(model: LoadedModel, columns: _Columns, rows: np.ndarray, alias: str,
            tenant_id: str) -> tuple[np.ndarray, np.ndarray] | TenantFailure:
-    """(scores with NaN for rows that cannot be scored, that mask) or a failure."""
+    """(scores with NaN for rows that cannot be scored, that mask) or a failure; scores are
+    ``(rows,)`` or, for a multi-class model, ``(rows, K)``."""
     try:
-        x = columns.matrix(model.feature_names, rows)
+        x = columns.matrix(model.feature_names, rows, model.category_codes)
     except KeyError as exc:
         return TenantFailure(tenant_id, FailureReason.FEATURE_MISMATCH.value,
                              f"model {model.key} expects {model.n_features} features "
@@ -178,7 +223,8 @@ def score_bucket(ctx: ScoreContext, bucket: ScoreBucket) -> BucketResult:
     """
     t0, cpu0 = time.perf_counter(), time.process_time()
     table = _read(ctx, bucket)
-    encoded = pc.dictionary_encode(table.column(TENANT_COLUMN)).combine_chunks()
+    encoded = pc.dictionary_encode(pc.cast(table.column(ctx.source.tenant_column),
+                                           pa.string())).combine_chunks()
     names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     by_name = np.argsort(names.astype(str), kind="stable")
@@ -189,7 +235,8 @@ def score_bucket(ctx: ScoreContext, bucket: ScoreBucket) -> BucketResult:
     pairs = {p.tenant_id: p for p in bucket.models}
     num_shards = ctx.registry.num_shards
     out: dict[str, list[Any]] = {k: [] for k in ("tenant", "idx", "ordinal", "version", "score",
-                                                 "shadow_version", "shadow_score")}
+                                                 "shadow_version", "shadow_score", "scores",
+                                                 "shadow_scores")}
     failed: list[TenantFailure] = []
     shadow_failed: list[TenantFailure] = []
     tenants = shadow_tenants = invalid = 0
@@ -213,18 +260,20 @@ def score_bucket(ctx: ScoreContext, bucket: ScoreBucket) -> BucketResult:
         model = _load(ctx.registry, pair.production, "production", tenant_id, n)
         scored = model if isinstance(model, TenantFailure) else \
             _score(model, columns, rows, "production", tenant_id)
+        scored = _fits(ctx, scored, "production", tenant_id, n)
         if isinstance(scored, TenantFailure):
             failed.append(scored)
             continue
         tenants += 1
         invalid += int(scored[1].sum())
-        shadow_scores = np.full(n, np.nan)
+        shadow_scores: np.ndarray = np.full(n, np.nan)
         shadow_version: int | None = None
         if ctx.shadow and pair.shadow is not None:
             same = pair.shadow.version == pair.production.version
             shadow = model if same else _load(ctx.registry, pair.shadow, "shadow", tenant_id, n)
             got = shadow if isinstance(shadow, TenantFailure) else \
                 _score(shadow, columns, rows, "shadow", tenant_id)
+            got = _fits(ctx, got, "shadow", tenant_id, n)
             if isinstance(got, TenantFailure):
                 shadow_failed.append(got)
             else:
@@ -234,9 +283,11 @@ def score_bucket(ctx: ScoreContext, bucket: ScoreBucket) -> BucketResult:
         out["idx"].append(rows)
         out["ordinal"].append(np.arange(n, dtype=np.int64))
         out["version"].append(np.full(n, pair.production.version, dtype=np.int64))
-        out["score"].append(scored[0])
+        for name, values in (("score", scored[0]), ("shadow_score", shadow_scores)):
+            # class probabilities go to the list column; the one-value column stays null
+            out[name].append(values if values.ndim == 1 else np.full(n, np.nan))
+            out[f"{name}s"].append(values if values.ndim == 2 else None)
         out["shadow_version"].append(np.full(n, -1 if shadow_version is None else shadow_version))
-        out["shadow_score"].append(shadow_scores)
     score_s = time.perf_counter() - t0 - read_s
     staged = None
     if out["tenant"]:
@@ -250,6 +301,36 @@ def score_bucket(ctx: ScoreContext, bucket: ScoreBucket) -> BucketResult:
                            "cpu_s": time.process_time() - cpu0}, os.getpid())
     ctx.output.write_manifest(ctx.run_id, bucket.shard, bucket.part, result.to_json())
     return result
+
+
+def _fits(ctx: ScoreContext, scored: tuple[np.ndarray, np.ndarray] | TenantFailure,
+          alias: str, tenant_id: str, rows: int) -> tuple[np.ndarray, np.ndarray] | TenantFailure:
+    """``scored``, unless they are class probabilities an output without ``scores`` cannot
+    hold (planned from the index's objectives: an artifact that disagrees is not loaded)."""
+    if isinstance(scored, TenantFailure) or scored[0].ndim == 1 or ctx.output.class_scores:
+        return scored
+    return TenantFailure(tenant_id, FailureReason.PREDICT_ERROR.value,
+                         "class probabilities, and this output table has no scores column",
+                         alias, rows)
+
+
+def _class_lists(parts: list[np.ndarray | None], sizes: list[int]) -> pa.Array:
+    """A list<float64> per row: a multi-class tenant's class probabilities; null for
+    one-output models and rows that could not be scored."""
+    lengths, values, valid = [], [], []
+    for arr, n in zip(parts, sizes, strict=True):
+        if arr is None:
+            lengths.append(np.zeros(n, np.int64))
+            valid.append(np.zeros(n, bool))
+            continue
+        ok = ~np.isnan(arr).any(axis=1)
+        lengths.append(np.where(ok, arr.shape[1], 0))
+        values.append(arr[ok].ravel())
+        valid.append(ok)
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int32)
+    flat = np.concatenate(values) if values else np.empty(0)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.float64()),
+                                    mask=pa.array(~np.concatenate(valid)))
 
 
 def _rows(ctx: ScoreContext, table: pa.Table, tenant_names: np.ndarray,
@@ -268,7 +349,7 @@ def _rows(ctx: ScoreContext, table: pa.Table, tenant_names: np.ndarray,
     tenant = pa.DictionaryArray.from_arrays(
         pa.array(np.concatenate(out["tenant"]), pa.int32()),
         pa.array(tenant_names.tolist(), pa.string())).cast(pa.string())
-    return pa.table({
+    columns: dict[str, Any] = {
         "tenant_id": tenant,
         key.name: key_col,
         "version": pa.array(np.concatenate(out["version"]), pa.int64()),
@@ -279,4 +360,9 @@ def _rows(ctx: ScoreContext, table: pa.Table, tenant_names: np.ndarray,
                                                  pa.array([ctx.run_id])).cast(pa.string()),
         "scored_at": pa.array(np.full(n, np.datetime64(now_utc().replace(tzinfo=None), "us")),
                               pa.timestamp("us", tz="UTC")),
-    })
+    }
+    if ctx.output.class_scores:
+        sizes = [len(i) for i in out["idx"]]
+        columns["scores"] = _class_lists(out["scores"], sizes)
+        columns["shadow_scores"] = _class_lists(out["shadow_scores"], sizes)
+    return pa.table(columns)
