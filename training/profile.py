@@ -33,6 +33,30 @@ def as_served(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).astype(np.float32).astype(np.float64)
 
 
+def _edges(present: np.ndarray, bins: int) -> np.ndarray:
+    """Inner quantile edges of sorted non-missing values (numpy's default, linear)."""
+    n = len(present)
+    if not n:
+        return np.empty(0)
+    h = (n - 1) * np.arange(1, bins) / bins
+    lo = np.floor(h).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    return np.unique(as_served(present[lo] + (h - lo) * (present[hi] - present[lo])))
+
+
+def _summary(name: str, present: np.ndarray, total: int, bins: int) -> BinnedDistribution:
+    """A distribution from its sorted non-missing values and the count of all values."""
+    edges = _edges(present, bins)
+    # Right-closed bins: the values <= each edge, from the sorted values in one search.
+    at_or_below = np.searchsorted(present, edges, side="right")
+    counts = np.diff(np.concatenate([[0], at_or_below, [len(present)]]))
+    n = len(present)
+    shares = counts / n if n else np.zeros(len(counts))
+    return BinnedDistribution(name, tuple(float(e) for e in edges),
+                              tuple(float(x) for x in shares),
+                              (total - n) / total if total else 0.0, n)
+
+
 def quantile_edges(values: np.ndarray, bins: int = N_BINS) -> np.ndarray:
     """The inner edges of ``bins`` quantile bins of the non-missing ``values``.
 
@@ -45,10 +69,7 @@ def quantile_edges(values: np.ndarray, bins: int = N_BINS) -> np.ndarray:
         0/1 feature gets one or two); empty when nothing is present.
     """
     v = as_served(values)
-    v = v[~np.isnan(v)]
-    if not v.size:
-        return np.empty(0)
-    return np.unique(as_served(np.quantile(v, np.arange(1, bins) / bins)))
+    return _edges(np.sort(v[~np.isnan(v)]), bins)
 
 
 def bin_counts(values: np.ndarray, edges: Sequence[float] | np.ndarray) -> tuple[np.ndarray, int]:
@@ -81,14 +102,8 @@ def distribution(name: str, values: np.ndarray, bins: int = N_BINS) -> BinnedDis
     Returns:
         The :class:`~registry.types.BinnedDistribution`.
     """
-    values = np.asarray(values, dtype=np.float64).ravel()
-    edges = quantile_edges(values, bins)
-    counts, missing = bin_counts(values, edges)
-    present = int(counts.sum())
-    shares = counts / present if present else np.zeros(len(counts))
-    return BinnedDistribution(name, tuple(float(e) for e in edges),
-                              tuple(float(s) for s in shares),
-                              missing / len(values) if len(values) else 0.0, present)
+    v = as_served(np.asarray(values, dtype=np.float64).ravel())
+    return _summary(name, np.sort(v[~np.isnan(v)]), len(v), bins)
 
 
 def score_values(predictions: np.ndarray) -> np.ndarray:
@@ -128,6 +143,9 @@ def model_profile(feature_names: Sequence[str], x_train: Any, holdout_prediction
     Returns:
         The :class:`~registry.types.ModelProfile`.
     """
-    x = feature_matrix(x_train)
-    features = tuple(distribution(name, x[:, j], bins) for j, name in enumerate(feature_names))
+    x = as_served(feature_matrix(x_train))
+    ordered = np.sort(x, axis=0)  # one sort for every column; NaN sorts last
+    present = (~np.isnan(x)).sum(axis=0)
+    features = tuple(_summary(name, ordered[:present[j], j], len(x), bins)
+                     for j, name in enumerate(feature_names))
     return ModelProfile(features, distribution(SCORE, score_values(holdout_predictions), bins))
