@@ -314,6 +314,7 @@ def test_two_nodes_train_serve_and_survive_losing_one(cluster: TwoNodes, tmp_pat
     # -- training: bucket tasks on both nodes, models into the shared registry -------------
     data, registry = tmp_path / "features", tmp_path / "registry"
     _generate(data)
+    Registry.create(str(registry), num_shards=4)  # once, as README's cluster steps say
     report = _train_job(cluster, data, registry)
     assert report["buckets"] >= 2 and report["published"] == report["trained"] > 0, report
 

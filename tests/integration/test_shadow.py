@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import xgboost as xgb
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.shadow import ShadowTables, compare, shadow_report
 from engine.shadow.tables import PAIRS
@@ -52,6 +53,18 @@ def _replica_with_worker_stats(client: httpx.Client) -> dict[str, Any] | None:
     return replica if "pid" in replica["worker"] else None
 
 
+def _shadow_counts(client: httpx.Client) -> dict[str, float]:
+    """The app's shadow outcome counters and pair count, from /metrics."""
+    out = {}
+    for fam in text_string_to_metric_families(client.get("/metrics").text):
+        for s in fam.samples:
+            if s.name == "tenantry_shadow_requests_total":
+                out[s.labels["outcome"]] = s.value
+            elif s.name == "tenantry_shadow_abs_diff_count":
+                out["abs_diff_count"] = s.value
+    return out
+
+
 def _logged(reg: Registry) -> Any:
     log = ShadowTables.for_registry(reg).query(PAIRS).to_pandas()
     return log[log["tenant_id"] == TENANT]
@@ -78,6 +91,7 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
                           json={"fraction": 3}).status_code == 422
         time.sleep(2.0)  # every replica re-reads the config table within ~1 s
 
+        before = _shadow_counts(client)  # other tests (faults) mirror too: count from here
         on = _send(client, rows, "on")
         assert on == off  # the client only ever sees the production answer
         _send(client, rows[:10], "syn", synthetic=True)
@@ -111,10 +125,9 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
         for key in ("agreement", "mean_abs_diff", "max_abs_diff", "psi", "ks"):
             assert report[key] == pytest.approx(getattr(expected, key), abs=1e-6), key
 
-        metrics = client.get("/metrics").text
-        assert 'tenantry_shadow_requests_total{outcome="ok"} 30.0' in metrics
-        assert 'tenantry_shadow_requests_total{outcome="synthetic"} 10.0' in metrics
-        assert "tenantry_shadow_abs_diff_count 30.0" in metrics
+        after = _shadow_counts(client)
+        assert {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k)} \
+            == {"ok": 30.0, "synthetic": 10.0, "abs_diff_count": 30.0}
 
         # A window that ends: nothing sent after `until` is mirrored.
         until = datetime.now(UTC) + timedelta(seconds=3)
