@@ -16,13 +16,15 @@ clients on loopback, arrivals on a fixed schedule) each scenario injects one fau
   as root, whom modes do not stop, the directory is swapped for a file), then restored:
   hosts keep serving their last snapshot and ``/readyz`` says ``"stale": true``;
 - ``publish_promote_rollback``: publish new versions, roll back, promote again;
-- ``disk_full``: ``tenantry train`` with the registry's disk full (real ENOSPC on the
-  tmpfs; skipped when not root), then again with room.
+- ``disk_full_start`` / ``disk_full_mid_run``: ``tenantry train`` with the registry's disk
+  full from the start / filled once the run's first artifact is written (real ENOSPC on
+  the tmpfs; skipped when not root), then the same run again with room.
 
 For each: requests sent, requests failed (non-200 or no answer), recovery time (from the
 fault until the scenario's own check says the app is whole again), and data lost (shadow
 pairs of answered mirrored requests missing from the pair log after a flush; for
-``disk_full``, whether anything of the failed run was visible). Prints the table and
+``disk_full_*``, also how far the failed run got: its publish state, ``none`` when nothing
+of it is visible). Prints the table and
 writes it to ``--out``. ``tests/integration/test_faults.py`` runs the cheap scenarios
 against the test session's app with this module's functions.
 """
@@ -34,6 +36,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -322,9 +325,18 @@ def kill_ingress(target: Target) -> Row:
 def kill_shadow_worker(target: Target) -> Row:
     """SIGKILL the shadowed tenant's shadow worker; Ray restarts the actor."""
     def inject() -> Callable[[], bool]:
-        pid = int(target.shadow_stats()["worker"]["pid"])
+        # A replica learns its worker's pid from the worker's first answer (a new replica's
+        # worker may still be starting).
+        wait_until(lambda: "pid" in target.shadow_stats().get("worker", {}), limit_s=120)
+        stats = target.shadow_stats()
+        replica, pid = stats["pid"], int(stats["worker"]["pid"])
         _sigkill(pid)
-        return lambda: target.shadow_stats().get("worker", {}).get("pid") not in (None, pid)
+
+        def replaced() -> bool:  # the same replica reports a worker in another process
+            now = target.shadow_stats()
+            return now.get("pid") == replica and \
+                now.get("worker", {}).get("pid") not in (None, pid)
+        return replaced
     return _fault("kill_shadow_worker", target, inject)
 
 
@@ -441,41 +453,80 @@ def publish_promote_rollback(target: Target) -> Row:
                 "answer carries the promoted version")
 
 
-def disk_full(target: Target, data_dir: str, mount: str) -> Row:
-    """``tenantry train`` on a full disk, then with room again (the registry on tmpfs)."""
-    reg = Registry.open(target.registry_root)
-    before = {s.tenant_id for s in reg.list_tenants()}
+def _new_artifacts(root: str, since: float) -> bool:
+    for dirpath, _dirs, files in os.walk(Path(root) / "artifacts"):
+        if "model.ubj" in files and os.stat(Path(dirpath) / "model.ubj").st_mtime > since:
+            return True
+    return False
+
+
+def disk_full(target: Target, data_dir: str, mount: str, when: str) -> Row:
+    """``tenantry train`` while the registry's disk (a tmpfs) is full, then with room.
+
+    ``when="start"``: full before the run starts. ``when="mid-run"``: filled as soon as the
+    run's first artifact is written, so the rest of the run (artifacts, then the Delta
+    commits of the publish) hits ENOSPC.
+    """
+    run_id = f"disk-full-{when}-{int(time.time())}"
+    # The run publishes into a registry of its own on the same disk as the served one (whose
+    # shadow pair log meets the full disk too), so each variant starts from an empty one.
+    root = str(Path(mount) / f"publish-{run_id}" / "registry")
+    Registry.create(root, num_shards=4)
     env = {**os.environ, "TENANTRY_RAY_ADDRESS": target.ray_address,
            "TENANTRY_TRAIN_N_ESTIMATORS": "5"}
     cmd = [sys.executable, "-m", "engine.cli", "train", "--data", data_dir, "--registry",
-           target.registry_root, "--run-id", "disk-full-run", "--json"]
+           root, "--run-id", run_id, "--json"]
     filler = Path(mount) / "filler"
-    with target.load(target.prefix("disk_full")) as load:
-        time.sleep(2.0)
+
+    def fill() -> None:
         st = os.statvfs(mount)
         with open(filler, "wb") as fh:  # leave a few KiB: the run's writes cannot fit
             fh.write(b"\0" * max(0, st.f_bavail * st.f_frsize - 16384))
+
+    filled_mid_run = False
+    with target.load(target.prefix(f"disk_full_{when}")) as load:
+        time.sleep(2.0)
         try:
-            first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                                   timeout=600, check=False)
-            visible = {s.tenant_id for s in Registry.open(target.registry_root)
-                       .list_tenants()} - before
+            if when == "start":
+                fill()
+            began = time.time()
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            if when != "start":
+                while proc.poll() is None and not _new_artifacts(root, began):
+                    time.sleep(0.005)
+                if proc.poll() is None:
+                    fill()
+                    filled_mid_run = True
+            _out, err_text = proc.communicate(timeout=600)
+            state = Registry.open(root).publish_state(run_id).value
+            visible = len(Registry.open(root).list_tenants())
         finally:
-            filler.unlink()
-        began = time.monotonic()
+            filler.unlink(missing_ok=True)
+        began_rerun = time.monotonic()
         second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                                 timeout=600, check=False)
-        elapsed = time.monotonic() - began
+        elapsed = time.monotonic() - began_rerun
         time.sleep(2.0)
     published = json.loads(second.stdout).get("published") if second.returncode == 0 else None
-    err = [line for line in first.stderr.splitlines() if line.strip()
-           and not line.startswith("[train]")]
-    clear = len(err) == 1 and err[0].startswith("tenantry: error:")
-    note = (f"full disk: exit {first.returncode}, "
-            f"{'one line: ' + err[0][:120] if clear else f'{len(err)} lines, last: {err[-1][:160] if err else None}'}"
-            f"; re-run with room: exit {second.returncode}, published {published}")
-    row = _row("disk_full", target, load, elapsed, note)
-    row.data_lost = (f"{len(visible)} tenants of the failed run visible; " + row.data_lost)
+    err_text = re.sub(r"\x1b\[[0-9;]*m|\u21b3", "", err_text)  # deltalake's colours, arrows
+    errors = [line for line in err_text.splitlines() if line.startswith("tenantry: error:")]
+    if "Traceback (most recent call last)" in err_text:
+        tail = err_text[err_text.rindex("Traceback"):].strip().splitlines()
+        last = next((i for i in range(len(tail) - 1, -1, -1) if not tail[i].startswith(" ")), -1)
+        said = "a traceback: " + " ".join(" ".join(tail[last:]).split())[:200]
+    elif len(errors) == 1:  # deltalake's messages run over several lines: keep them all
+        message = err_text[err_text.index(errors[0]):]
+        said = "one error: " + " ".join(message.split())[:240]
+    else:
+        said = f"{len(errors)} error lines: {err_text.strip()[-160:]}"
+    if when != "start" and not filled_mid_run:
+        said += " (the run ended before the disk could be filled)"
+    note = (f"disk full at {when}: exit {proc.returncode}, {said}; re-run with room: exit "
+            f"{second.returncode}, published {published}; recovery = the re-run's time")
+    row = _row(f"disk_full_{when.replace('-', '_')}", target, load, elapsed, note)
+    row.data_lost = (f"failed run: publish state {state}, {visible} tenants visible; "
+                     + row.data_lost)
     return row
 
 
@@ -505,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds of load after each recovery")
     ap.add_argument("--outage", type=float, default=30.0,
                     help="seconds the registry stays unreadable")
+    ap.add_argument("--only", default="",
+                    help="comma-separated scenarios to run (default: all); e.g. kill_host,disk_full")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/faults.json"))
     args = ap.parse_args(argv)
 
@@ -534,19 +587,26 @@ def main(argv: list[str] | None = None) -> int:
                         ray.get_runtime_context().gcs_address)
         wait_until(lambda: "pid" in target.shadow_stats().get("worker", {})
                    or _poke(target), limit_s=120, every=1.0)
+        only = {n.strip() for n in args.only.split(",") if n.strip()}
         for scenario in (kill_host, kill_ingress, kill_shadow_worker, kill_directory,
                          registry_unreadable, publish_promote_rollback):
+            if only and scenario.__name__ not in only:
+                continue
             rows.append(scenario(target))
             print(_table(rows[-1:]).splitlines()[-1], flush=True)
             wait_until(target.whole)
-        if mounted:
+        if only and "disk_full" not in only:
+            pass
+        elif mounted:
             data = str(work / "features")
             gen = subprocess.run([sys.executable, "-m", "engine.cli", "data", "generate",
                                   "--out", data, "--tenants", "6", "--days", "2", "--seed", "5",
                                   "--shards", "4", "--mean-rows", "800", "--registry", root],
                                  cwd=ROOT, capture_output=True, text=True, check=False)
             if gen.returncode == 0:
-                rows.append(disk_full(target, data, str(mount)))
+                for when in ("start", "mid-run"):
+                    rows.append(disk_full(target, data, str(mount), when))
+                    print(_table(rows[-1:]).splitlines()[-1], flush=True)
             else:
                 print(f"disk_full skipped: data generate failed: {gen.stderr[-300:]}")
         else:

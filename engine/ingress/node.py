@@ -60,6 +60,7 @@ class _IngressNode:
         self.bind_host = ray.util.get_node_ip_address() if host == "auto" else host
         self.applied: dict[int, SlotTarget] = {}
         self.sync_errors = 0
+        self._empty_since: float | None = None  # when the directory started listing nobody
         self._stop = threading.Event()
         self.control = ThreadedServer(create_control_app(ControlSources(
             self._stats, self._endpoints, self._other_pages)), "127.0.0.1", 0,
@@ -102,7 +103,9 @@ class _IngressNode:
             try:
                 directory = directory or find_directory(self.app_name)
                 if directory is not None:
-                    self._apply(ray.get(directory.live.remote(), timeout=5))
+                    live = ray.get(directory.live.remote(), timeout=5)
+                    if self._trust(live):
+                        self._apply(live)
             except Exception:  # noqa: BLE001 - directory restarting; HAProxy keeps routing
                 directory = None
                 self.sync_errors += 1
@@ -110,6 +113,23 @@ class _IngressNode:
         # thread that started it ends, which would cut the requests it is finishing.
         proc.stop(STOP_GRACE_S)
         shutil.rmtree(proc.workdir, ignore_errors=True)
+
+    def _trust(self, live: list[Endpoint]) -> bool:
+        """Whether to apply the directory's answer now.
+
+        A directory that lists no replica while this ingress routes to some has most likely
+        just restarted, empty (its actor died): its hosts heartbeat back within a second.
+        Emptying every slot meanwhile answered 503 to everyone, so an empty answer is only
+        applied once it has lasted ``replica_ttl_s`` (dead hosts fail their health checks
+        in the meantime and leave routing on their own).
+        """
+        if live or not self.applied:
+            self._empty_since = None
+            return True
+        now = time.monotonic()
+        if self._empty_since is None:
+            self._empty_since = now
+        return now - self._empty_since >= self.settings.replica_ttl_s
 
     def _apply(self, endpoints: list[Endpoint]) -> None:
         assert self.proc is not None

@@ -1,7 +1,8 @@
 """Faults under steady load on the session's app, with ``benchmarks/faults.py``'s scenarios.
 
 The cheap ones: a model host, the ingress's HAProxy and a shadow worker SIGKILLed, the
-registry's index unreadable for a few seconds, publish/rollback/promote under load. The
+directory actor killed, the registry's index unreadable for a few seconds,
+publish/rollback/promote under load. The
 app is shared with other tests, so each scenario waits until it is whole again (every
 replica routed, registry fresh) and the module's tenants and shadow config are its own
 and cleared at the end.
@@ -88,6 +89,16 @@ def test_killed_haproxy_is_restarted(target: Any) -> None:
 
 def test_killed_shadow_worker_never_reaches_clients(target: Any) -> None:
     row = faults.kill_shadow_worker(target)
+    _whole_again(target)
+    print(row)
+    assert row.recovery_s is not None, row
+    assert row.failed == 0, row
+
+
+def test_killed_directory_costs_no_request(target: Any) -> None:
+    # Restarted empty, the directory lists nobody until the hosts heartbeat back: the
+    # ingress keeps its slots meanwhile (it used to empty them all and answer 503).
+    row = faults.kill_directory(target)
     _whole_again(target)
     print(row)
     assert row.recovery_s is not None, row
