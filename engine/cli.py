@@ -16,7 +16,7 @@ from typing import Any
 
 from registry.errors import TenantryError
 
-__all__ = ["build_parser", "emit", "main"]
+__all__ = ["build_parser", "emit", "main", "register_checks"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -49,6 +49,16 @@ def common_parent() -> argparse.ArgumentParser:
     return parent
 
 
+def register_checks() -> None:
+    """Wire serving's publish-time self-check into training (which must not import
+    engine): every model a training run in this process publishes records whether its
+    compiled forest predicts like XGBoost, so loads need not check it again."""
+    from engine.serving.model import publish_check
+    from training.checks import register_artifact_check
+
+    register_artifact_check(publish_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the full parser with every package's sub-commands."""
     from registry import cli as registry_cli
@@ -71,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tenantry`` script."""
+    register_checks()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

@@ -61,6 +61,9 @@ TABLES: dict[str, pa.Schema] = {
         ("objective", pa.string()),
         ("num_class", pa.int64()),
         ("feature_types", pa.list_(pa.string())),
+        # The forest compiler version that checked the artifact at publish time; added
+        # later (tables gain it on their next append), so older rows are null = unchecked.
+        ("forest_check", pa.string()),
     ]),
     "aliases": pa.schema([
         ("tenant_id", pa.string()),

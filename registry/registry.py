@@ -522,6 +522,7 @@ def _model_rows(versions: Sequence[NewVersion], run_id: str, paths: Sequence[str
         "num_class": pa.array([v.num_class for v in versions], pa.int64()),
         "feature_types": [list(v.feature_types) or ["float"] * len(v.feature_names)
                           for v in versions],
+        "forest_check": pa.array([v.forest_check for v in versions], pa.string()),
     }, schema=None)
 
 

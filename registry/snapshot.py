@@ -43,7 +43,8 @@ def row_to_version(row: dict, root_uri: str | None = None) -> ModelVersion:
     """Build a :class:`ModelVersion` from a ``models`` index row.
 
     Rows written before objectives were recorded (null ``objective``, ``num_class``,
-    ``feature_types``) read as binary:logistic models with float features.
+    ``feature_types``) read as binary:logistic models with float features; rows written
+    before publish-time forest checks have no ``forest_check`` (None).
 
     Args:
         row: the index row.
@@ -69,6 +70,7 @@ def row_to_version(row: dict, root_uri: str | None = None) -> ModelVersion:
         # all-float is stored as () (the default), so 100k versions share nothing per row
         feature_types=types if len(types) == len(names) and "categorical" in types else (),
         categories=_categories(row.get("params_json"), names, types),
+        forest_check=row.get("forest_check"),
     )
 
 

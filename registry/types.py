@@ -127,6 +127,10 @@ class NewVersion:
     profile: ModelProfile | None = None
     """The reference profile drift monitoring compares production traffic with (None:
     published without one; such a version is not judged)."""
+    forest_check: str | None = None
+    """The forest compiler's version (``engine.serving.forest.FOREST_VERSION``) when the
+    compiled artifact predicted like the trained Booster at publish time; None: unchecked
+    or failed (serving checks it at load)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,9 @@ class ModelVersion:
     """Per feature, ``float`` or ``categorical`` (empty: every feature is a float)."""
     categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Per categorical feature, the categories the model knows (the row's params)."""
+    forest_check: str | None = None
+    """The forest compiler version that checked this artifact at publish time (see
+    :attr:`NewVersion.forest_check`); None on older rows and unchecked versions."""
 
     @property
     def categorical(self) -> frozenset[str]:

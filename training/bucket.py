@@ -20,6 +20,7 @@ from typing import Any
 
 from registry import ModelVersion, Registry, StagedArtifact, shard_of
 from registry.types import ModelProfile
+from training.checks import ArtifactCheck
 from training.errors import InvalidTrainingInput
 from training.features import FEATURE_NAMES  # noqa: F401 - the default features, read by tests
 from training.frame import BucketRows, DataSpec, TenantData, design, tenant_data
@@ -79,6 +80,9 @@ class JobContext:
     data: DataSpec = field(default_factory=DataSpec)
     source: TableSource | None = None
     """The input table (default: the sharded Delta table at ``data_path``)."""
+    checks: tuple[ArtifactCheck, ...] = ()
+    """Run on every trained artifact (:mod:`training.checks`); travel to the tasks with
+    the context, pickled by reference."""
 
     def table(self) -> TableSource:
         """The input table."""
@@ -114,6 +118,8 @@ class TenantOutcome:
     """Features left out because the tenant never sent them (``missing_features: drop``)."""
     profile: ModelProfile | None = None
     """The new model's reference profile (published with it, for drift monitoring)."""
+    checks: tuple[tuple[str, str | None], ...] = ()
+    """Index columns the artifact checks recorded (e.g. ``forest_check``)."""
 
     @property
     def holdout(self) -> HoldoutScore:
@@ -181,7 +187,7 @@ def _fit_one(ctx: JobContext, tenant_id: str, rows: BucketRows, idx: Any,
     try:
         data = tenant_data(rows, idx)
         model = train_tenant(tenant_id, data.feature_names, data.x_train, data.y_train,
-                             data.x_holdout, data.y_holdout, ctx.spec)
+                             data.x_holdout, data.y_holdout, ctx.spec, ctx.checks)
         prod_score, prod_error = (None, None)
         if production is not None:
             prod_score, prod_error = _score_production(ctx, production, rows, data)
@@ -199,7 +205,8 @@ def _fit_one(ctx: JobContext, tenant_id: str, rows: BucketRows, idx: Any,
         production_version=production.version if production else None,
         production_score=prod_score, production_error=prod_error,
         feature_names=model.feature_names, categories=tuple(sorted(model.categories.items())),
-        dropped=data.dropped, profile=model.profile)
+        dropped=data.dropped, profile=model.profile,
+        checks=tuple(sorted(model.checks.items())))
 
 
 def _staged(outcome: TenantOutcome, write: Future[StagedArtifact] | None) -> TenantOutcome:

@@ -31,6 +31,7 @@ from training.bucket import (
     TenantOutcome,
     train_bucket,
 )
+from training.checks import registered_checks
 from training.errors import DataNotFound
 from training.gate import Decision, decide
 from training.progress import Progress, make_progress
@@ -263,8 +264,10 @@ def _train_and_publish(plan: RunPlan, reg: Registry, run_id: str, date: str,
         for mv in bucket.production:
             pins.setdefault(mv.tenant_id, []).append(mv.version)
     lease.pin(pins)
+    # The registered checks ride in the context: a Ray worker has not run the code that
+    # registered them.
     ctx = JobContext(plan.source.path, reg, run_id, date, dates, reg.num_shards, plan.model,
-                     plan.data, plan.source)
+                     plan.data, plan.source, registered_checks())
     t_ray = time.perf_counter()
     ensure_ray(settings)
     t_train = time.perf_counter()
@@ -299,8 +302,9 @@ def _train_and_publish(plan: RunPlan, reg: Registry, run_id: str, date: str,
         if o.production_score is not None:
             metrics.update({f"production_{k}": v
                             for k, v in o.production_score.as_dict().items()})
+        checked: dict[str, Any] = dict(o.checks)  # NewVersion fields (CHECK_COLUMNS)
         versions.append(replace(new_version(o, plan, metrics, date, dates, gate.decision.value),
-                                profile=o.profile))
+                                profile=o.profile, **checked))
         moves.append(AliasMove(o.tenant_id, gate.decision.value, o.artifact.version, gate.reason))
         promoted += gate.decision is Decision.PRODUCTION
         shadowed += gate.decision is Decision.SHADOW

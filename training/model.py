@@ -10,6 +10,7 @@ Objectives: ``binary:logistic`` (AUC, logloss), ``reg:squarederror`` (RMSE, MAE)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from registry.types import ModelProfile
+from training.checks import ArtifactCheck, run_artifact_checks
 from training.metrics import auc_score, log_loss, mae, merror, mlogloss, rmse
 from training.profile import model_profile
 from training.settings import TrainingSettings
@@ -140,6 +142,8 @@ class TrainedModel:
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     profile: ModelProfile | None = None
     """Reference profile for drift monitoring (training features, holdout scores)."""
+    checks: dict[str, str | None] = field(default_factory=dict)
+    """Index columns the artifact checks recorded (:mod:`training.checks`)."""
 
     def metrics(self) -> dict[str, float]:
         """Metrics recorded with the version: the holdout metrics of the objective, rows,
@@ -243,8 +247,8 @@ def holdout_score(p: np.ndarray, y: np.ndarray, objective: str = BINARY) -> Hold
 
 def train_tenant(tenant_id: str, feature_names: tuple[str, ...], x_train: Any,
                  y_train: np.ndarray, x_holdout: Any, y_holdout: np.ndarray,
-                 spec: ModelSpec) -> TrainedModel:
-    """Train one tenant's model and score it on its holdout.
+                 spec: ModelSpec, checks: Sequence[ArtifactCheck] = ()) -> TrainedModel:
+    """Train one tenant's model, score it on its holdout and run ``checks`` on its artifact.
 
     Args:
         tenant_id: the tenant (seeds the model).
@@ -255,6 +259,7 @@ def train_tenant(tenant_id: str, feature_names: tuple[str, ...], x_train: Any,
         x_holdout: holdout features, like ``x_train``.
         y_holdout: holdout labels.
         spec: objective, hyper-parameters and thresholds.
+        checks: artifact checks, given the UBJSON bytes and the trained Booster.
 
     Returns:
         The :class:`TrainedModel`.
@@ -279,12 +284,14 @@ def train_tenant(tenant_id: str, feature_names: tuple[str, ...], x_train: Any,
         dtrain = xgb.DMatrix(x_train, label=y_train, enable_categorical=True, nthread=1)
     booster = xgb.train(params, dtrain, num_boost_round=spec.n_estimators)
     p_holdout = booster.inplace_predict(x_holdout)
+    model_bytes = bytes(booster.save_raw("ubj"))
     return TrainedModel(
-        model_bytes=bytes(booster.save_raw("ubj")),
+        model_bytes=model_bytes,
         holdout=holdout_score(p_holdout, y_holdout, spec.objective),
         n_train=len(y_train), n_holdout=len(y_holdout),
         base_rate=float(np.mean(y_train)), holdout_base_rate=float(np.mean(y_holdout)),
         seed=seed, params={**params, "n_estimators": spec.n_estimators},
         objective=spec.objective, feature_names=tuple(feature_names), categories=categories,
         profile=model_profile(feature_names, x_train, p_holdout),
+        checks=run_artifact_checks(checks, model_bytes, booster),
     )

@@ -5,7 +5,11 @@ arrays walked per request: ~25 us for one row instead of ~200 us in
 ``Booster.inplace_predict``, a third of the memory, and an exact footprint). Models the
 forest does not handle (dart, multi-class, categorical splits, …) fall back to an
 ``xgboost.Booster``, and so does a forest whose predictions on 8 probe rows differ from
-the Booster's by more than 1e-6 (the load-time self-check). A load also refuses an
+the Booster's by more than 1e-6 (the self-check). The training job runs that check once,
+at publish time (:func:`publish_check`, registered by ``engine.cli``), and the index row
+records it (``forest_check`` = :data:`~engine.serving.forest.FOREST_VERSION`); a load
+checks only versions without that record (older rows, another compiler version, a
+failed check). A load also refuses an
 artifact whose feature names differ from the index's, order included, and one whose
 objective or categorical features contradict the index row's.
 
@@ -27,14 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from engine.serving.forest import CompiledForest, ForestUnsupported, compile_forest, probe_rows
+from engine.serving.forest import (
+    FOREST_VERSION,
+    CompiledForest,
+    ForestUnsupported,
+    compile_forest,
+    probe_rows,
+)
 from registry import ModelKey, ModelVersion, Registry
 from registry.errors import ModelLoadError
 from registry.registry import booster_from_bytes
 
 __all__ = [
     "FOOTPRINT_FIXED_BYTES", "FOOTPRINT_PER_ARTIFACT_BYTE", "MULTICLASS", "SELFCHECK_TOLERANCE",
-    "LoadedModel", "SelfCheckMemo", "load_model",
+    "LoadedModel", "SelfCheckMemo", "load_model", "publish_check",
 ]
 
 # Resident memory of a loaded Booster per byte of its UBJSON artifact, measured on this
@@ -109,9 +119,11 @@ def load_model(registry: Registry, mv: ModelVersion,
 
     The index's feature names must equal the artifact's, in order (a model trained on
     another column order would answer wrong numbers). A compiled forest is served only if
-    it predicts like XGBoost on :func:`~engine.serving.forest.probe_rows` (or its artifact
-    is in ``selfchecked``, which then remembers it); otherwise the Booster serves and the
-    model says so (``selfcheck_fallback``).
+    it predicts like XGBoost on :func:`~engine.serving.forest.probe_rows`: checked here
+    unless the index row says this compiler checked it at publish time
+    (``mv.forest_check == FOREST_VERSION``; the sha256 check ties the row to these bytes)
+    or its artifact is in ``selfchecked`` (which then remembers it); otherwise the Booster
+    serves and the model says so (``selfcheck_fallback``).
 
     Args:
         registry: where the artifact is read from.
@@ -138,7 +150,8 @@ def load_model(registry: Registry, mv: ModelVersion,
             raise ModelLoadError(f"{key}: the registry index lists categorical features "
                                  f"({', '.join(sorted(mv.categorical))}) but the artifact "
                                  "has none")
-        if selfchecked is not None and mv.sha256 in selfchecked:
+        if mv.forest_check == FOREST_VERSION or (selfchecked is not None
+                                                 and mv.sha256 in selfchecked):
             return _forest_model(key, mv, forest, names)
     booster = booster_from_bytes(data, str(key))
     fallback = False
@@ -170,6 +183,31 @@ def load_model(registry: Registry, mv: ModelVersion,
     return LoadedModel(key, mv, predict, names, nbytes, "xgboost",
                        {n: i for i, n in enumerate(names)}, fallback, objective, num_class,
                        codes)
+
+
+def publish_check(data: bytes, booster: Any) -> dict[str, str | None]:
+    """The publish-time self-check: a ``training.checks`` artifact check.
+
+    Args:
+        data: the artifact's UBJSON bytes.
+        booster: the ``xgboost.Booster`` they were saved from.
+
+    Returns:
+        ``{"forest_check": FOREST_VERSION}`` when ``data`` compiles to a forest that
+        predicts like ``booster`` on the probe rows, else ``{"forest_check": None}`` (a
+        model the forest does not handle, or one that differs: :func:`load_model` checks
+        those itself).
+    """
+    try:
+        forest = compile_forest(data)
+    except ForestUnsupported:
+        return {"forest_check": None}
+    diff = _selfcheck(forest, booster)
+    if diff is not None:
+        log.warning("compiled forest differs from XGBoost by %s on the self-check rows at "
+                    "publish; recorded unchecked", diff)
+        return {"forest_check": None}
+    return {"forest_check": FOREST_VERSION}
 
 
 def _forest_model(key: ModelKey, mv: ModelVersion, forest: CompiledForest,

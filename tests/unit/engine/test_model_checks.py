@@ -14,7 +14,7 @@ import xgboost as xgb
 
 import engine.serving.model as model_mod
 from engine.serving.api import create_app
-from engine.serving.forest import CompiledForest, compile_forest, probe_rows
+from engine.serving.forest import FOREST_VERSION, CompiledForest, compile_forest, probe_rows
 from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
 from registry import AliasMove, ModelVersion, NewVersion, Registry
@@ -127,7 +127,7 @@ def test_broken_compile_falls_back_to_xgboost_and_is_counted(
     offline.load_model(bytearray(reg.read_artifact(prod(reg, "acme"))))
     expected = offline.inplace_predict(rows.astype(np.float32))
 
-    async def main() -> list[float]:
+    async def main() -> list[float] | list[list[float]]:
         state = ModelHostState(ServeSettings(registry=reg.root), reg)
         payload = [[None if np.isnan(v) else float(v) for v in r] for r in rows]
         pred = await state.predict("acme", json.dumps({"instances": payload}).encode())
@@ -188,3 +188,129 @@ def test_a_checked_artifact_is_not_checked_again(reg: Registry,
         model_mod.load_model(reg, prod(reg, "swapped"), memo)
     memo.add("other")  # bounded: the oldest is forgotten
     assert mv.sha256 not in memo and "other" in memo
+
+
+# -- the self-check done once, at publish time ----------------------------------------------
+
+
+def _checked_publish(reg: Registry, tenant: str, data: bytes,
+                     forest_check: str | None) -> ModelVersion:
+    staged = reg.stage_artifact(tenant, data, f"run-{tenant}")
+    reg.publish(f"run-{tenant}", [NewVersion(staged, NAMES, {"auc": 0.9},
+                                             forest_check=forest_check)],
+                [AliasMove(tenant, "production", staged.version)])
+    return prod(reg, tenant)
+
+
+def _self_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the load-time self-checks (the real check still runs)."""
+    calls: list[str] = []
+    real = model_mod._selfcheck
+
+    def counted(forest: CompiledForest, booster: object) -> float | None:
+        calls.append("check")
+        return real(forest, booster)
+
+    monkeypatch.setattr(model_mod, "_selfcheck", counted)
+    return calls
+
+
+def test_publish_check_passes_a_correct_forest_and_records_the_compiler_version() -> None:
+    data = tiny(1)
+    booster = xgb.Booster()
+    booster.load_model(bytearray(data))
+    assert model_mod.publish_check(data, booster) == {"forest_check": FOREST_VERSION}
+
+
+def test_a_version_checked_at_publish_loads_without_the_self_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = Registry.create(str(tmp_path / "reg"), 2)
+    mv = _checked_publish(reg, "acme", tiny(1), FOREST_VERSION)
+    assert mv.forest_check == FOREST_VERSION  # read back from the index row
+
+    def never(forest: CompiledForest, booster: object) -> float | None:
+        raise AssertionError("self-checked a version checked at publish")
+
+    def no_booster(data: bytes, label: str) -> object:
+        raise AssertionError("loaded a Booster for a version checked at publish")
+
+    monkeypatch.setattr(model_mod, "_selfcheck", never)
+    monkeypatch.setattr(model_mod, "booster_from_bytes", no_booster)
+    model = model_mod.load_model(reg, mv)
+    assert model.engine == "forest" and not model.selfcheck_fallback
+    offline = xgb.Booster()
+    offline.load_model(bytearray(tiny(1)))
+    x = np.random.default_rng(2).normal(size=(20, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x), offline.inplace_predict(x), atol=1e-6)
+    with pytest.raises(ModelLoadError):  # the order check does not depend on the record
+        model_mod.load_model(reg, _checked_publish(
+            reg, "swapped", _trained_on(["age", "amount", "velocity"]), FOREST_VERSION))
+
+
+@pytest.mark.parametrize("record", [None, "0", FOREST_VERSION + "-older"])
+def test_a_version_without_this_compilers_record_is_self_checked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: str | None) -> None:
+    reg = Registry.create(str(tmp_path / "reg"), 2)
+    mv = _checked_publish(reg, "acme", tiny(1), record)
+    assert mv.forest_check == record
+    calls = _self_checks(monkeypatch)
+    assert model_mod.load_model(reg, mv).engine == "forest"
+    assert calls == ["check"]
+
+
+def test_a_broken_compile_at_publish_records_null_and_serving_checks_and_falls_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = model_mod.compile_forest
+    monkeypatch.setattr(model_mod, "compile_forest", lambda data: _broken_values(real(data)))
+    data = tiny(1)
+    booster = xgb.Booster()
+    booster.load_model(bytearray(data))
+    record = model_mod.publish_check(data, booster)["forest_check"]
+    assert record is None
+    reg = Registry.create(str(tmp_path / "reg"), 2)
+    mv = _checked_publish(reg, "acme", data, record)
+    calls = _self_checks(monkeypatch)
+    model = model_mod.load_model(reg, mv)
+    assert calls == ["check"]
+    assert model.engine == "xgboost" and model.selfcheck_fallback
+
+
+def test_publish_check_records_null_for_models_the_forest_does_not_handle() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 3))
+    multi = xgb.train({"objective": "multi:softprob", "num_class": 3, "nthread": 1},
+                      xgb.DMatrix(x, rng.integers(0, 3, 90)), 2)
+    assert model_mod.publish_check(bytes(multi.save_raw("ubj")), multi) == {
+        "forest_check": None}
+
+
+def test_rows_of_an_index_made_before_the_column_read_unchecked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from registry.index import TABLES
+    from registry.registry import _model_rows
+
+    reg = Registry.create(str(tmp_path / "reg"), 2)
+    legacy = pa.schema([f for f in TABLES["models"] if f.name != "forest_check"])
+    uri = reg.index.uri("models")
+    shutil.rmtree(uri)  # the models table as registries made it before the column
+    DeltaTable.create(uri, legacy, partition_by=["shard"],
+                      configuration={"delta.enableChangeDataFeed": "true"})
+    reg = Registry.open(reg.root)
+    staged = reg.stage_artifact("old", tiny(1), "run-old")
+    rows = _model_rows([NewVersion(staged, NAMES, {"auc": 0.9})], "run-old",
+                       [reg.artifact_path(staged)])
+    write_deltalake(uri, rows.drop_columns(["forest_check"]).cast(legacy), mode="append")
+    reg.move_aliases([AliasMove("old", "production", staged.version)])
+    assert prod(Registry.open(reg.root), "old").forest_check is None  # no such column yet
+    new = _checked_publish(reg, "new", tiny(2), FOREST_VERSION)  # the table gains the column
+    assert "forest_check" in DeltaTable(uri).schema().to_arrow().names
+    old = prod(Registry.open(reg.root), "old")
+    assert (old.forest_check, new.forest_check) == (None, FOREST_VERSION)
+    calls = _self_checks(monkeypatch)
+    assert model_mod.load_model(reg, old).engine == "forest" and calls == ["check"]
+    assert model_mod.load_model(reg, new).engine == "forest" and calls == ["check"]
