@@ -4,7 +4,10 @@
 
 Data and models come from W-train's preparation (``benchmarks/w_train.py``): the generator's
 tenants, a registry created as ``tenantry registry init`` does, trained by the real job
-(``tenantry train``) on the latest day; both are reused from ``--workdir`` when present.
+(``tenantry train``) on the latest day, with the publish-time forest check ``tenantry``
+registers (``engine.cli.register_checks``), so the job's loads skip the self-check; both are
+reused from ``--workdir`` when present (``forest_checked`` counts the scored versions that
+carry the check: a registry trained before it existed has none).
 Both sides then score the same day's rows of every tenant with a production model:
 
 - **job**: ``engine.batch.run_scoring`` on Ray Data (Ray started and warmed before the clock,
@@ -25,7 +28,9 @@ flatter the job. Ray runs its task workers at niceness 15 (``RAY_worker_niceness
 pool's workers are set to the same, so on a shared box both yield alike to other work.
 
 Also measured, per call at the median tenant's row count, on one model in this process:
-model load (compile vs Booster) and predict (batch walk, serving's ``predict`` and
+model load (serving's ``load_model`` of the version as published and of the same version
+without its publish-time record, i.e. with the load-time self-check; compile vs Booster) and
+predict (batch walk, serving's ``predict`` and
 ``inplace_predict``), to show where the ratio comes from. Prints both rates and the ratio;
 writes ``benchmarks/results/w_batch.json``.
 """
@@ -37,6 +42,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before xgboost loads OpenMP; see the docstring
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import shutil
@@ -56,6 +62,7 @@ import w_train  # W-train's data preparation, imported rather than copied
 
 from engine.batch import ScoreSettings, run_scoring
 from engine.batch.walk import walk_forest
+from engine.cli import register_checks
 from engine.serving.forest import compile_forest
 from engine.serving.model import load_model
 from registry import ModelVersion, Registry
@@ -148,6 +155,8 @@ def per_call(tasks: list[Task], reg: Registry) -> dict[str, float]:
 
     return {"rows": len(x), "read_verify_us": us(lambda: reg.read_artifact(mv)),
             "load_model_us": us(lambda: load_model(reg, mv)),
+            "load_model_selfcheck_us": us(lambda: load_model(
+                reg, dataclasses.replace(mv, forest_check=None))),
             "compile_forest_us": us(lambda: compile_forest(data)),
             "booster_load_us": us(lambda: reg.load_booster(mv)),
             "walk_us": us(lambda: walk_forest(forest, x)),
@@ -181,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     niceness = max(ray.get([ray.remote(num_cpus=1)(_warm_batch).remote(i)
                             for i in range(cpus * 2)]))
     trained: dict[str, Any] = {}
+    register_checks()  # as `tenantry train` does
     if not (Path(root) / "_tenantry.json").exists() or not Registry.open(root).list_tenants():
         trained = w_train.run_job(data, root, date, 1)  # registry init + tenantry train
     reg = Registry.open(root)
@@ -200,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": cpus, "date": date, "scored_tenants": len(tasks), "rows": int(sum(sizes)),
         "rows_per_tenant": {"median": float(np.median(sizes)), "mean": float(np.mean(sizes)),
                             "max": int(np.max(sizes))},
+        "forest_checked": sum(t[1].forest_check is not None for t in tasks),
         "repeat": args.repeat, "job_rows_per_s": job_rps, "pool_rows_per_s": pool_rps,
         "ratio_job_over_pool": job_rps / pool_rps, "goal": 2.0,
         "pool_rows_per_s_after_start": pool_warm,
@@ -211,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     print(f"W-batch  {args.tenants} tenants, {cpus} cpus, {date}: {result['rows']} rows of "
-          f"{len(tasks)} tenants (median {result['rows_per_tenant']['median']:.0f} rows)")
+          f"{len(tasks)} tenants (median {result['rows_per_tenant']['median']:.0f} rows; "
+          f"{result['forest_checked']} checked at publish)")
     print(f"  pool  multiprocessing.Pool({cpus}) + inplace_predict: {pool_rps:,.0f} rows/s "
           f"({pool_warm:,.0f} rows/s once its workers are up)")
     print(f"  job   tenantry score (Ray Data):               {job_rps:,.0f} rows/s "
@@ -219,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ratio job/pool = {job_rps / pool_rps:.2f} (goal >= 2; against the pool once up: "
           f"{job_rps / pool_warm:.2f})   -> {args.out}")
     print("  per call, median tenant ({rows} rows): serving load_model {load_model_us:.0f} us "
-          "(read+sha256 {read_verify_us:.0f}, compile {compile_forest_us:.0f}, + self-check) vs "
+          "(read+sha256 {read_verify_us:.0f}, compile {compile_forest_us:.0f}; "
+          "{load_model_selfcheck_us:.0f} us with the load-time self-check) vs "
           "registry Booster load {booster_load_us:.0f} us; walk {walk_us:.0f} us, "
           "forest.predict {forest_predict_us:.0f} us, inplace_predict {inplace_predict_us:.0f} us"
           .format(**calls))
