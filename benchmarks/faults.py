@@ -327,9 +327,14 @@ def kill_shadow_worker(target: Target) -> Row:
     def inject() -> Callable[[], bool]:
         # A replica learns its worker's pid from the worker's first answer (a new replica's
         # worker may still be starting).
-        wait_until(lambda: "pid" in target.shadow_stats().get("worker", {}), limit_s=120)
-        stats = target.shadow_stats()
-        replica, pid = stats["pid"], int(stats["worker"]["pid"])
+        seen: list[dict[str, Any]] = [{}]
+
+        def worker_known() -> bool:
+            seen[0] = target.shadow_stats()
+            return "pid" in seen[0].get("worker", {})
+        if wait_until(worker_known, limit_s=120) is None:
+            raise RuntimeError("the shadowed tenant's replica never reported its worker")
+        replica, pid = seen[0]["pid"], int(seen[0]["worker"]["pid"])
         _sigkill(pid)
 
         def replaced() -> bool:  # the same replica reports a worker in another process
@@ -592,7 +597,11 @@ def main(argv: list[str] | None = None) -> int:
                          registry_unreadable, publish_promote_rollback):
             if only and scenario.__name__ not in only:
                 continue
-            rows.append(scenario(target))
+            try:
+                rows.append(scenario(target))
+            except Exception as exc:  # noqa: BLE001 - one broken scenario: say so, go on
+                rows.append(Row(scenario.__name__, 0, 0, None, "-",
+                                f"scenario error: {type(exc).__name__}: {exc}"[:300]))
             print(_table(rows[-1:]).splitlines()[-1], flush=True)
             wait_until(target.whole)
         if only and "disk_full" not in only:
