@@ -65,10 +65,11 @@ class ServeSettings:
     """A replica silent this long loses its slot; ``TENANTRY_REPLICA_TTL_S``."""
     preload_share: float = 0.5
     """Share of the cache budget a starting replica fills with its hottest tenants."""
-    load_factor: float = 1.25
+    load_factor: float = 2.0
     """Bounded-load factor c (HAProxy ``hash-balance-factor`` 100c): a replica takes a
     tenant's request only while its in-flight count is below c x the mean; else the next
-    replica on the ring."""
+    replica on the ring. 1.25 spilled so often at W-serve rates (a handful of requests in
+    flight) that the caches held more copies: 2,246 req/s at p99 <= 50 ms vs 3,502 at 2.0."""
     max_rows: int = 1000
     """Most rows accepted in one predict request; ``TENANTRY_MAX_ROWS``."""
     load_threads: int = 4

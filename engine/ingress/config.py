@@ -136,7 +136,9 @@ defaults
     option redispatch 1
     retries 2
     retry-on conn-failure empty-response
-    http-reuse safe
+    # Idle host connections serve any client's next request: HAProxy frames every request
+    # and response itself, and nothing about a request is bound to its connection.
+    http-reuse always
     timeout connect {_ms(cfg.connect_timeout_s)}
     timeout client {_ms(cfg.client_timeout_s)}
     timeout server {_ms(cfg.server_timeout_s)}
