@@ -209,7 +209,7 @@ class DeltaIndex:
                             commit_properties=props, schema_mode="merge" if merge else None)
         except CommitFailedError as exc:
             raise RegistryConflict(f"concurrent update of the {name} index: {exc}") from exc
-        except DeltaError as exc:
+        except (DeltaError, OSError) as exc:  # OSError: e.g. no space left on the device
             raise RegistryError(f"could not write the {name} index: {exc}") from exc
         return dt.version()
 
@@ -252,7 +252,7 @@ class DeltaIndex:
             except CommitFailedError:
                 time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** attempt)))
                 continue
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:  # OSError: e.g. no space left on the device
                 raise RegistryError(f"could not write the {name} index: {exc}") from exc
             if dt.version() != target:  # cannot happen without retries; never mis-order
                 raise RegistryError(f"{name} commit landed at version {dt.version()}, "

@@ -105,3 +105,24 @@ def test_claims_are_never_torn_and_a_bare_version_dir_is_reused(tmp_path: Path,
     assert reg.stage_artifact("acme", data, "run-1").version == 1
     assert reg.stage_artifact("acme", data, "run-1").version == 1  # the retry reuses it
     assert reg.stage_artifact("acme", data, "run-2").version == 2
+
+
+def test_a_full_disk_at_an_index_commit_is_one_registry_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import errno
+
+    import pyarrow as pa
+    import pytest
+
+    from registry import Registry
+    from registry import index as index_module
+    from registry.errors import RegistryError
+
+    reg = Registry.create(str(tmp_path / "reg"), num_shards=2)
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(index_module, "write_deltalake", full)
+    with pytest.raises(RegistryError, match="No space left"):
+        reg.index.append("runs", pa.Table.from_pylist([], schema=index_module.TABLES["runs"]),
+                         "full-run")
