@@ -224,6 +224,18 @@ def _images_loaded(driver: Any) -> list[str]:
         ".map(i => i.src)")
 
 
+def _submit(driver: Any, form: Any) -> None:
+    """Click ``form``'s button and wait until the answer page has replaced the form's page
+    (reading the new page before that finds the old page's elements, or stale ones)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(form))
+    WebDriverWait(driver, 15).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def _alias(console: SimpleNamespace, tenant: str, alias: str = "production") -> int | None:
     return Registry.open(console.reg.root).new_snapshot().alias_version(tenant, alias)
 
@@ -280,7 +292,7 @@ def test_admin_promotes_from_the_form_and_the_audit_trail_says_who_and_why(
     form.find_element(By.CSS_SELECTOR, "select[name=version] option[value='3']").click()
     form.find_element(By.NAME, "reason").send_keys("v5 underperforms on weekends")
     form.find_element(By.NAME, "admin_token").send_keys(console.admin)
-    form.find_element(By.CSS_SELECTOR, "button").click()
+    _submit(browser, form)
     assert "Done: production → v3" in browser.find_element(By.ID, "done").text
     assert browser.find_element(By.ID, "production").text == "v3"
     newest = browser.find_element(By.CSS_SELECTOR, "#audit tbody tr").text
@@ -297,7 +309,7 @@ def test_a_tenant_key_or_no_token_cannot_move_an_alias(console: Any, browser: An
     form = browser.find_element(By.ID, "rollback-form")
     form.find_element(By.NAME, "reason").send_keys("should not happen")
     form.find_element(By.NAME, "admin_token").send_keys(console.tenant_key)
-    form.find_element(By.CSS_SELECTOR, "button").click()
+    _submit(browser, form)
     assert "403" in browser.find_element(By.TAG_NAME, "h1").text
     assert "admin token required" in browser.find_element(By.ID, "error").text
     with httpx.Client(base_url=console.url) as client:
