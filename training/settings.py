@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from registry.errors import ValidationError
 from training.errors import InvalidTrainingInput
 
 __all__ = ["TrainingSettings"]
@@ -107,23 +108,40 @@ class TrainingSettings:
         Raises:
             InvalidTrainingInput: a variable that does not parse as its field's type.
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            prefix = "TENANTRY_RAY_" if f.name in ("num_cpus", "ray_address") else "TENANTRY_TRAIN_"
-            key = prefix + f.name.removeprefix("ray_").upper()
-            if env.get(key, "") != "":
-                values[f.name] = _parse(key, env[key], str(f.type))
-        if "ray_address" not in values and env.get("RAY_ADDRESS"):
-            values["ray_address"] = env["RAY_ADDRESS"]  # e.g. inside `ray job submit`
-        return cls(**values)
+        return cls(**env_values(cls, "TENANTRY_TRAIN_", environ))
 
     def with_overrides(self, **changes: Any) -> TrainingSettings:
         """A copy with the non-None ``changes`` applied (CLI flags over env)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _parse(key: str, raw: str, type_name: str) -> Any:
+RAY_FIELDS = ("num_cpus", "ray_address")
+
+
+def env_values(cls: type, prefix: str, environ: Mapping[str, str] | None = None,
+               error: type[ValidationError] = InvalidTrainingInput) -> dict[str, Any]:
+    """Field values of the dataclass ``cls`` set in the environment, parsed by field type.
+
+    A field ``name`` is read from ``<prefix>NAME``; ``num_cpus`` and ``ray_address`` from
+    ``TENANTRY_RAY_NUM_CPUS`` / ``TENANTRY_RAY_ADDRESS`` (else ``RAY_ADDRESS``, as inside
+    `ray job submit`). Shared by the training, batch scoring and monitoring settings.
+
+    Raises:
+        error: a variable that does not parse as its field's type.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        key = ("TENANTRY_RAY_" if f.name in RAY_FIELDS else prefix) \
+            + f.name.removeprefix("ray_").upper()
+        if env.get(key, "") != "":
+            values[f.name] = _parse(key, env[key], str(f.type), error)
+    if "ray_address" not in values and env.get("RAY_ADDRESS"):
+        values["ray_address"] = env["RAY_ADDRESS"]
+    return values
+
+
+def _parse(key: str, raw: str, type_name: str, error: type[ValidationError]) -> Any:
     try:
         if type_name.startswith("bool"):
             if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
@@ -135,4 +153,4 @@ def _parse(key: str, raw: str, type_name: str) -> Any:
             return float(raw)
         return raw
     except ValueError:
-        raise InvalidTrainingInput(f"{key}={raw!r} is not a valid {type_name}") from None
+        raise error(f"{key}={raw!r} is not a valid {type_name}") from None

@@ -6,16 +6,15 @@ and the CLI builds one with :meth:`ScoreSettings.from_env`, then applies its fla
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from registry.errors import ValidationError
+from training.settings import env_values
 
 __all__ = ["ScoreSettings"]
 
-_RAY_FIELDS = ("num_cpus", "ray_address")
 
 
 @dataclass(frozen=True)
@@ -70,30 +69,8 @@ class ScoreSettings:
         Raises:
             ValidationError: a variable that does not parse as its field's type.
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            prefix = "TENANTRY_RAY_" if f.name in _RAY_FIELDS else "TENANTRY_SCORE_"
-            key = prefix + f.name.removeprefix("ray_").upper()
-            if env.get(key, "") != "":
-                values[f.name] = _parse(key, env[key], str(f.type))
-        if "ray_address" not in values and env.get("RAY_ADDRESS"):
-            values["ray_address"] = env["RAY_ADDRESS"]
-        return cls(**values)
+        return cls(**env_values(cls, "TENANTRY_SCORE_", environ, ValidationError))
 
     def with_overrides(self, **changes: Any) -> ScoreSettings:
         """A copy with the non-None ``changes`` applied (CLI flags over env)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-def _parse(key: str, raw: str, type_name: str) -> Any:
-    try:
-        if type_name.startswith("bool"):
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes")
-        if type_name.startswith("int"):
-            return int(raw)
-        return raw
-    except ValueError:
-        raise ValidationError(f"{key}={raw!r} is not a valid {type_name}") from None
