@@ -26,13 +26,8 @@ from starlette.routing import Match
 from engine.metrics import Metrics
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
-from engine.serving.v2 import (
-    EXAMPLE_ROW,
-    EXAMPLE_TENANT,
-    answer_infer,
-    v2_error,
-    v2_route_label,
-)
+from engine.serving.v2 import answer_infer, v2_error, v2_route_label
+from engine.serving.v2_schema import EXAMPLE_ROW, EXAMPLE_TENANT
 from engine.serving.validation import F32_MAX, check_json_content_type, request_id
 from registry import Alias, validate_tenant_id
 from registry.errors import InvalidTenantId, TenantryError, UnknownTenant, ValidationError

@@ -26,15 +26,28 @@ from collections.abc import Mapping
 from enum import Enum
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
 from engine.serving.model import MULTICLASS
+from engine.serving.v2_schema import (
+    INFER_DOC,
+    INFER_ERRORS,
+    MODEL_ERRORS,
+    READY_ERRORS,
+    TenantPath,
+    V2InferResponse,
+    V2Live,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2Ready,
+    V2Server,
+    VersionPath,
+)
 from engine.serving.v2_tensors import (
     BYTES,
     DATATYPES,
@@ -46,142 +59,11 @@ from engine.serving.v2_tensors import (
 from engine.serving.validation import request_id
 from registry import Alias, ModelVersion, validate_tenant_id
 from registry.errors import TenantryError, UnknownVersion
-from registry.ids import TENANT_ID_PATTERN
 
-__all__ = ["EXAMPLE_ROW", "EXAMPLE_TENANT", "answer_infer", "install_v2", "v2_error",
-           "v2_route_label"]
+__all__ = ["answer_infer", "install_v2", "v2_error", "v2_route_label"]
 
 SERVER_NAME = "tenantry"
 PLATFORM = "xgboost"
-EXAMPLE_TENANT = "tenant-00003"
-# An example only: a row for the demo model (`tenantry demo`: 20 features, in its order).
-# A tenant's rows have as many values as its model has features (its metadata's shape).
-EXAMPLE_ROW: list[float | None] = [0.1, 12, None, 3, 0, 1, 0.5, 2, 7, 1, 0, 3, 0.2, 1, 5, 0, 1,
-                                   2, 0, 1]
-TenantPath = Annotated[str, Path(
-    pattern=TENANT_ID_PATTERN.pattern, examples=[EXAMPLE_TENANT],
-    description="model name = tenant id: 1-64 letters, digits, '.', '_' or '-', starting "
-                "with a letter or digit")]
-VersionPath = Annotated[str, Path(examples=["1"],
-                                  description="a registry version (a positive integer)")]
-
-
-class V2Error(BaseModel):
-    """An Open Inference Protocol error."""
-
-    error: str = Field(examples=["unknown tenant 'acme'"])
-
-
-class V2Server(BaseModel):
-    """Server metadata."""
-
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class V2Live(BaseModel):
-    """Server liveness."""
-
-    live: bool
-
-
-class V2Ready(BaseModel):
-    """Server readiness."""
-
-    ready: bool
-
-
-class V2ModelReady(BaseModel):
-    """Model readiness."""
-
-    name: str
-    ready: bool
-
-
-class V2TensorMetadata(BaseModel):
-    """An input or output tensor of a model."""
-
-    name: str
-    datatype: str
-    shape: list[int]
-    parameters: dict[str, Any] | None = None
-
-
-class V2ModelMetadata(BaseModel):
-    """Model metadata."""
-
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[V2TensorMetadata]
-    outputs: list[V2TensorMetadata]
-    parameters: dict[str, Any] | None = Field(
-        default=None, examples=[{"objective": "binary:logistic"}],
-        description="objective: the model's XGBoost objective (names the output)")
-
-
-class V2InputTensor(BaseModel):
-    """One JSON input tensor (``data`` flat row-major, or nested as ``shape`` says)."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str = Field(min_length=1)
-    shape: list[Annotated[int, Field(ge=0)]]
-    datatype: str = Field(examples=["FP32"])
-    data: list[Any]
-    parameters: dict[str, Any] | None = None
-
-
-class V2RequestedOutput(BaseModel):
-    """An output the client asks for."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class V2InferRequest(BaseModel):
-    """An infer request (documentation of the body the route reads itself)."""
-
-    model_config = ConfigDict(extra="allow")
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[V2InputTensor] = Field(..., min_length=1)
-    outputs: list[V2RequestedOutput] | None = None
-
-
-class V2OutputTensor(BaseModel):
-    """One output tensor."""
-
-    name: str
-    datatype: str
-    shape: list[int]
-    data: list[float]
-
-
-class V2InferResponse(BaseModel):
-    """An infer answer: one FP32 tensor named after the model's objective: ``probability``
-    ``[n]`` (binary), ``predict`` ``[n]`` (regression) or ``probabilities`` ``[n, K]``
-    (multiclass, ``data`` flat row-major)."""
-
-    model_name: str
-    model_version: str
-    id: str | None = None
-    outputs: list[V2OutputTensor]
-
-
-def _inline(schema: Any, defs: dict[str, Any] | None = None) -> Any:
-    """``schema`` with its ``$defs`` references inlined (for a raw OpenAPI request body)."""
-    if defs is None and isinstance(schema, dict):
-        defs = schema.get("$defs", {})
-    if isinstance(schema, dict):
-        ref = schema.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            return _inline(defs[ref.rsplit("/", 1)[-1]], defs)  # type: ignore[index]  # set above
-        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inline(v, defs) for v in schema]
-    return schema
 
 
 def _server_version() -> str:
@@ -363,35 +245,6 @@ class _V2Routes:
                         headers=headers)
 
 
-# The example is for the demo model (20 features); a model's metadata gives its width.
-_INFER_DOC: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"application/json": {
-        "schema": _inline(V2InferRequest.model_json_schema()),
-        "example": {"id": "42", "inputs": [{"name": INPUT_NAME, "datatype": "FP32",
-                                            "shape": [1, len(EXAMPLE_ROW)],
-                                            "data": EXAMPLE_ROW}]}}}},
-}
-_ERROR_TEXT = {
-    400: "malformed request, wrong shape or datatype, non-finite values, invalid tenant id",
-    401: "no valid API key (when API keys are on)",
-    403: "the key may not call this tenant",
-    404: "unknown tenant or version (or no production model)",
-    413: "request body over ingress_max_body_bytes",
-    415: "a Content-Type other than JSON",
-    503: "model could not be loaded",
-}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": V2Error, "description": _ERROR_TEXT[code]} for code in codes}
-
-
-_MODEL_ERRORS = _errors(400, 401, 403, 404, 503)
-_INFER_ERRORS = _errors(400, 401, 403, 404, 413, 415, 503)
-_READY_ERRORS = {**_errors(400, 401, 403, 404),
-                 503: {"model": V2ModelReady, "description": "registry snapshot not loaded"}}
-
-
 def install_v2(app: FastAPI, state: ModelHostState, keys: KeyStore) -> None:
     """Add the Open Inference Protocol routes to a model host's app (a ``RouteHook``).
 
@@ -400,8 +253,13 @@ def install_v2(app: FastAPI, state: ModelHostState, keys: KeyStore) -> None:
         state: the replica's snapshot, cache and predict path.
         keys: API keys (a tenant key reaches only its tenant, as on /v1).
     """
-    routes = _V2Routes(state, keys)
     tags: list[str | Enum] = ["Open Inference Protocol (V2)"]
+    _install_server_routes(app, state, tags)
+    _install_model_routes(app, _V2Routes(state, keys), tags)
+
+
+def _install_server_routes(app: FastAPI, state: ModelHostState, tags: list[str | Enum]) -> None:
+    """Server metadata, liveness and readiness."""
 
     @app.get("/v2", tags=tags, response_model=V2Server)
     async def server_metadata() -> dict[str, Any]:
@@ -420,38 +278,42 @@ def install_v2(app: FastAPI, state: ModelHostState, keys: KeyStore) -> None:
         ok = state.snapshot.last_refresh_at > 0
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
+
+def _install_model_routes(app: FastAPI, routes: _V2Routes, tags: list[str | Enum]) -> None:
+    """Model metadata, readiness and infer, for the production model or a pinned version."""
+
     @app.get("/v2/models/{tenant}", tags=tags, response_model=V2ModelMetadata,
-             responses=_MODEL_ERRORS)
+             responses=MODEL_ERRORS)
     async def model_metadata(tenant: TenantPath, request: Request) -> Response:
         """Metadata of the tenant's production model."""
         return await routes.metadata(tenant, None, request)
 
     @app.get("/v2/models/{tenant}/versions/{version}", tags=tags,
-             response_model=V2ModelMetadata, responses=_MODEL_ERRORS)
+             response_model=V2ModelMetadata, responses=MODEL_ERRORS)
     async def version_metadata(tenant: TenantPath, version: VersionPath, request: Request) -> Response:
         """Metadata of one version of the tenant's model."""
         return await routes.metadata(tenant, version, request)
 
     @app.get("/v2/models/{tenant}/ready", tags=tags, response_model=V2ModelReady,
-             responses=_READY_ERRORS)
+             responses=READY_ERRORS)
     async def model_ready(tenant: TenantPath, request: Request) -> Response:
         """Readiness of the tenant's production model."""
         return await routes.ready(tenant, None, request)
 
     @app.get("/v2/models/{tenant}/versions/{version}/ready", tags=tags,
-             response_model=V2ModelReady, responses=_READY_ERRORS)
+             response_model=V2ModelReady, responses=READY_ERRORS)
     async def version_ready(tenant: TenantPath, version: VersionPath, request: Request) -> Response:
         """Readiness of one version of the tenant's model."""
         return await routes.ready(tenant, version, request)
 
     @app.post("/v2/models/{tenant}/infer", tags=tags, response_model=V2InferResponse,
-              responses=_INFER_ERRORS, openapi_extra=_INFER_DOC)
+              responses=INFER_ERRORS, openapi_extra=INFER_DOC)
     async def infer(tenant: TenantPath, request: Request) -> Response:
         """Score rows with the tenant's production model."""
         return await routes.infer(tenant, None, request)
 
     @app.post("/v2/models/{tenant}/versions/{version}/infer", tags=tags,
-              response_model=V2InferResponse, responses=_INFER_ERRORS, openapi_extra=_INFER_DOC)
+              response_model=V2InferResponse, responses=INFER_ERRORS, openapi_extra=INFER_DOC)
     async def version_infer(tenant: TenantPath, version: VersionPath, request: Request) -> Response:
         """Score rows with one version of the tenant's model."""
         return await routes.infer(tenant, version, request)

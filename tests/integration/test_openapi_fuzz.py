@@ -23,7 +23,8 @@ from engine.serving.api import create_app
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
 from engine.serving.server import ThreadedServer
-from engine.serving.v2 import EXAMPLE_TENANT, install_v2
+from engine.serving.v2 import install_v2
+from engine.serving.v2_schema import EXAMPLE_TENANT
 from engine.settings import ServeSettings
 from registry import AliasMove, NewVersion, Registry
 from training.features import FEATURE_NAMES

@@ -20,7 +20,8 @@ from engine.ingress.runtime import StatRow
 from engine.serving.api import create_app
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
-from engine.serving.v2 import EXAMPLE_ROW, install_v2
+from engine.serving.v2 import install_v2
+from engine.serving.v2_schema import EXAMPLE_ROW
 from engine.settings import ServeSettings
 from registry import Registry
 from registry.ids import TENANT_ID_PATTERN
