@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
 from engine.serving.model import MULTICLASS
+from engine.serving.v2_request import parse_infer_request
 from engine.serving.v2_schema import (
     INFER_DOC,
     INFER_ERRORS,
@@ -54,7 +55,6 @@ from engine.serving.v2_tensors import (
     INPUT_NAME,
     OUTPUT_DATATYPE,
     output_name,
-    parse_infer_request,
 )
 from engine.serving.validation import request_id
 from registry import Alias, ModelVersion, validate_tenant_id
