@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import getpass
+from collections.abc import Mapping
 from typing import Any
 
+from engine.cli.output import Reply, cli_actor
 from registry.gc import collect_garbage
 from registry.registry import AliasEvent, Registry
 from registry.types import Alias, ModelVersion
 
-__all__ = ["add_commands", "cli_actor"]
+__all__ = ["add_commands"]
 
 
 _HEADLINE = {"reg:squarederror": "rmse", "multi:softprob": "mlogloss"}  # else auc
@@ -28,9 +29,7 @@ def _version_line(mv: ModelVersion | None) -> str:
             f"{mv.created_at:%Y-%m-%d %H:%M})")
 
 
-def _list(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _list(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     rows = Registry.open(args.registry).list_tenants()
 
     def text() -> str:
@@ -41,18 +40,14 @@ def _list(args: argparse.Namespace) -> int:
         lines.append(f"{len(rows)} tenants")
         return "\n".join(lines)
 
-    emit(args, [r.to_json() for r in rows], text)
-    return 0
+    return Reply([r.to_json() for r in rows], text)
 
 
-def _show(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _show(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     tm = Registry.open(args.registry).get(args.tenant)
-    emit(args, tm.to_json(), f"tenant {tm.tenant_id} (shard {tm.shard})\n"
-         f"  production: {_version_line(tm.production)}\n"
-         f"  shadow:     {_version_line(tm.shadow)}")
-    return 0
+    return Reply(tm.to_json(), f"tenant {tm.tenant_id} (shard {tm.shard})\n"
+                 f"  production: {_version_line(tm.production)}\n"
+                 f"  shadow:     {_version_line(tm.shadow)}")
 
 
 def _event_line(e: AliasEvent) -> str:
@@ -62,36 +57,22 @@ def _event_line(e: AliasEvent) -> str:
     return f"{at}  {e.alias:<10} {e.action:<8} {target:>5}  by {who}: {e.reason or ''}"
 
 
-def cli_actor() -> str:
-    """Who runs this command, for the alias and shadow logs (the OS user)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
-        return "unknown"
-
-
-def _history(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _history(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     reg = Registry.open(args.registry)
     if args.events:
         reg.history(args.tenant)  # an unknown tenant is an error, not an empty list
         events = reg.alias_events(args.tenant)
-        emit(args, [e.to_json() for e in events],
-             "\n".join(_event_line(e) for e in events) or "no alias moves")
-        return 0
+        return Reply([e.to_json() for e in events],
+                     "\n".join(_event_line(e) for e in events) or "no alias moves")
     versions = reg.history(args.tenant)
-    emit(args, [v.to_json() for v in versions],
-         "\n".join(_version_line(v) for v in versions))
-    return 0
+    return Reply([v.to_json() for v in versions],
+                 "\n".join(_version_line(v) for v in versions))
 
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def _trend(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _trend(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     points = Registry.open(args.registry).trend(args.tenant, args.metric)
     values = [p.value for p in points if p.value is not None]
     change = values[-1] - values[0] if len(values) > 1 else None
@@ -116,52 +97,39 @@ def _trend(args: argparse.Namespace) -> int:
             lines.append(f"  change {change:+.4f} from the first to the last")
         return "\n".join(lines)
 
-    emit(args, doc, text)
-    return 0
+    return Reply(doc, text)
 
 
-def _promote(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _promote(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     reg = Registry.open(args.registry)
     shadow_before = reg.snapshot().alias_version(args.tenant, Alias.SHADOW)
     mv = reg.promote(args.tenant, args.version, args.alias, reason=args.reason,
                      actor=cli_actor())
     cleared = args.alias == Alias.PRODUCTION.value and shadow_before == mv.version
-    emit(args, {"tenant_id": args.tenant, "alias": args.alias, "version": mv.version,
-                "shadow_cleared": cleared},
-         f"{args.tenant}: {args.alias} -> v{mv.version}"
-         + (" (it was the shadow version: shadow cleared)" if cleared else ""))
-    return 0
+    return Reply({"tenant_id": args.tenant, "alias": args.alias, "version": mv.version,
+                 "shadow_cleared": cleared},
+          f"{args.tenant}: {args.alias} -> v{mv.version}"
+          + (" (it was the shadow version: shadow cleared)" if cleared else ""))
 
 
-def _rollback(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _rollback(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     mv = Registry.open(args.registry).rollback(args.tenant, actor=cli_actor(),
                                                reason=args.reason)
-    emit(args, {"tenant_id": args.tenant, "alias": "production", "version": mv.version},
-         f"{args.tenant}: production rolled back to v{mv.version}")
-    return 0
+    return Reply({"tenant_id": args.tenant, "alias": "production", "version": mv.version},
+                 f"{args.tenant}: production rolled back to v{mv.version}")
 
 
-def _gc(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _gc(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     report = collect_garbage(Registry.open(args.registry), keep=args.keep,
                              orphan_grace_s=args.orphan_grace, vacuum_hours=args.vacuum_hours)
     doc: dict[str, Any] = report.to_json()
-    emit(args, doc, " ".join(f"{k}={v}" for k, v in doc.items()))
-    return 0
+    return Reply(doc, " ".join(f"{k}={v}" for k, v in doc.items()))
 
 
-def _init(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _init(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     reg = Registry.create(args.registry, args.shards)
-    emit(args, {"root": reg.root, "num_shards": reg.num_shards},
-         f"registry at {reg.root} with {reg.num_shards} shards")
-    return 0
+    return Reply({"root": reg.root, "num_shards": reg.num_shards},
+                 f"registry at {reg.root} with {reg.num_shards} shards")
 
 
 def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:

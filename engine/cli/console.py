@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from typing import Any
+
+from engine.cli.output import emit
 
 __all__ = ["add_commands"]
 
 
-def _console(args: argparse.Namespace) -> int:
+def _console(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import uvicorn
 
-    from engine.cli import emit
     from engine.console.app import build_console, create_app
     from engine.console.settings import ConsoleSettings
     from registry.errors import ValidationError
 
-    settings = ConsoleSettings.from_env(registry=args.registry, host=args.host, port=args.port,
-                                        api_keys_file=args.api_keys, reports_dir=args.reports,
+    settings = ConsoleSettings.from_env(env, registry=args.registry, host=args.host,
+                                        port=args.port, api_keys_file=args.api_keys,
+                                        reports_dir=args.reports,
                                         allow_anonymous=args.allow_anonymous or None)
     problem = settings.exposure_problem()
     if problem:

@@ -9,8 +9,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from engine.cli.output import Reply, emit
 
 __all__ = ["add_commands"]
 
@@ -109,18 +111,17 @@ def _stop(handle: Any, node: Any, connected: bool, app_name: str, settings: Any,
             node.remove_temp_dir()
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     signals = _StopSignals()  # first: a stop during the imports below is a clean one too
     handle = node = settings = None
     connected = clean = False
     try:
-        from engine.cli import emit
         from engine.serving.launch import PrivateRay, ensure_ray, start_serving
         from engine.settings import ServeSettings
         from registry import Registry
         from registry.errors import ValidationError
 
-        settings = ServeSettings.from_env(registry=args.registry, host=args.host,
+        settings = ServeSettings.from_env(env, registry=args.registry, host=args.host,
                                           port=args.port, replicas=args.replicas,
                                           cache_mb=args.cache_mb, api_keys_file=args.api_keys,
                                           log_sample=args.log_sample,
@@ -163,8 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apikey(args: argparse.Namespace) -> int:
-    from engine.cli import emit
+def _apikey(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     from engine.serving.auth import add_key, revoke_key
     from registry import validate_tenant_id
     from registry.errors import ValidationError
@@ -181,15 +181,15 @@ def _apikey(args: argparse.Namespace) -> int:
     if args.revoke or args.revoke_admin:
         removed = revoke_key(args.file, tenant)
         what = "admin tokens" if tenant is None else f"API keys of {tenant}"
-        emit(args, {"tenant_id": tenant, "admin": admin, "revoked": removed, "file": args.file},
-             f"revoked {removed} {what} in {args.file} (running servers stop accepting them "
-             "within a few seconds)")
-        return 0
+        return Reply({"tenant_id": tenant, "admin": admin, "revoked": removed,
+                      "file": args.file},
+                     f"revoked {removed} {what} in {args.file} (running servers stop "
+                     "accepting them within a few seconds)")
     key = add_key(args.file, tenant)
-    emit(args, {"tenant_id": tenant, "admin": args.admin, "key": key, "file": args.file},
-         f"{'admin token' if args.admin else 'API key for ' + str(tenant)}: {key}\n"
-         f"(only its sha256 is stored in {args.file}; this is the only time it is shown)")
-    return 0
+    return Reply({"tenant_id": tenant, "admin": args.admin, "key": key, "file": args.file},
+                 f"{'admin token' if args.admin else 'API key for ' + str(tenant)}: {key}\n"
+                 f"(only its sha256 is stored in {args.file}; this is the only time it is "
+                 "shown)")
 
 
 def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
+from engine.cli.output import Reply
 from registry import Registry, RegistryNotFound
 from training.errors import InvalidTrainingInput
 from training.generate import GeneratorConfig, generate
@@ -23,9 +25,7 @@ def _registry_shards(root: str) -> int:
         return 16
 
 
-def _generate(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _generate(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     shards = args.shards if args.shards is not None else _registry_shards(args.registry)
     config = GeneratorConfig(tenants=args.tenants, days=args.days, seed=args.seed,
                              num_shards=shards, start_date=args.start, mean_rows=args.mean_rows)
@@ -33,16 +33,13 @@ def _generate(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {"path": s.path, "tenants": s.tenants, "days": s.days, "rows": s.rows,
                            "shards": shards, "dates": list(s.dates), "kinds": s.kinds,
                            "drifts": s.drifts}
-    emit(args, doc, f"wrote {s.rows} rows for {s.tenants} tenants over {s.days} days "
-                    f"({s.dates[0]}..{s.dates[-1]}, {shards} shards) to {s.path}\n"
-                    f"kinds {s.kinds}  drift {s.drifts}")
-    return 0
+    return Reply(doc, f"wrote {s.rows} rows for {s.tenants} tenants over {s.days} days "
+                 f"({s.dates[0]}..{s.dates[-1]}, {shards} shards) to {s.path}\n"
+                 f"kinds {s.kinds}  drift {s.drifts}")
 
 
-def _train(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
-    settings = TrainingSettings.from_env().with_overrides(
+def _train(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    settings = TrainingSettings.from_env(env).with_overrides(
         window_days=args.window, auc_tolerance=args.tolerance, num_cpus=args.num_cpus,
         buckets_per_shard=args.buckets_per_shard, progress=False if args.no_progress else None)
     spec = None
@@ -53,17 +50,13 @@ def _train(args: argparse.Namespace) -> int:
         raise InvalidTrainingInput("train needs --data PATH or --spec FILE")
     report = run_training(args.data, args.registry, date=args.date, run_id=args.run_id,
                           settings=settings, spec=spec, spec_name=args.spec or "<spec>")
-    emit(args, report.to_json(), report.summary_text)
-    return 0
+    return Reply(report.to_json(), report.summary_text)
 
 
-def _import(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _import(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     report = import_file(args.source, args.out, load_spec(args.spec), args.registry,
                          spec_name=args.spec)
-    emit(args, report.to_json(), report.summary_text)
-    return 0
+    return Reply(report.to_json(), report.summary_text)
 
 
 def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:

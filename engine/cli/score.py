@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
+
+from engine.cli.output import Reply
 
 __all__ = ["add_commands"]
 
 
-def _score(args: argparse.Namespace) -> int:
+def _score(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     from engine.batch.job import run_scoring
     from engine.batch.settings import ScoreSettings
-    from engine.cli import emit
 
-    settings = ScoreSettings.from_env().with_overrides(
+    settings = ScoreSettings.from_env(env).with_overrides(
         num_cpus=args.num_cpus, buckets_per_shard=args.buckets_per_shard,
         progress=False if args.no_progress else None)
     spec = None
@@ -24,8 +26,7 @@ def _score(args: argparse.Namespace) -> int:
     report = run_scoring(args.data, args.registry, args.out, date=args.date, alias=args.alias,
                          run_id=args.run_id, row_key=args.row_key, settings=settings,
                          spec=spec)
-    emit(args, report.to_json(), report.summary_text)
-    return 0
+    return Reply(report.to_json(), report.summary_text)
 
 
 def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:

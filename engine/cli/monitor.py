@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
+
+from engine.cli.output import Reply
 
 __all__ = ["add_commands"]
 
 
-def _run(args: argparse.Namespace) -> int:
-    from engine.cli import emit
+def _run(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     from engine.monitor.job import run_monitoring
     from engine.monitor.settings import MonitorSettings
 
-    settings = MonitorSettings.from_env().with_overrides(
+    settings = MonitorSettings.from_env(env).with_overrides(
         min_rows=args.min_rows, num_cpus=args.num_cpus,
         progress=False if args.no_progress else None)
     report = run_monitoring(args.registry, date=args.date, run_id=args.run_id,
                             settings=settings)
-    emit(args, report.to_json(), report.summary_text)
-    return 0
+    return Reply(report.to_json(), report.summary_text)
 
 
-def _report(args: argparse.Namespace) -> int:
-    from engine.cli import emit
+def _report(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     from engine.monitor.report import tenant_report
     from engine.monitor.tables import MONITORING, DeltaAppender
     from registry import Registry, validate_tenant_id
@@ -31,8 +31,7 @@ def _report(args: argparse.Namespace) -> int:
     reg = Registry.open(args.registry)
     report = tenant_report(DeltaAppender.for_registry(reg, MONITORING),
                            validate_tenant_id(args.tenant), args.last)
-    emit(args, report.to_json(), report.text)
-    return 0
+    return Reply(report.to_json(), report.text)
 
 
 def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:

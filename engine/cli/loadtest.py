@@ -6,9 +6,11 @@ import argparse
 import json
 import socket
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.cli.output import Reply
 from engine.loadtest.capacity import is_lower_bound, max_within_slo, recommend, target_curve
 from engine.loadtest.footprint import measure_footprint, registry_artifact
 from engine.loadtest.progress import ProgressDisplay
@@ -20,7 +22,7 @@ from engine.loadtest.workload import WireProtocol
 from registry.errors import RegistryNotFound, Unavailable, ValidationError
 from registry.settings import DEFAULT_ROOT
 
-__all__ = ["add_commands", "run_command"]
+__all__ = ["add_commands"]
 
 _DEFAULT_MODEL_BYTES = 128 * 1024  # ~RSS of a 50-tree depth-5 booster (BASELINES.md)
 
@@ -66,7 +68,7 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--footprint", metavar="TENANT", help="measure one model instead of load")
     p.add_argument("--artifact", help="with --footprint: a local model file, not the registry")
-    p.set_defaults(handler=run_command)
+    p.set_defaults(handler=_loadtest)
 
 
 def _check_reachable(url: str) -> None:
@@ -77,9 +79,7 @@ def _check_reachable(url: str) -> None:
         raise Unavailable(f"cannot connect to {url}: {exc.strerror or exc}") from None
 
 
-def _footprint(args: argparse.Namespace) -> int:
-    from engine.cli import emit
-
+def _footprint(args: argparse.Namespace) -> Reply:
     if args.artifact:
         try:
             data, version, width = Path(args.artifact).read_bytes(), None, None
@@ -89,8 +89,7 @@ def _footprint(args: argparse.Namespace) -> int:
         data, version, width = registry_artifact(args.registry, args.footprint)
     fp = measure_footprint(data, args.footprint, version, width).to_dict()
     text = "\n".join(f"{k:>20}: {v}" for k, v in fp.items())
-    emit(args, fp, text)
-    return 0
+    return Reply(fp, text)
 
 
 def _validate(args: argparse.Namespace) -> list[float]:
@@ -139,10 +138,7 @@ def _tenants(args: argparse.Namespace) -> TenantSet:
                                f"synthetic") from None
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Handler of ``tenantry loadtest``."""
-    from engine.cli import emit
-
+def _loadtest(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     if args.footprint:
         return _footprint(args)
     rates = _validate(args)
@@ -175,6 +171,5 @@ def run_command(args: argparse.Namespace) -> int:
                     lower_bound=is_lower_bound(run.stages))
     doc = write_report(run, rec, args.out)
     doc["tenant_source"] = tenants.source
-    emit(args, doc, lambda: (Path(args.out) / "report.md").read_text()
-         + f"\nreport files: {json.dumps(doc['report_files'])}")
-    return 0
+    return Reply(doc, lambda: (Path(args.out) / "report.md").read_text()
+                 + f"\nreport files: {json.dumps(doc['report_files'])}")

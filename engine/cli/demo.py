@@ -14,7 +14,7 @@ import http.client
 import json
 import random
 import time
-from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ def _say(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def _train(data: str, registry: str, days: int) -> list[str]:
+def _train(data: str, registry: str, env: Mapping[str, str]) -> list[str]:
     from training import FeatureTable, run_training
     from training.settings import TrainingSettings
 
     dates = sorted(FeatureTable(data).dates())
-    settings = replace(TrainingSettings.from_env(), progress=False)
+    settings = TrainingSettings.from_env(env).with_overrides(progress=False)
     for date in dates[-2:]:
         report = run_training(data, registry, date=date, settings=settings)
         print(f"train {date}: trained {report.trained}, skipped {report.skipped}, failed "
@@ -83,8 +83,13 @@ def _shadow(url: str, registry: Any) -> None:
     print(report.text())
 
 
-def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: int) -> int:
-    """Run every stage of the demo; returns an exit code."""
+def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: int,
+             env: Mapping[str, str]) -> int:
+    """Run every stage of the demo; returns an exit code.
+
+    Args:
+        env: the environment ``main`` read (``TENANTRY_TRAIN_*`` tune the training runs).
+    """
     from engine.serving.launch import start_serving
     from engine.settings import ServeSettings
     from registry import Registry
@@ -102,7 +107,7 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
     shutil.rmtree(registry_root, ignore_errors=True)
     # Training never creates a registry: make it with the table's shard count first.
     Registry.create(registry_root, num_shards=FeatureTable(data).num_shards() or 16)
-    _train(data, registry_root, days)
+    _train(data, registry_root, env)
     reg = Registry.open(registry_root)
     rows = reg.list_tenants()
     _say("3. registry")
@@ -127,8 +132,8 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
     return 0
 
 
-def _handler(args: argparse.Namespace) -> int:
-    return run_demo(args.tenants, args.days, args.workdir, args.registry, args.port)
+def _handler(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return run_demo(args.tenants, args.days, args.workdir, args.registry, args.port, env)
 
 
 def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:

@@ -7,17 +7,19 @@ needed); running replicas pick the change up within about a second.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from engine.cli.output import Reply
 
 __all__ = ["add_commands"]
 
 
-def _set(args: argparse.Namespace) -> int:
-    from engine.cli import emit
+def _set(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    from engine.cli.output import cli_actor
     from engine.shadow import ConfigStore, ShadowTables, build_config
     from registry import Alias, Registry
-    from registry.cli import cli_actor
     from registry.errors import ValidationError
 
     reg = Registry.open(args.registry)
@@ -40,25 +42,21 @@ def _set(args: argparse.Namespace) -> int:
         snap.alias_version(args.tenant, Alias.SHADOW)
     doc = {**config.to_json(), "resolved_version": resolved}
     target = f"v{resolved}" if resolved is not None else "its shadow alias (none set yet)"
-    emit(args, doc, f"{args.tenant}: mirroring {config.fraction:.0%} of requests to {target}"
-         + (f" until {config.until.isoformat()}" if config.until else ""))
-    return 0
+    return Reply(doc, f"{args.tenant}: mirroring {config.fraction:.0%} of requests to {target}"
+                 + (f" until {config.until.isoformat()}" if config.until else ""))
 
 
-def _clear(args: argparse.Namespace) -> int:
-    from engine.cli import emit
+def _clear(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    from engine.cli.output import cli_actor
     from engine.shadow import ConfigStore, ShadowTables
     from registry import Registry
-    from registry.cli import cli_actor
 
     ConfigStore(ShadowTables.for_registry(Registry.open(args.registry))).clear(
         args.tenant, actor=cli_actor(), reason=args.reason)
-    emit(args, {"tenant_id": args.tenant, "cleared": True}, f"{args.tenant}: shadow cleared")
-    return 0
+    return Reply({"tenant_id": args.tenant, "cleared": True}, f"{args.tenant}: shadow cleared")
 
 
-def _report(args: argparse.Namespace) -> int:
-    from engine.cli import emit
+def _report(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     from engine.shadow import shadow_report
     from engine.shadow.config import parse_time
     from registry import Registry
@@ -66,8 +64,7 @@ def _report(args: argparse.Namespace) -> int:
     reg = Registry.open(args.registry)
     reg.snapshot().versions(args.tenant)  # an unknown tenant is an error, not an empty report
     report = shadow_report(reg, args.tenant, parse_time(args.since), args.shadow_version)
-    emit(args, report.to_json(), report.text)
-    return 0
+    return Reply(report.to_json(), report.text)
 
 
 def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:

@@ -1,0 +1,61 @@
+"""What every command shares: its answer (:class:`Reply`), how it is printed (:func:`emit`),
+the common options and the acting user."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Handler", "Reply", "cli_actor", "common_parent", "emit"]
+
+Text = str | Callable[[], str]
+"""A command's human output, or a function building it (only called without ``--json``)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A command's answer: the ``--json`` document, the human text and the exit code."""
+
+    document: Any
+    text: Text
+    code: int = 0
+
+
+Handler = Callable[[argparse.Namespace, Mapping[str, str]], "Reply | int"]
+"""A command: parsed arguments and the environment read once by ``main`` -> its answer
+(or an exit code, for the commands that print while they run)."""
+
+
+def emit(args: argparse.Namespace, document: Any, text: Text) -> None:
+    """Print ``document`` as JSON when ``--json`` was given, else the human text."""
+    if getattr(args, "json", False):
+        json.dump(document, sys.stdout, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write((text() if callable(text) else text).rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def common_parent(default_registry: str) -> argparse.ArgumentParser:
+    """Options every command accepts: ``--registry`` and ``--json``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--registry",
+        default=default_registry,
+        help="registry root: a path or s3:// URI (default: $TENANTRY_REGISTRY or %(default)s)",
+    )
+    parent.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    return parent
+
+
+def cli_actor() -> str:
+    """Who runs this command, for the alias and shadow logs (the OS user)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
+        return "unknown"
