@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from enum import Enum
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as dist_version
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,11 +46,10 @@ from engine.serving.v2_schema import (
     V2Ready,
     V2Server,
     VersionPath,
+    model_metadata,
+    server_version,
 )
 from engine.serving.v2_tensors import (
-    BYTES,
-    DATATYPES,
-    INPUT_NAME,
     OUTPUT_DATATYPE,
     output_name,
 )
@@ -63,14 +60,6 @@ from registry.errors import TenantryError, UnknownVersion
 __all__ = ["answer_infer", "install_v2", "v2_error", "v2_route_label"]
 
 SERVER_NAME = "tenantry"
-PLATFORM = "xgboost"
-
-
-def _server_version() -> str:
-    try:
-        return dist_version("tenantry")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
 
 
 def v2_route_label(path: str) -> str | None:
@@ -209,20 +198,7 @@ class _V2Routes:
             versions = [str(m.version) for m in self.state.snapshot.versions(tenant)]
         except TenantryError as exc:
             return v2_error(exc)
-        types = list(mv.feature_types) or ["float"] * len(names)
-        out_shape = [-1, classes] if mv.objective == MULTICLASS else [-1]
-        return JSONResponse({
-            "name": tenant, "versions": versions, "platform": PLATFORM,
-            # with categorical features, one [-1, n] tensor has to be BYTES (mixed values)
-            "inputs": [{"name": INPUT_NAME,
-                        "datatype": BYTES if "categorical" in types else "FP32",
-                        "shape": [-1, len(names)],
-                        "parameters": {"feature_names": names, "feature_types": types,
-                                       "accepted_datatypes": list(DATATYPES)}}],
-            "outputs": [{"name": output_name(mv.objective), "datatype": OUTPUT_DATATYPE,
-                         "shape": out_shape}],
-            "parameters": {"objective": mv.objective},
-        })
+        return JSONResponse(model_metadata(tenant, versions, mv, names, classes))
 
     async def ready(self, tenant: str, version: str | None, request: Request) -> Response:
         """200 when an infer would be served (models load lazily on first use)."""
@@ -264,7 +240,7 @@ def _install_server_routes(app: FastAPI, state: ModelHostState, tags: list[str |
     @app.get("/v2", tags=tags, response_model=V2Server)
     async def server_metadata() -> dict[str, Any]:
         """Server name, version and protocol extensions."""
-        return {"name": SERVER_NAME, "version": _server_version(), "extensions": []}
+        return {"name": SERVER_NAME, "version": server_version(), "extensions": []}
 
     @app.get("/v2/health/live", tags=tags, response_model=V2Live)
     async def live() -> dict[str, bool]:

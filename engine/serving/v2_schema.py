@@ -8,18 +8,39 @@ against them).
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from typing import Annotated, Any
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.serving.v2_tensors import INPUT_NAME
+from engine.serving.model import MULTICLASS
+from engine.serving.v2_tensors import BYTES, DATATYPES, INPUT_NAME, OUTPUT_DATATYPE, output_name
+from registry import ModelVersion
 from registry.ids import TENANT_ID_PATTERN
 
-__all__ = ["EXAMPLE_ROW", "EXAMPLE_TENANT", "INFER_DOC", "INFER_ERRORS", "MODEL_ERRORS",
-           "READY_ERRORS", "TenantPath", "V2InferResponse", "V2Live", "V2ModelMetadata",
-           "V2ModelReady", "V2Ready", "V2Server", "VersionPath"]
+__all__ = [
+    "EXAMPLE_ROW",
+    "EXAMPLE_TENANT",
+    "INFER_DOC",
+    "INFER_ERRORS",
+    "MODEL_ERRORS",
+    "PLATFORM",
+    "READY_ERRORS",
+    "TenantPath",
+    "V2InferResponse",
+    "V2Live",
+    "V2ModelMetadata",
+    "V2ModelReady",
+    "V2Ready",
+    "V2Server",
+    "VersionPath",
+    "model_metadata",
+    "server_version",
+]
 
+PLATFORM = "xgboost"
 EXAMPLE_TENANT = "tenant-00003"
 # An example only: a row for the demo model (`tenantry demo`: 20 features, in its order).
 # A tenant's rows have as many values as its model has features (its metadata's shape).
@@ -180,3 +201,30 @@ MODEL_ERRORS = _errors(400, 401, 403, 404, 503)
 INFER_ERRORS = _errors(400, 401, 403, 404, 413, 415, 503)
 READY_ERRORS = {**_errors(400, 401, 403, 404),
                  503: {"model": V2ModelReady, "description": "registry snapshot not loaded"}}
+
+
+def server_version() -> str:
+    """tenantry's installed version (``0+unknown`` from a source tree not installed)."""
+    try:
+        return dist_version("tenantry")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def model_metadata(tenant: str, versions: list[str], mv: ModelVersion, names: list[str],
+                   classes: int | None) -> dict[str, Any]:
+    """The model metadata document (:class:`V2ModelMetadata`) of ``mv``."""
+    types = list(mv.feature_types) or ["float"] * len(names)
+    out_shape = [-1, classes] if mv.objective == MULTICLASS else [-1]
+    return {
+        "name": tenant, "versions": versions, "platform": PLATFORM,
+        # with categorical features, one [-1, n] tensor has to be BYTES (mixed values)
+        "inputs": [{"name": INPUT_NAME,
+                    "datatype": BYTES if "categorical" in types else "FP32",
+                    "shape": [-1, len(names)],
+                    "parameters": {"feature_names": names, "feature_types": types,
+                                   "accepted_datatypes": list(DATATYPES)}}],
+        "outputs": [{"name": output_name(mv.objective), "datatype": OUTPUT_DATATYPE,
+                     "shape": out_shape}],
+        "parameters": {"objective": mv.objective},
+    }
