@@ -1,124 +1,32 @@
 """In-memory view of the index: tenant -> versions and aliases, refreshed incrementally.
 
-Serving resolves a tenant with one dict lookup here and never reads Delta per request.
-:meth:`RegistrySnapshot.refresh` reads only the rows committed since the last refresh
-(Delta change data feed), so a refresh costs a few milliseconds when nothing changed.
+Serving resolves a tenant here and never reads Delta per request. The view is columnar
+(:mod:`registry.tenant_index`, :mod:`registry.version_table`, :mod:`registry.alias_state`):
+no Python object per tenant or version, so a replica holding 100,000 tenants stays small,
+and a lookup costs the same at any tenant count. :meth:`RegistrySnapshot.refresh` reads
+only the rows committed since the last refresh (Delta change data feed), so a refresh
+costs a few milliseconds when nothing changed and grows with what changed.
 """
 
 from __future__ import annotations
 
-import json
 import posixpath
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from registry.alias_state import AliasStack, AliasStacks
 from registry.errors import UnknownTenant, UnknownVersion
 from registry.index import DeltaIndex
+from registry.rows import resolve_uri, row_to_version
+from registry.tenant_index import TenantIndex
 from registry.types import Alias, ModelVersion, TenantModels, TenantSummary
+from registry.version_table import VersionTable
 
 __all__ = ["AliasStack", "RegistrySnapshot", "resolve_uri", "row_to_version"]
-
-# Shared by every row without categorical features (never mutated). A plain dict: a
-# ModelVersion is pickled (Ray tasks, actors), which a mappingproxy cannot be.
-_NO_CATEGORIES: Mapping[str, tuple[str, ...]] = {}
-
-
-def resolve_uri(root_uri: str | None, uri: str) -> str:
-    """An index row's artifact location as a URI users can open.
-
-    Rows record artifacts relative to the registry root (so a copied or moved registry
-    reads only its own files); older rows hold absolute URIs, which are returned as they
-    are (and refused at read time when outside the root).
-    """
-    if root_uri is None or "://" in uri or posixpath.isabs(uri):
-        return uri
-    return posixpath.join(root_uri, uri)
-
-
-def row_to_version(row: dict, root_uri: str | None = None) -> ModelVersion:
-    """Build a :class:`ModelVersion` from a ``models`` index row.
-
-    Rows written before objectives were recorded (null ``objective``, ``num_class``,
-    ``feature_types``) read as binary:logistic models with float features; rows written
-    before publish-time forest checks have no ``forest_check`` (None).
-
-    Args:
-        row: the index row.
-        root_uri: the registry root a relative ``artifact_uri`` is resolved against.
-    """
-    metrics = json.loads(row.get("metrics_json") or "{}")
-    names = tuple(row.get("feature_names") or ())
-    types = tuple(row.get("feature_types") or ())
-    return ModelVersion(
-        tenant_id=row["tenant_id"],
-        shard=int(row["shard"]),
-        version=int(row["version"]),
-        artifact_uri=resolve_uri(root_uri, row["artifact_uri"]),
-        sha256=row["sha256"],
-        size_bytes=int(row["size_bytes"]),
-        feature_names=names,
-        metrics=metrics,
-        run_id=row["run_id"],
-        created_at=row["created_at"],
-        data_date=row.get("data_date"),
-        objective=row.get("objective") or "binary:logistic",
-        num_class=int(row["num_class"]) if row.get("num_class") is not None else None,
-        # all-float is stored as () (the default), so 100k versions share nothing per row
-        feature_types=types if len(types) == len(names) and "categorical" in types else (),
-        categories=_categories(row.get("params_json"), names, types),
-        forest_check=row.get("forest_check"),
-    )
-
-
-def _categories(params_json: str | None, names: tuple[str, ...],
-                types: tuple[str, ...]) -> Mapping[str, tuple[str, ...]]:
-    """Per categorical feature, its categories as the row's ``params_json`` records them.
-
-    Rows without params (or params that do not parse) have none: the model's own
-    categories are used at load time.
-    """
-    if "categorical" not in types or not params_json:
-        return _NO_CATEGORIES
-    try:
-        cats = json.loads(params_json).get("categories") or {}
-    except (ValueError, AttributeError):
-        return _NO_CATEGORIES
-    if not isinstance(cats, dict):
-        return _NO_CATEGORIES
-    return {str(k): tuple(str(c) for c in v) for k, v in cats.items()
-            if k in names and isinstance(v, list)}
-
-
-@dataclass
-class AliasStack:
-    """History of one alias: ``set`` pushes, ``rollback`` pops, ``clear`` empties."""
-
-    versions: list[int] = field(default_factory=list)
-
-    def apply(self, action: str, version: int | None) -> None:
-        """Fold one alias event into the stack."""
-        if action == "set" and version is not None:
-            if not self.versions or self.versions[-1] != version:
-                self.versions.append(version)
-        elif action == "rollback":
-            if len(self.versions) > 1:
-                self.versions.pop()
-        elif action == "clear":
-            self.versions.clear()
-
-    @property
-    def current(self) -> int | None:
-        """The version the alias points at now."""
-        return self.versions[-1] if self.versions else None
-
-    @property
-    def previous(self) -> int | None:
-        """Where a rollback would take the alias."""
-        return self.versions[-2] if len(self.versions) > 1 else None
 
 
 class RegistrySnapshot:
@@ -129,8 +37,9 @@ class RegistrySnapshot:
         # Relative artifact paths resolve against the root this snapshot reads from.
         self._root_uri = root_uri if root_uri is not None else posixpath.dirname(index.index_uri)
         self._lock = threading.Lock()
-        self._versions: dict[str, dict[int, ModelVersion]] = {}
-        self._aliases: dict[tuple[str, str], AliasStack] = {}
+        self._tenants = TenantIndex()
+        self._versions = VersionTable(self._tenants, self._root_uri)
+        self._aliases: dict[str, AliasStacks] = {}
         self._seen = {"models": -1, "aliases": -1}
         self.last_refresh_at = 0.0  # monotonic time of the last successful refresh
         self.last_refresh_wall = 0.0
@@ -145,13 +54,10 @@ class RegistrySnapshot:
             models, mv = self._index.changes_since("models", self._seen["models"])
             aliases, av = self._index.changes_since("aliases", self._seen["aliases"])
             changed = models.num_rows > 0 or aliases.num_rows > 0
-            for row in models.to_pylist():
-                mver = row_to_version(row, self._root_uri)
-                self._versions.setdefault(mver.tenant_id, {})[mver.version] = mver
+            if models.num_rows:
+                self._versions.add(models)
             if aliases.num_rows:
-                for row in _ordered(aliases):
-                    stack = self._aliases.setdefault((row["tenant_id"], row["alias"]), AliasStack())
-                    stack.apply(row["action"], row["version"])
+                self._apply_aliases(aliases)
             self._seen["models"], self._seen["aliases"] = mv, av
             if changed:
                 self.generation += 1
@@ -159,6 +65,18 @@ class RegistrySnapshot:
             self.last_refresh_wall = time.time()
             self.last_refresh_seconds = time.perf_counter() - started
         return changed
+
+    def _apply_aliases(self, aliases: pa.Table) -> None:
+        rows = _ordered(aliases)
+        names = rows.column("tenant_id").to_pylist()
+        numbers = self._tenants.numbers(names).tolist()
+        for number, alias, action, version in zip(
+                numbers, rows.column("alias").to_pylist(), rows.column("action").to_pylist(),
+                rows.column("version").to_pylist(), strict=True):
+            stacks = self._aliases.get(alias)
+            if stacks is None:
+                stacks = self._aliases[alias] = AliasStacks()
+            stacks.apply(number, action, version)
 
     def lag_seconds(self) -> float:
         """Seconds since the snapshot last confirmed it had every committed row."""
@@ -169,17 +87,21 @@ class RegistrySnapshot:
     # -- lookups ----------------------------------------------------------------------
     def tenants(self) -> list[str]:
         """Every tenant with at least one version, sorted."""
-        return sorted(self._versions)
+        return sorted(self._tenants.name(n) for n in self._versions.tenant_numbers().tolist())
 
     def alias_version(self, tenant_id: str, alias: str | Alias = Alias.PRODUCTION) -> int | None:
         """The version ``alias`` points at, or None."""
-        stack = self._aliases.get((tenant_id, Alias(alias).value))
-        return stack.current if stack else None
+        stacks = self._aliases.get(Alias(alias).value)
+        number = self._tenants.find(tenant_id) if stacks is not None else None
+        return None if number is None else stacks.current(number)  # type: ignore[union-attr]  # number is set only when stacks is
 
     def alias_stack(self, tenant_id: str, alias: str | Alias) -> AliasStack:
         """A copy of the alias history of a tenant."""
-        stack = self._aliases.get((tenant_id, Alias(alias).value))
-        return AliasStack(list(stack.versions)) if stack else AliasStack()
+        stacks = self._aliases.get(Alias(alias).value)
+        number = self._tenants.find(tenant_id)
+        if stacks is None or number is None:
+            return AliasStack()
+        return stacks.stack(number)
 
     def resolve(self, tenant_id: str, alias: str | Alias = Alias.PRODUCTION) -> ModelVersion:
         """The version ``alias`` of a tenant points at.
@@ -189,27 +111,32 @@ class RegistrySnapshot:
         """
         version = self.alias_version(tenant_id, alias)
         if version is None:
-            if tenant_id in self._versions:
+            if self._has_versions(tenant_id):
                 raise UnknownTenant(f"tenant {tenant_id!r} has no {Alias(alias).value} model")
             raise UnknownTenant(f"unknown tenant {tenant_id!r}")
         return self.version(tenant_id, version)
 
+    def _has_versions(self, tenant_id: str) -> bool:
+        number = self._tenants.find(tenant_id)
+        return number is not None and bool(self._versions.rows_of(number))
+
     def version(self, tenant_id: str, version: int) -> ModelVersion:
         """One version of a tenant; raises UnknownTenant/UnknownVersion."""
-        versions = self._versions.get(tenant_id)
-        if versions is None:
-            raise UnknownTenant(f"unknown tenant {tenant_id!r}")
-        try:
-            return versions[version]
-        except KeyError:
-            raise UnknownVersion(f"tenant {tenant_id!r} has no version {version}") from None
+        number = self._tenants.find(tenant_id)
+        row = self._versions.find(number, int(version)) if number is not None else None
+        if row is None:
+            if not self._has_versions(tenant_id):
+                raise UnknownTenant(f"unknown tenant {tenant_id!r}")
+            raise UnknownVersion(f"tenant {tenant_id!r} has no version {version}")
+        return self._versions.version_of(row)
 
     def versions(self, tenant_id: str) -> list[ModelVersion]:
         """Every version of a tenant, newest first; raises UnknownTenant."""
-        versions = self._versions.get(tenant_id)
-        if not versions:
+        number = self._tenants.find(tenant_id)
+        rows = self._versions.rows_of(number) if number is not None else []
+        if not rows:
             raise UnknownTenant(f"unknown tenant {tenant_id!r}")
-        return [versions[v] for v in sorted(versions, reverse=True)]
+        return [self._versions.version_of(r) for r in reversed(rows)]
 
     def tenant_models(self, tenant_id: str) -> TenantModels:
         """Production and shadow versions of a tenant; raises UnknownTenant."""
@@ -222,45 +149,48 @@ class RegistrySnapshot:
 
     def summaries(self) -> list[TenantSummary]:
         """One summary row per tenant, sorted by tenant id."""
+        numbers, rows = self._versions.latest_rows()
         out = []
-        for tid in self.tenants():
-            versions = self._versions[tid]
-            latest = max(versions)
-            out.append(TenantSummary(tid, versions[latest].shard,
-                                     self.alias_version(tid, Alias.PRODUCTION),
-                                     self.alias_version(tid, Alias.SHADOW), latest))
-        return out
+        for number, row in zip(numbers.tolist(), rows.tolist(), strict=True):
+            latest = self._versions.version_of(row)
+            out.append(TenantSummary(latest.tenant_id, latest.shard,
+                                     self.alias_version(latest.tenant_id, Alias.PRODUCTION),
+                                     self.alias_version(latest.tenant_id, Alias.SHADOW),
+                                     latest.version))
+        return sorted(out, key=lambda s: s.tenant_id)
 
     def production_map(self) -> dict[str, ModelVersion]:
         """tenant -> production version, for every tenant that has one."""
+        stacks = self._aliases.get(Alias.PRODUCTION.value)
+        if stacks is None:
+            return {}
         out = {}
-        for tid in self._versions:
-            version = self.alias_version(tid, Alias.PRODUCTION)
-            if version is not None and version in self._versions[tid]:
-                out[tid] = self._versions[tid][version]
+        for number in self._versions.tenant_numbers().tolist():
+            version = stacks.current(number)
+            row = self._versions.find(number, version) if version is not None else None
+            if row is not None:
+                mv = self._versions.version_of(row)
+                out[mv.tenant_id] = mv
         return out
 
     def all_versions(self) -> Iterable[ModelVersion]:
         """Every version of every tenant."""
-        for versions in self._versions.values():
-            yield from versions.values()
+        for number in self._versions.tenant_numbers().tolist():
+            for row in self._versions.rows_of(number):
+                yield self._versions.version_of(row)
 
 
-def _commit_order(row: dict) -> int:
-    """The Delta version that committed an alias event.
+def _ordered(aliases: pa.Table) -> pa.Table:
+    """Alias events in commit order, however they were read (``set_at`` only breaks ties).
 
-    The change feed says it (``_commit_version``); a first load reads current files, whose
-    rows carry it (``commit_version``). Rows written before that column existed have -1: a
-    first load can only place them before every newer event, by ``set_at``.
+    The change feed says which Delta version committed an event (``_commit_version``); a
+    first load reads current files, whose rows carry it (``commit_version``). Rows written
+    before that column existed have -1: a first load can only place them before every
+    newer event, by ``set_at``.
     """
-    version = row.get("_commit_version")
-    if version is None:
-        version = row.get("commit_version")
-    return -1 if version is None else int(version)
-
-
-def _ordered(aliases: pa.Table) -> list[dict]:
-    """Alias events in commit order, however they were read (``set_at`` only breaks ties)."""
-    rows = aliases.to_pylist()
-    rows.sort(key=lambda r: (_commit_order(r), r["set_at"]))
-    return rows
+    order = pa.nulls(aliases.num_rows, pa.int64())
+    for name in ("_commit_version", "commit_version"):
+        if name in aliases.column_names:
+            order = pc.coalesce(order, aliases.column(name).cast(pa.int64()))
+    keyed = aliases.append_column("_order", pc.coalesce(order, -1))
+    return keyed.sort_by([("_order", "ascending"), ("set_at", "ascending")])

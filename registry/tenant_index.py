@@ -1,0 +1,94 @@
+"""Tenant id <-> dense tenant number, held in a few numpy arrays.
+
+A Python ``dict[str, int]`` costs ~140 bytes a tenant (the table slot, the string object,
+the int object); this index costs ~30: the ids concatenated in one ``bytes`` blob with
+their offsets, and their hashes sorted beside the numbers they belong to. A lookup is one
+``hash`` (cached on the string), one binary search in C and one ``bytes`` comparison, so
+its cost does not grow with the tenant count in any way Python code can see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TenantIndex"]
+
+
+class TenantIndex:
+    """Numbers tenants ``0..n-1`` in the order they are first seen."""
+
+    def __init__(self) -> None:
+        self._blob = b""
+        self._offsets = np.zeros(1, np.int64)
+        # The hashes sorted, and the tenant number of each: one attribute, swapped whole, so
+        # a reader in another thread never pairs new hashes with old numbers.
+        self._sorted: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64),
+                                                       np.empty(0, np.int32))
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        # str hashes are salted per process: an unpickled index hashes its ids again.
+        return {"blob": self._blob, "offsets": self._offsets}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]  # start empty, then add the ids back in order
+        blob, offsets = state["blob"], state["offsets"]
+        self.numbers([blob[offsets[i]:offsets[i + 1]].decode() for i in range(len(offsets) - 1)])
+
+    def name(self, number: int) -> str:
+        """The tenant id numbered ``number``."""
+        return self._blob[int(self._offsets[number]):int(self._offsets[number + 1])].decode()
+
+    def names(self) -> list[str]:
+        """Every tenant id, in number order."""
+        offsets = self._offsets.tolist()
+        return [self._blob[a:b].decode() for a, b in zip(offsets, offsets[1:], strict=False)]
+
+    def find(self, tenant_id: str) -> int | None:
+        """The number of ``tenant_id``, or None if it was never added."""
+        h = hash(tenant_id)
+        hashes, numbers = self._sorted
+        i = int(hashes.searchsorted(h))
+        if i == len(hashes) or hashes[i] != h:
+            return None
+        key = tenant_id.encode()
+        offsets = self._offsets
+        while i < len(hashes) and hashes[i] == h:  # equal hashes: compare the ids
+            number = int(numbers[i])
+            if self._blob[int(offsets[number]):int(offsets[number + 1])] == key:
+                return number
+            i += 1
+        return None
+
+    def numbers(self, tenant_ids: Sequence[str]) -> np.ndarray:
+        """The number of each id, numbering the ids not seen before (in order)."""
+        out = np.empty(len(tenant_ids), np.int64)
+        new: dict[str, int] = {}
+        base = len(self)
+        for i, tid in enumerate(tenant_ids):
+            number = self.find(tid)
+            if number is None:
+                number = new.setdefault(tid, base + len(new))
+            out[i] = number
+        if new:
+            self._append(list(new))
+        return out
+
+    def _append(self, tenant_ids: list[str]) -> None:
+        encoded = [t.encode() for t in tenant_ids]
+        lengths = np.fromiter((len(e) for e in encoded), np.int64, len(encoded))
+        self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lengths)])
+        self._blob += b"".join(encoded)
+        hashes = np.concatenate([self._sorted[0],
+                                 np.fromiter((hash(t) for t in tenant_ids), np.int64,
+                                             len(tenant_ids))])
+        first = len(self) - len(tenant_ids)
+        numbers = np.concatenate([self._sorted[1],
+                                  np.arange(first, len(self), dtype=np.int32)])
+        order = np.argsort(hashes, kind="stable")
+        self._sorted = (hashes[order], numbers[order])
