@@ -17,8 +17,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from engine.console.app import Console
 from engine.console.auth import ConsoleAuth
+from engine.console.state import Console
 from registry import validate_tenant_id
 from registry.errors import TenantryError, ValidationError
 

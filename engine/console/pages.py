@@ -12,10 +12,10 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from engine.console.app import Console
 from engine.console.charts import diff_histogram_svg, metrics_svg
 from engine.console.index import SORT_KEYS, Page
 from engine.console.reports import find_plot, scan_reports
+from engine.console.state import Console
 from engine.console.tables import MonitoringTable, audit_trail, read_runs, shadow_view
 from registry import validate_tenant_id
 from registry.errors import RegistryError
