@@ -22,10 +22,9 @@ columns as a pandas frame with category dtype over the model's own categories.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,16 @@ from engine.serving.forest import (
     ForestUnsupported,
     compile_forest,
     probe_rows,
+)
+from engine.serving.model_checks import (
+    BINARY,
+    CategoryCodes,
+    Predictor,
+    booster_objective,
+    category_codes,
+    checked_names,
+    checked_objective,
+    frame_predictor,
 )
 from registry import ModelKey, ModelVersion, Registry
 from registry.errors import ModelLoadError
@@ -58,10 +67,7 @@ SELFCHECK_MEMO_LIMIT = 16_384  # sha256 hex strings remembered: ~2 MB at most
 
 log = logging.getLogger(__name__)
 
-Predictor = Callable[[np.ndarray], np.ndarray]
-CategoryCodes = Mapping[int, Mapping[str, int]]  # column -> category -> its position
 MULTICLASS = "multi:softprob"
-BINARY = "binary:logistic"
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,52 +143,59 @@ def load_model(registry: Registry, mv: ModelVersion,
     """
     data = registry.read_artifact(mv)
     key = ModelKey(mv.tenant_id, mv.version)
-    indexed = tuple(mv.feature_names)
     try:
-        forest = compile_forest(data)
+        forest: CompiledForest | None = compile_forest(data)
     except ForestUnsupported:
         forest = None
     if forest is not None:
-        names = _checked_names(key, indexed, forest.feature_names if forest.names_stored
-                               else (), forest.n_features)
-        _checked_objective(key, mv, forest.objective, 0)
-        if mv.categorical:  # the forest has numerical splits only
-            raise ModelLoadError(f"{key}: the registry index lists categorical features "
-                                 f"({', '.join(sorted(mv.categorical))}) but the artifact "
-                                 "has none")
+        names = _forest_names(key, mv, forest)
         if mv.forest_check == FOREST_VERSION or (selfchecked is not None
                                                  and mv.sha256 in selfchecked):
             return _forest_model(key, mv, forest, names)
     booster = booster_from_bytes(data, str(key))
-    fallback = False
-    codes: CategoryCodes = {}
-    if forest is None:
-        names = _checked_names(key, indexed, tuple(booster.feature_names or ()),
-                               booster.num_features())
-        objective, num_class = _booster_objective(booster)
-        _checked_objective(key, mv, objective, num_class)
-        codes = _category_codes(key, mv, booster, names)
-    else:
-        objective, num_class = forest.objective, 0
+    if forest is not None:
         diff = _selfcheck(forest, booster)
         if diff is None:
             if selfchecked is not None:
                 selfchecked.add(mv.sha256)
             return _forest_model(key, mv, forest, names)
-        fallback = True
         log.warning("%s: compiled forest differs from XGBoost by %s on the self-check rows; "
                     "serving it with the XGBoost Booster", key, diff)
+        return _booster_model(key, mv, booster, names, (forest.objective, 0), {}, fallback=True)
+    names = checked_names(key, tuple(mv.feature_names), tuple(booster.feature_names or ()),
+                          booster.num_features())
+    objective, num_class = booster_objective(booster)
+    checked_objective(key, mv, objective, num_class)
+    return _booster_model(key, mv, booster, names, (objective, num_class),
+                          category_codes(key, mv, booster, names), fallback=False)
 
+
+def _forest_names(key: ModelKey, mv: ModelVersion, forest: CompiledForest) -> tuple[str, ...]:
+    """The feature names to serve a compiled forest with, once its artifact agrees with the
+    index row (names, objective; a forest has numerical splits only)."""
+    names = checked_names(key, tuple(mv.feature_names),
+                          forest.feature_names if forest.names_stored else (), forest.n_features)
+    checked_objective(key, mv, forest.objective, 0)
+    if mv.categorical:
+        raise ModelLoadError(f"{key}: the registry index lists categorical features "
+                             f"({', '.join(sorted(mv.categorical))}) but the artifact "
+                             "has none")
+    return names
+
+
+def _booster_model(key: ModelKey, mv: ModelVersion, booster: Any, names: tuple[str, ...],
+                   kind: tuple[str, int], codes: CategoryCodes, *, fallback: bool
+                   ) -> LoadedModel:
+    """A model served by its XGBoost Booster (``kind``: objective and class count)."""
     if codes:
-        predict = _frame_predictor(booster, names, codes)
+        predict = frame_predictor(booster, names, codes)
     else:
         def predict(x: np.ndarray) -> np.ndarray:
             return booster.inplace_predict(x, validate_features=False)
 
     nbytes = int(mv.size_bytes * FOOTPRINT_PER_ARTIFACT_BYTE) + FOOTPRINT_FIXED_BYTES
     return LoadedModel(key, mv, predict, names, nbytes, "xgboost",
-                       {n: i for i, n in enumerate(names)}, fallback, objective, num_class,
-                       codes)
+                       {n: i for i, n in enumerate(names)}, fallback, kind[0], kind[1], codes)
 
 
 def publish_check(data: bytes, booster: Any) -> dict[str, str | None]:
@@ -215,109 +228,6 @@ def _forest_model(key: ModelKey, mv: ModelVersion, forest: CompiledForest,
     return LoadedModel(key, mv, forest.predict, names, forest.nbytes + FOOTPRINT_FIXED_BYTES,
                        "forest", {n: i for i, n in enumerate(names)},
                        objective=forest.objective)
-
-
-def _booster_objective(booster: Any) -> tuple[str, int]:
-    """A Booster's objective and class count (0 unless it predicts several classes)."""
-    learner = json.loads(booster.save_config())["learner"]
-    num_class = int(learner["learner_model_param"].get("num_class", "0"))
-    return str(learner["objective"]["name"]), num_class if num_class > 1 else 0
-
-
-def _checked_objective(key: ModelKey, mv: ModelVersion, objective: str, num_class: int) -> None:
-    """Refuse an artifact whose objective or class count contradicts the index row.
-
-    A row that records ``binary:logistic`` may hold any one-output model (rows written
-    before objectives were recorded read as binary); it may not hold a multi-class one.
-
-    Raises:
-        ModelLoadError: the index and the artifact disagree.
-    """
-    if mv.objective == objective or (mv.objective == BINARY and not num_class):
-        if not num_class or mv.num_class in (None, num_class):
-            return
-        raise ModelLoadError(f"{key}: the registry index records {mv.num_class} classes, "
-                             f"the artifact predicts {num_class}")
-    raise ModelLoadError(f"{key}: the registry index records objective {mv.objective!r}, "
-                         f"the artifact was trained with {objective!r}; refusing to serve "
-                         "answers of the wrong kind")
-
-
-def _category_codes(key: ModelKey, mv: ModelVersion, booster: Any,
-                    names: tuple[str, ...]) -> CategoryCodes:
-    """Per categorical column, category -> code: the model's own categories (XGBoost 3.1+
-    stores them), else those the index row's params record.
-
-    Raises:
-        ModelLoadError: the index and the artifact disagree on which features are
-            categorical, or a categorical feature's categories are known to neither.
-    """
-    types = list(booster.feature_types or ())
-    columns = [j for j, t in enumerate(types) if t == "c"]
-    indexed = sorted(names.index(n) for n in mv.categorical if n in names)
-    if mv.feature_types and indexed != columns:
-        raise ModelLoadError(
-            f"{key}: the registry index lists categorical features "
-            f"({', '.join(names[j] for j in indexed) or 'none'}) but the artifact has "
-            f"({', '.join(names[j] for j in columns) or 'none'})")
-    if not columns:
-        return {}
-    own: dict[str, list[str]] = {}
-    try:
-        for name, values in booster.get_categories(export_to_arrow=True).to_arrow():
-            if values is not None:
-                own[str(name)] = [str(v) for v in values.to_pylist()]
-    except Exception:  # noqa: BLE001 - a model saved before XGBoost stored categories
-        own = {}
-    codes: dict[int, Mapping[str, int]] = {}
-    for j in columns:
-        known = own.get(names[j]) or list(mv.categories.get(names[j], ()))
-        if not known:
-            raise ModelLoadError(f"{key}: no categories known for categorical feature "
-                                 f"{names[j]!r} (neither the artifact nor the index has them)")
-        codes[j] = {c: i for i, c in enumerate(known)}
-    return codes
-
-
-def _frame_predictor(booster: Any, names: tuple[str, ...], codes: CategoryCodes) -> Predictor:
-    """A predictor feeding the Booster a pandas frame: category dtype (over the model's own
-    categories) for the categorical columns, whose codes the float matrix carries."""
-    import pandas as pd  # only models with categorical features need it
-
-    dtypes = {j: pd.CategoricalDtype(list(c)) for j, c in codes.items()}
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        cols: dict[str, Any] = {}
-        for j, name in enumerate(names):
-            if j in dtypes:
-                code = np.where(np.isnan(x[:, j]), -1, x[:, j]).astype(np.int64)
-                cols[name] = pd.Categorical.from_codes(code, dtype=dtypes[j])
-            else:
-                cols[name] = x[:, j]
-        return booster.inplace_predict(pd.DataFrame(cols), validate_features=False)
-
-    return predict
-
-
-def _checked_names(key: ModelKey, indexed: tuple[str, ...], stored: tuple[str, ...],
-                   width: int) -> tuple[str, ...]:
-    """The feature names to serve with: the index's, which must match the artifact's.
-
-    Raises:
-        ModelLoadError: the index and the artifact disagree on the names, their order or
-            their count.
-    """
-    if indexed and stored and indexed != stored:
-        what = ("lists the features in the order" if sorted(indexed) == sorted(stored)
-                else "lists the features")
-        raise ModelLoadError(f"{key}: the registry index {what} ({', '.join(indexed)}) but "
-                             f"the artifact was trained on ({', '.join(stored)}); refusing "
-                             f"to serve it rather than predict on misplaced columns")
-    names = indexed or stored or tuple(f"f{i}" for i in range(width))
-    if len(names) != width:
-        raise ModelLoadError(f"{key}: index lists {len(names)} features, the model "
-                             f"uses {width}")
-    return names
 
 
 def _selfcheck(forest: CompiledForest, booster: Any) -> float | None:
