@@ -1,14 +1,16 @@
-"""Serving configuration: one typed object, read once from ``TENANTRY_*`` variables."""
+"""Serving configuration: one typed object from ``TENANTRY_<FIELD>`` variables (read by
+:func:`registry.settings.read_env`) and the command's flags."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ServeSettings"]
+from registry.settings import env_names, process_env, read_env
+
+__all__ = ["ServeSettings", "is_loopback"]
 
 
 @dataclass(frozen=True)
@@ -138,21 +140,19 @@ class ServeSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
-        """Settings from ``TENANTRY_*`` variables, then explicit ``overrides`` (not None)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"TENANTRY_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = _coerce(f.type, raw)
-        if "ray_address" not in values and env.get("RAY_ADDRESS"):
-            values["ray_address"] = env["RAY_ADDRESS"]
+        """Defaults, then ``TENANTRY_<FIELD>`` variables (``ray_address``: also
+        ``RAY_ADDRESS``), then the non-None ``overrides`` (the command's flags).
+
+        Args:
+            environ: the environment ``main`` read (None: this process's).
+            overrides: field values that win over the environment; None means unset.
+
+        Raises:
+            ValidationError: a variable that does not parse as its field's type.
+        """
+        values = read_env(cls, env_names(cls, "TENANTRY_"), process_env(environ))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-    def with_(self, **changes: Any) -> ServeSettings:
-        """A copy with ``changes`` applied."""
-        return replace(self, **changes)
 
     def exposure_problem(self) -> str:
         """Why serving with these settings would be open to the network, or ``""``.
@@ -160,7 +160,7 @@ class ServeSettings:
         A non-loopback ingress address (``auto`` included) needs API keys unless
         ``allow_anonymous`` says the operator means it.
         """
-        if self.api_keys_file or self.allow_anonymous or _is_loopback(self.host):
+        if self.api_keys_file or self.allow_anonymous or is_loopback(self.host):
             return ""
         return (f"refusing to serve on {self.host!r} without API keys: pass --api-keys FILE "
                 "(see `tenantry apikey`), bind 127.0.0.1, or pass --allow-anonymous")
@@ -179,7 +179,9 @@ class ServeSettings:
         return _parse_resources(self.shadow_worker_resources)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is known to be a loopback address (a name other than
+    ``localhost``, or ``auto``, is not)."""
     if host == "localhost":
         return True
     try:
@@ -195,13 +197,3 @@ def _parse_resources(spec: str) -> dict[str, float]:
         out[name.strip()] = float(amount or 1)
     return out
 
-
-def _coerce(kind: Any, raw: str) -> Any:
-    kind = str(kind)
-    if kind == "bool":
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if kind == "int":
-        return int(raw)
-    if kind == "float":
-        return float(raw)
-    return raw

@@ -1,17 +1,17 @@
-"""Training configuration, read once from the environment (``TENANTRY_TRAIN_*``, ``TENANTRY_RAY_*``).
+"""Training configuration (``TENANTRY_TRAIN_*``, ``TENANTRY_RAY_*``).
 
-Nothing else in the package reads ``os.environ``; the job takes a :class:`TrainingSettings`
-and the CLI builds one with :meth:`TrainingSettings.from_env`, then applies its flags.
+The job takes a :class:`TrainingSettings`; the CLI builds one with
+:meth:`TrainingSettings.from_env` from the environment ``main`` read, then applies its flags.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from registry.errors import ValidationError
+from registry.settings import env_names, process_env, read_env
 from training.errors import InvalidTrainingInput
 
 __all__ = ["TrainingSettings"]
@@ -100,7 +100,7 @@ class TrainingSettings:
         """Build settings from ``TENANTRY_TRAIN_<FIELD>`` (and ``TENANTRY_RAY_*``) variables.
 
         Args:
-            environ: the environment to read (default ``os.environ``).
+            environ: the environment ``main`` read (None: this process's).
 
         Returns:
             The settings, defaults where a variable is absent.
@@ -108,49 +108,10 @@ class TrainingSettings:
         Raises:
             InvalidTrainingInput: a variable that does not parse as its field's type.
         """
-        return cls(**env_values(cls, "TENANTRY_TRAIN_", environ))
+        return cls(**read_env(cls, env_names(cls, "TENANTRY_TRAIN_"), process_env(environ),
+                              InvalidTrainingInput))
 
     def with_overrides(self, **changes: Any) -> TrainingSettings:
         """A copy with the non-None ``changes`` applied (CLI flags over env)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-
-RAY_FIELDS = ("num_cpus", "ray_address")
-
-
-def env_values(cls: type, prefix: str, environ: Mapping[str, str] | None = None,
-               error: type[ValidationError] = InvalidTrainingInput) -> dict[str, Any]:
-    """Field values of the dataclass ``cls`` set in the environment, parsed by field type.
-
-    A field ``name`` is read from ``<prefix>NAME``; ``num_cpus`` and ``ray_address`` from
-    ``TENANTRY_RAY_NUM_CPUS`` / ``TENANTRY_RAY_ADDRESS`` (else ``RAY_ADDRESS``, as inside
-    `ray job submit`). Shared by the training, batch scoring and monitoring settings.
-
-    Raises:
-        error: a variable that does not parse as its field's type.
-    """
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        key = ("TENANTRY_RAY_" if f.name in RAY_FIELDS else prefix) \
-            + f.name.removeprefix("ray_").upper()
-        if env.get(key, "") != "":
-            values[f.name] = _parse(key, env[key], str(f.type), error)
-    if "ray_address" not in values and env.get("RAY_ADDRESS"):
-        values["ray_address"] = env["RAY_ADDRESS"]
-    return values
-
-
-def _parse(key: str, raw: str, type_name: str, error: type[ValidationError]) -> Any:
-    try:
-        if type_name.startswith("bool"):
-            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("1", "true", "yes")
-        if type_name.startswith("int"):
-            return int(raw)
-        if type_name.startswith("float"):
-            return float(raw)
-        return raw
-    except ValueError:
-        raise error(f"{key}={raw!r} is not a valid {type_name}") from None

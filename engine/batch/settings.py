@@ -11,10 +11,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from registry.errors import ValidationError
-from training.settings import env_values
+from registry.settings import env_names, process_env, read_env
 
 __all__ = ["ScoreSettings"]
-
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,8 @@ class ScoreSettings:
         Raises:
             ValidationError: a variable that does not parse as its field's type.
         """
-        return cls(**env_values(cls, "TENANTRY_SCORE_", environ, ValidationError))
+        return cls(**read_env(cls, env_names(cls, "TENANTRY_SCORE_"),
+                              process_env(environ)))
 
     def with_overrides(self, **changes: Any) -> ScoreSettings:
         """A copy with the non-None ``changes`` applied (CLI flags over env)."""

@@ -1,22 +1,24 @@
-"""Console configuration: one typed object, read once from ``TENANTRY_*`` variables."""
+"""Console configuration: one typed object from ``TENANTRY_*`` variables (read by
+:func:`registry.settings.read_env`) and the command's flags."""
 
 from __future__ import annotations
 
-import ipaddress
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
+
+from engine.settings import is_loopback
+from registry.settings import process_env, read_env
 
 __all__ = ["ConsoleSettings"]
 
 _ENV = {  # field -> environment variable
-    "registry": "TENANTRY_REGISTRY",
-    "host": "TENANTRY_CONSOLE_HOST",
-    "port": "TENANTRY_CONSOLE_PORT",
-    "api_keys_file": "TENANTRY_CONSOLE_API_KEYS",
-    "reports_dir": "TENANTRY_CONSOLE_REPORTS",
-    "refresh_s": "TENANTRY_CONSOLE_REFRESH_S",
+    "registry": ("TENANTRY_REGISTRY",),
+    "host": ("TENANTRY_CONSOLE_HOST",),
+    "port": ("TENANTRY_CONSOLE_PORT",),
+    "api_keys_file": ("TENANTRY_CONSOLE_API_KEYS",),
+    "reports_dir": ("TENANTRY_CONSOLE_REPORTS",),
+    "refresh_s": ("TENANTRY_CONSOLE_REFRESH_S",),
 }
 
 
@@ -49,32 +51,25 @@ class ConsoleSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ConsoleSettings:
-        """Defaults, then ``TENANTRY_*`` variables, then non-None ``overrides``."""
-        env = os.environ if env is None else env
-        types = {f.name: f.type for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, var in _ENV.items():
-            if env.get(var):
-                kind = types[name]
-                values[name] = (int(env[var]) if kind == "int" else
-                                float(env[var]) if kind == "float" else env[var])
+        """Defaults, then ``TENANTRY_*`` variables, then non-None ``overrides``.
+
+        Args:
+            env: the environment ``main`` read (None: this process's).
+            overrides: field values that win over the environment; None means unset.
+
+        Raises:
+            ValidationError: a variable that does not parse as its field's type.
+        """
+        values = read_env(cls, _ENV, process_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(cls(), **values)
+        return cls(**values)
 
     def exposure_problem(self) -> str:
         """Why serving the console with these settings would be open to the network, or
         ``""`` (the same rule as ``tenantry serve``)."""
-        if self.api_keys_file or self.allow_anonymous or _is_loopback(self.host):
+        if self.api_keys_file or self.allow_anonymous or is_loopback(self.host):
             return ""
         return (f"refusing to serve the console on {self.host!r} without API keys: pass "
                 "--api-keys FILE (see `tenantry apikey`), bind 127.0.0.1, or pass "
                 "--allow-anonymous")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a name: not known to be loopback
-        return False

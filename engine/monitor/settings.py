@@ -10,10 +10,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from registry.errors import ValidationError
-from training.settings import env_values
+from registry.settings import env_names, process_env, read_env
 
 __all__ = ["MonitorSettings"]
-
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,8 @@ class MonitorSettings:
         Raises:
             ValidationError: a variable that does not parse as its field's type.
         """
-        return cls(**env_values(cls, "TENANTRY_MONITOR_", environ, ValidationError))
+        return cls(**read_env(cls, env_names(cls, "TENANTRY_MONITOR_"),
+                              process_env(environ)))
 
     def with_overrides(self, **changes: Any) -> MonitorSettings:
         """A copy with the non-None ``changes`` applied (CLI flags over env)."""
