@@ -25,23 +25,23 @@ them all, and the CLI prints their message as one line::
 from __future__ import annotations
 
 __all__ = [
-    "TenantryError",
-    "InvalidTenantId",
-    "ValidationError",
-    "UnsupportedMediaType",
-    "NotFound",
-    "UnknownTenant",
-    "UnknownVersion",
-    "Forbidden",
-    "Unauthorized",
+    "ChecksumMismatch",
     "Conflict",
+    "Forbidden",
+    "InvalidTenantId",
+    "ModelLoadError",
+    "NotFound",
     "RegistryConflict",
     "RegistryError",
     "RegistryNotFound",
-    "Unavailable",
-    "ChecksumMismatch",
-    "ModelLoadError",
     "ReplicaUnavailable",
+    "TenantryError",
+    "Unauthorized",
+    "Unavailable",
+    "UnknownTenant",
+    "UnknownVersion",
+    "UnsupportedMediaType",
+    "ValidationError",
 ]
 
 

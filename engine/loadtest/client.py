@@ -25,22 +25,12 @@ __all__ = [
     "Counters",
     "ShareResult",
     "build_request",
-    "new_event_loop",
     "run_share",
 ]
 
 STATUS_CONN_ERROR = 0
 STATUS_TIMEOUT = -1
 _MIN_SLEEP_S = 0.001
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A uvloop event loop when uvloop is installed, else the default asyncio loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def build_request(method: str, host: str, path: str, body: bytes = b"",

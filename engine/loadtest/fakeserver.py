@@ -19,7 +19,7 @@ import sys
 import time
 from collections import OrderedDict
 
-from engine.loadtest.client import new_event_loop
+from engine.serving.server import new_event_loop
 
 __all__ = ["FakeState", "main", "serve"]
 

@@ -67,14 +67,14 @@ def render_markdown(doc: dict[str, Any]) -> str:
     bound = bool(doc.get("lower_bound"))
     lines = [
         "# tenantry capacity report", "",
-        f"Target: `{doc['url']}` — {doc['tenants']} tenants, Zipf({doc['zipf_s']}), "
-        f"{doc['workers']} load process(es), {doc['hold_s']} s per stage.", "",
+        (f"Target: `{doc['url']}` — {doc['tenants']} tenants, Zipf({doc['zipf_s']}), "
+         f"{doc['workers']} load process(es), {doc['hold_s']} s per stage."), "",
         (f"**Highest rate within SLO (p99 <= {doc['slo_p99_ms']} ms, errors < 0.1%): "
          f"{'at least ' if bound else ''}{doc['max_rps_within_slo']} req/s**"
          + (" — a lower bound: no stage failed the SLO, so the server may sustain more "
             "(test higher --rates to find its limit)." if bound else "")), "",
-        "| offered | achieved | p50 ms | p99 ms | errors | hit rate | loads | evictions "
-        "| cache MB | behind (max ms / count) | result |",
+        ("| offered | achieved | p50 ms | p99 ms | errors | hit rate | loads | evictions "
+         "| cache MB | behind (max ms / count) | result |"),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in doc["stages"]:

@@ -17,12 +17,13 @@ import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
-from engine.loadtest.client import ShareResult, new_event_loop, run_share
+from engine.loadtest.client import ShareResult, run_share
 from engine.loadtest.schedule import split_round_robin
+from engine.serving.server import new_event_loop
 
 __all__ = ["LoadWorkers", "ShareJob", "StageOutcome"]
 
@@ -129,7 +130,7 @@ class LoadWorkers:
             if got != message:
                 raise RuntimeError(f"load process {proc.name} sent {got!r}, not {message!r}")
 
-    def __enter__(self) -> LoadWorkers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -185,8 +186,8 @@ class LoadWorkers:
                 ("status", np.int16))}
         for share, res in zip(shares, results):
             assert res is not None
-            for name in out:
-                out[name][share] = getattr(res, name)
+            for name, column in out.items():
+                column[share] = getattr(res, name)
         cpu = tuple(r.cpu_s for r in results if r is not None)
         return StageOutcome(offsets, out["latency_s"], out["done_offset_s"], out["lag_s"],
                             out["status"], cpu, time.monotonic() - start_at)

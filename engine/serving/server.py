@@ -13,19 +13,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
+import uvloop
 
-__all__ = ["ThreadedServer"]
+__all__ = ["ThreadedServer", "new_event_loop"]
 
 StartHook = Callable[[], Awaitable[None]]
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-
-        return uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return asyncio.new_event_loop()
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop event loop (uvloop ships with uvicorn[standard]): the servers' and the load
+    generator's."""
+    return uvloop.new_event_loop()
 
 
 class ThreadedServer:
@@ -70,7 +68,7 @@ class ThreadedServer:
         return self.port
 
     def _run(self, sock: socket.socket) -> None:
-        loop = _new_loop()
+        loop = new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
         try:

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from engine.loadtest.client import new_event_loop
 from engine.loadtest.fakeserver import FakeState, serve
 from engine.loadtest.workers import LoadWorkers, ShareJob, _worker_main
 from engine.loadtest.workload import Workload
+from engine.serving.server import new_event_loop
 
 
 @pytest.fixture()
