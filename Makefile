@@ -1,4 +1,4 @@
-# tenantry — `make demo` runs the main job end to end, `make test` runs the suite.
+# tenantry — `make demo` runs the main job end to end, `make test` runs lint and the suite.
 # Both create .venv and install the project on a fresh machine.
 PY ?= python3
 VENV := .venv
@@ -26,7 +26,7 @@ browser:
 			chromium chromium-driver >/dev/null; \
 	fi
 
-test: install browser
+test: install browser lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration
 
@@ -36,6 +36,7 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -q tests/integration
 
+# ruff and mypy (settings in pyproject.toml); `make test` runs it first.
 lint: install
 	$(BIN)/ruff check engine training registry tests benchmarks
 	$(BIN)/mypy engine training registry
