@@ -91,13 +91,15 @@ class RegistrySnapshot:
 
     def alias_version(self, tenant_id: str, alias: str | Alias = Alias.PRODUCTION) -> int | None:
         """The version ``alias`` points at, or None."""
-        stacks = self._aliases.get(Alias(alias).value)
-        number = self._tenants.find(tenant_id) if stacks is not None else None
-        return None if number is None else stacks.current(number)  # type: ignore[union-attr]  # number is set only when stacks is
+        return self._current(self._tenants.find(tenant_id), alias)
+
+    def _current(self, number: int | None, alias: str | Alias) -> int | None:
+        stacks = self._aliases.get(_alias_name(alias))
+        return None if stacks is None or number is None else stacks.current(number)
 
     def alias_stack(self, tenant_id: str, alias: str | Alias) -> AliasStack:
         """A copy of the alias history of a tenant."""
-        stacks = self._aliases.get(Alias(alias).value)
+        stacks = self._aliases.get(_alias_name(alias))
         number = self._tenants.find(tenant_id)
         if stacks is None or number is None:
             return AliasStack()
@@ -108,13 +110,18 @@ class RegistrySnapshot:
 
         Raises:
             UnknownTenant: no such tenant or no version under that alias.
+            UnknownVersion: the alias names a version the index has no row for.
         """
-        version = self.alias_version(tenant_id, alias)
+        number = self._tenants.find(tenant_id)
+        version = self._current(number, alias)
         if version is None:
             if self._has_versions(tenant_id):
-                raise UnknownTenant(f"tenant {tenant_id!r} has no {Alias(alias).value} model")
+                raise UnknownTenant(f"tenant {tenant_id!r} has no {_alias_name(alias)} model")
             raise UnknownTenant(f"unknown tenant {tenant_id!r}")
-        return self.version(tenant_id, version)
+        row = self._versions.find(number, version)  # type: ignore[arg-type]  # set with version
+        if row is None:
+            return self.version(tenant_id, version)  # raises what a missing version raises
+        return self._versions.version_of(row)
 
     def _has_versions(self, tenant_id: str) -> bool:
         number = self._tenants.find(tenant_id)
@@ -178,6 +185,15 @@ class RegistrySnapshot:
         for number in self._versions.tenant_numbers().tolist():
             for row in self._versions.rows_of(number):
                 yield self._versions.version_of(row)
+
+
+_ALIAS_NAMES = {a.value: a.value for a in Alias}  # an Alias hashes and compares as its value
+
+
+def _alias_name(alias: str | Alias) -> str:
+    """The alias's name; raises ValueError for names that are not an :class:`Alias`."""
+    name = _ALIAS_NAMES.get(alias)
+    return name if name is not None else Alias(alias).value
 
 
 def _ordered(aliases: pa.Table) -> pa.Table:

@@ -10,6 +10,7 @@ its cost does not grow with the tenant count in any way Python code can see.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,7 @@ class TenantIndex:
 
     def names(self) -> list[str]:
         """Every tenant id, in number order."""
-        offsets = self._offsets.tolist()
-        return [self._blob[a:b].decode() for a, b in zip(offsets, offsets[1:], strict=False)]
+        return [self._blob[a:b].decode() for a, b in pairwise(self._offsets.tolist())]
 
     def find(self, tenant_id: str) -> int | None:
         """The number of ``tenant_id``, or None if it was never added."""

@@ -13,15 +13,15 @@ value. A small memo keeps recently built values, so a hot tenant builds its valu
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from registry.errors import RegistryError
+from registry.row_columns import canonical_paths, column, digests, value_codes
 from registry.rows import categories_of, float_free, resolve_uri, row_to_version
 from registry.tenant_index import TenantIndex
 from registry.types import ModelVersion
@@ -29,9 +29,12 @@ from registry.types import ModelVersion
 __all__ = ["VersionTable"]
 
 MEMO_SIZE = 4096
-_COLUMNS = ("tenant_id", "shard", "version", "artifact_uri", "sha256", "size_bytes",
-            "feature_names", "metrics_json", "params_json", "data_date", "run_id",
-            "created_at", "objective", "num_class", "feature_types", "forest_check")
+# The columns whose values a run's rows share (params only matter for categorical rows).
+_SHARED = (("shard", pa.int32()), ("run_id", pa.string()),
+           ("created_at", pa.timestamp("us", tz="UTC")), ("data_date", pa.string()),
+           ("objective", pa.string()), ("num_class", pa.int64()),
+           ("forest_check", pa.string()), ("feature_names", pa.list_(pa.string())),
+           ("feature_types", pa.list_(pa.string())))
 _MAX_VERSION = 1 << 32
 
 
@@ -40,30 +43,9 @@ class _Shared:
     """What a run's rows have in common, stored once."""
 
     shard: int
-    run_id: str
-    created_at: datetime
-    data_date: str | None
-    objective: str
-    num_class: int | None
-    forest_check: str | None
-    feature_names: tuple[str, ...]
-    feature_types: tuple[str, ...]
-    categories: Mapping[str, tuple[str, ...]]
     metric_keys: tuple[str, ...]
-
-
-def _canonical_path(shard: int, tenant_id: str, version: int) -> str:
-    return f"artifacts/shard={shard:02d}/tenant={tenant_id}/v={version}/model.ubj"
-
-
-def _sha_bytes(sha: Any) -> bytes | None:
-    """The 32 raw bytes of a lowercase hex sha256, or None when it is anything else."""
-    if not isinstance(sha, str) or len(sha) != 64 or sha != sha.lower():
-        return None
-    try:
-        return bytes.fromhex(sha)
-    except ValueError:
-        return None
+    fields: dict[str, Any]
+    """The ModelVersion fields every row of the record has (all but the row's own)."""
 
 
 class VersionTable:
@@ -72,19 +54,22 @@ class VersionTable:
     def __init__(self, tenants: TenantIndex, root_uri: str | None) -> None:
         self._tenants = tenants
         self._root = root_uri
+        self._prefix = resolve_uri(root_uri, "artifacts/")  # of every canonical artifact path
         self._tenant = np.empty(0, np.int32)
-        self._version = np.empty(0, np.int64)
+        self._version = np.empty(0, np.uint32)  # range-checked on add
         self._sha = np.empty((0, 32), np.uint8)
         self._size = np.empty(0, np.int64)
         self._shared_of = np.empty(0, np.int32)  # -1: an odd row (see _odd)
-        self._mstart = np.empty(0, np.int64)
+        self._mstart = np.empty(0, np.uint32)  # where the row's metric values start
         self._metrics = np.empty(0, np.float64)
         self._shared: list[_Shared] = []
         self._shared_ids: dict[tuple[Any, ...], int] = {}
+        self._keysets: dict[tuple[str, ...], int] = {}  # metric names -> number
+        self._keyset_names: list[tuple[str, ...]] = []
         self._odd: dict[int, ModelVersion] = {}
         # Sorted keys and the row of each, swapped whole (readers run in other threads).
         self._lookup: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64),
-                                                       np.empty(0, np.int64))
+                                                       np.empty(0, np.int32))
         self._memo: dict[int, ModelVersion] = {}
 
     def __len__(self) -> int:
@@ -97,67 +82,100 @@ class VersionTable:
         Raises:
             RegistryError: a version number outside ``0 .. 2**32 - 1``.
         """
-        n = rows.num_rows
-        cols = {c: (rows.column(c).to_pylist() if c in rows.column_names else [None] * n)
-                for c in _COLUMNS}
-        versions = np.asarray(cols["version"], np.int64)
-        if n and (versions.min() < 0 or versions.max() >= _MAX_VERSION):
+        n, base = rows.num_rows, len(self)
+        if not n:
+            return
+        versions = column(rows, "version", pa.int64()).to_numpy(zero_copy_only=False)
+        if versions.min() < 0 or versions.max() >= _MAX_VERSION:
             raise RegistryError("a models row has a version outside 0 .. 2**32 - 1")
-        numbers = self._tenants.numbers(cols["tenant_id"])
-        base, sha = len(self), np.zeros((n, 32), np.uint8)
-        shared_of = np.full(n, -1, np.int32)
-        starts, values = np.empty(n, np.int64), []
-        for i in range(n):
-            row = {c: cols[c][i] for c in _COLUMNS}
-            starts[i] = len(self._metrics) + len(values)
-            packed = self._pack(row)
-            if packed is None:
-                self._odd[base + i] = row_to_version(row, self._root)
-                continue
-            shared_of[i], digest, metric_values = packed
-            sha[i] = np.frombuffer(digest, np.uint8)
-            values.extend(metric_values)
+        tenant_ids = column(rows, "tenant_id", pa.string())
+        numbers = self._tenants.numbers(tenant_ids.to_pylist())
+        sha, fits = digests(column(rows, "sha256", pa.string()))
+        paths = canonical_paths(tenant_ids, column(rows, "shard", pa.int32()), versions)
+        fits &= pc.fill_null(pc.equal(column(rows, "artifact_uri", pa.string()), paths),
+                             False).to_numpy(zero_copy_only=False)
+        keysets, starts, values = self._metric_values(
+            column(rows, "metrics_json", pa.string()).to_pylist())
+        fits &= keysets >= 0
+        shared_of = self._shared_rows(rows, keysets)
+        shared_of[~fits] = -1
+        for i in np.flatnonzero(~fits).tolist():
+            self._odd[base + i] = row_to_version(rows.slice(i, 1).to_pylist()[0], self._root)
         self._tenant = np.concatenate([self._tenant, numbers.astype(np.int32)])
-        self._version = np.concatenate([self._version, versions])
+        self._version = np.concatenate([self._version, versions.astype(np.uint32)])
         self._sha = np.concatenate([self._sha, sha])
-        self._size = np.concatenate([self._size, np.asarray(cols["size_bytes"], np.int64)])
+        self._size = np.concatenate([self._size, column(rows, "size_bytes", pa.int64())
+                                     .to_numpy(zero_copy_only=False)])
         self._shared_of = np.concatenate([self._shared_of, shared_of])
-        self._mstart = np.concatenate([self._mstart, starts])
+        self._mstart = np.concatenate([self._mstart, starts.astype(np.uint32)])
         self._metrics = np.concatenate([self._metrics, np.asarray(values, np.float64)])
         self._reindex()
 
-    def _pack(self, row: dict[str, Any]) -> tuple[int, bytes, list[float]] | None:
-        """(shared record, raw sha256, metric values), or None if the row does not fit."""
-        shard, version = int(row["shard"]), int(row["version"])
-        digest = _sha_bytes(row["sha256"])
-        if digest is None or row["artifact_uri"] != _canonical_path(shard, row["tenant_id"],
-                                                                      version):
-            return None
-        metrics = json.loads(row["metrics_json"] or "{}")
-        if not isinstance(metrics, dict) or any(type(v) is not float for v in metrics.values()):
-            return None
+    def _metric_values(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray, list]:
+        """Per row its metric-name set (-1: not all floats) and start; the values in order."""
+        parsed = json.loads("[" + ",".join(t or "{}" for t in texts) + "]")
+        keysets = np.full(len(parsed), -1, np.int64)
+        starts = np.empty(len(parsed), np.int64)
+        values: list[float] = []
+        for i, metrics in enumerate(parsed):
+            starts[i] = len(self._metrics) + len(values)
+            if isinstance(metrics, dict) and all(type(v) is float for v in metrics.values()):
+                keysets[i] = self._keyset(tuple(metrics))
+                values.extend(metrics.values())
+        return keysets, starts, values
+
+    def _keyset(self, names: tuple[str, ...]) -> int:
+        number = self._keysets.get(names)
+        if number is None:
+            number = self._keysets[names] = len(self._keyset_names)
+            self._keyset_names.append(names)
+        return number
+
+    def _shared_rows(self, rows: pa.Table, keysets: np.ndarray) -> np.ndarray:
+        """The shared record of every row, made once per distinct combination."""
+        cols = {name: column(rows, name, type_) for name, type_ in _SHARED}
+        codes, firsts = zip(*(value_codes(c) for c in cols.values()), strict=True)
+        types_first = firsts[list(cols).index("feature_types")]
+        categorical = np.array([("categorical" in (cols["feature_types"][int(r)].as_py() or ()))
+                                for r in types_first] + [False])  # [-1]: null types
+        params, _ = value_codes(column(rows, "params_json", pa.string()))
+        params[~categorical[codes[list(cols).index("feature_types")]]] = -1
+        combos = np.stack([*codes, params, keysets], axis=1)
+        _, first, inverse = np.unique(combos, axis=0, return_index=True, return_inverse=True)
+        ids = np.array([self._intern({name: c[int(r)].as_py() for name, c in cols.items()},
+                                     rows.column("params_json")[int(r)].as_py()
+                                     if "params_json" in rows.column_names else None,
+                                     int(keysets[r]))
+                        for r in first], np.int32)
+        return ids[inverse.reshape(-1)]
+
+    def _intern(self, row: dict[str, Any], params_json: str | None, keyset: int) -> int:
+        """The number of the shared record of ``row``'s values, made if new."""
         names = tuple(row["feature_names"] or ())
         types = tuple(row["feature_types"] or ())
-        cats = categories_of(row["params_json"], names, types)
-        key = (shard, row["run_id"], row["created_at"], row["data_date"],
-               row["objective"] or "binary:logistic",
-               None if row["num_class"] is None else int(row["num_class"]),
-               row["forest_check"], names, float_free(names, types),
-               tuple(cats.items()), tuple(metrics))
+        cats = categories_of(params_json, names, types)
+        key = (row["shard"], row["run_id"], row["created_at"], row["data_date"],
+               row["objective"] or "binary:logistic", row["num_class"], row["forest_check"],
+               names, float_free(names, types), tuple(cats.items()), keyset)
         shared = self._shared_ids.get(key)
         if shared is None:
             shared = len(self._shared)
-            self._shared.append(_Shared(*key[:9], categories=cats, metric_keys=key[10]))
+            keys = self._keyset_names[keyset] if keyset >= 0 else ()
+            self._shared.append(_Shared(row["shard"], keys, {
+                "shard": row["shard"], "run_id": row["run_id"], "created_at": row["created_at"],
+                "data_date": row["data_date"], "objective": key[4], "num_class": row["num_class"],
+                "forest_check": row["forest_check"], "feature_names": names,
+                "feature_types": key[8], "categories": cats}))
             self._shared_ids[key] = shared
-        return shared, digest, list(metrics.values())
+        return shared
 
     def _reindex(self) -> None:
-        keys = (self._tenant.astype(np.int64) << 32) | self._version
+        keys = (self._tenant.astype(np.int64) << 32) | self._version.astype(np.int64)
         order = np.argsort(keys, kind="stable")
         ordered = keys[order]
         last = np.ones(len(ordered), bool)
         last[:-1] = ordered[1:] != ordered[:-1]  # of equal keys, the row added last wins
-        self._lookup = (ordered[last], order[last])
+        self._lookup = (ordered[last], order[last].astype(np.int32))
 
     # -- reading ----------------------------------------------------------------------
     def find(self, tenant: int, version: int) -> int | None:
@@ -202,12 +220,16 @@ class VersionTable:
         tenant_id = self._tenants.name(int(self._tenant[row]))
         version = int(self._version[row])
         start = int(self._mstart[row])
-        values = self._metrics[start:start + len(s.metric_keys)].tolist()
-        return ModelVersion(
-            tenant_id=tenant_id, shard=s.shard, version=version,
-            artifact_uri=resolve_uri(self._root, _canonical_path(s.shard, tenant_id, version)),
-            sha256=self._sha[row].tobytes().hex(), size_bytes=int(self._size[row]),
-            feature_names=s.feature_names, metrics=dict(zip(s.metric_keys, values, strict=True)),
-            run_id=s.run_id, created_at=s.created_at, data_date=s.data_date,
-            objective=s.objective, num_class=s.num_class, feature_types=s.feature_types,
-            categories=s.categories, forest_check=s.forest_check)
+        # On the request path of every tenant outside the memo: filling the instance's
+        # __dict__ skips the frozen dataclass's per-field object.__setattr__ (~3 us).
+        mv = object.__new__(ModelVersion)
+        fields = mv.__dict__
+        fields.update(s.fields)
+        fields.update(
+            tenant_id=tenant_id, version=version, size_bytes=int(self._size[row]),
+            artifact_uri=f"{self._prefix}shard={s.shard:02d}/tenant={tenant_id}/v={version}"
+                         "/model.ubj",
+            sha256=self._sha[row].tobytes().hex(),
+            metrics=dict(zip(s.metric_keys, self._metrics[start:start + len(s.metric_keys)]
+                             .tolist(), strict=True)))
+        return mv
