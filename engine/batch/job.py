@@ -257,7 +257,7 @@ def _publish(output: OutputTable, run_id: str, date: str, alias: str, src: DataS
     failed = tuple(sorted((f for r in results for f in r.failed), key=lambda f: f.tenant_id))
     shadow_failed = tuple(sorted((f for r in results for f in r.shadow_failed),
                                  key=lambda f: f.tenant_id))
-    for name in ("read_s", "score_s", "write_s", "cpu_s"):
+    for name in ("read_s", "load_s", "score_s", "write_s", "cpu_s"):
         timings[f"tasks_{name}"] = sum(r.timings.get(name, 0.0) for r in results)
 
     def report(table_version: int | None) -> ScoreReport:

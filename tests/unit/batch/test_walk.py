@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from engine.batch.walk import walk_forest
+from engine.batch.walk import stack_forests, walk_forest, walk_stack, widen
 from engine.serving.forest import compile_forest
 
 
@@ -64,3 +64,39 @@ def test_wrong_width_is_refused() -> None:
     forest = compile_forest(bytes(booster.save_raw("ubj")))
     with pytest.raises(ValueError, match=r"expected \(rows, 4\)"):
         walk_forest(forest, np.zeros((3, 5), np.float32))
+
+
+def test_stack_of_many_models_equals_each_alone() -> None:
+    """Models with their own feature subsets, orders, depths and objectives, stacked over
+    one shared matrix and walked together: each row exactly what its forest predicts."""
+    shared = 7
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(60, shared)) * 50).astype(np.float32)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[3] = np.nan  # a row with every value missing
+    specs = [(21, 5, 12, 4, "binary:logistic"), (22, 2, 12, 7, "reg:squarederror"),
+             (23, 6, 12, 3, "binary:logitraw"), (24, 1, 12, 1, "binary:logistic")]
+    forests, maps = [], []
+    for seed, depth, trees, features, objective in specs:
+        booster, _ = _model(seed, depth, trees, features, objective)
+        forests.append(compile_forest(bytes(booster.save_raw("ubj"))))
+        maps.append(np.random.default_rng(seed).permutation(shared)[:features])
+    stack = stack_forests(forests, maps, shared)
+    assert stack.depth == max(f.depth for f in forests)
+    models = rng.integers(0, len(forests), size=x.shape[0])
+    rows = rng.permutation(x.shape[0])  # rows in any order, each with its own model
+    got = walk_stack(stack, widen(x), rows, models)
+    for m, (forest, cols) in enumerate(zip(forests, maps, strict=True)):
+        mine = models == m
+        np.testing.assert_array_equal(got[mine], forest.predict(x[rows[mine]][:, cols]))
+
+
+def test_stack_refuses_mixed_tree_counts_and_bad_maps() -> None:
+    small = compile_forest(bytes(_model(31, 3, 5, 4)[0].save_raw("ubj")))
+    large = compile_forest(bytes(_model(32, 3, 6, 4)[0].save_raw("ubj")))
+    with pytest.raises(ValueError, match="one tree count"):
+        stack_forests([small, large], [np.arange(4), np.arange(4)], 4)
+    with pytest.raises(ValueError, match="column map"):
+        stack_forests([small], [np.arange(3)], 4)
+    with pytest.raises(ValueError, match="column map"):
+        stack_forests([small], [np.arange(1, 5)], 4)
