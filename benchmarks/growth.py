@@ -210,7 +210,7 @@ def serve_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any
     reg = Registry.open(root)
     tenant_set = registry_tenants(root, None)
     cache_models = cache_models_for(n, args.hit_rate)
-    nbytes = load_model(reg, reg.get(tenant_set.ids[0]).production).nbytes
+    nbytes = load_model(reg, reg.snapshot().resolve(tenant_set.ids[0])).nbytes
     cache_mb = 1.05 * cache_models * nbytes / 2**20
     proc = w_serve.start("tenantry", root, cache_models, cache_mb,
                          (tenant_set.ids[-1], tenant_set.widths[-1]), workdir / "logs")

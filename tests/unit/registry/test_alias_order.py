@@ -14,8 +14,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-import registry.registry as registry_mod
-from registry import Registry
+from registry import Registry, index_rows
 from registry.gc import collect_garbage
 from registry.index import TABLES
 from registry.snapshot import RegistrySnapshot
@@ -33,7 +32,7 @@ def _versions(reg: Registry, data: bytes, n: int) -> None:
 
 def _skewed(monkeypatch: pytest.MonkeyPatch, hours: float) -> None:
     """Make every registry writer in this process read a clock ``hours`` off."""
-    monkeypatch.setattr(registry_mod, "_now",
+    monkeypatch.setattr(index_rows, "now",
                         lambda: datetime.now(UTC) + timedelta(hours=hours))
 
 
