@@ -116,7 +116,8 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     handle = node = settings = None
     connected = clean = False
     try:
-        from engine.serving.launch import PrivateRay, ensure_ray, start_serving
+        from engine.cli.private_ray import PrivateRay
+        from engine.serving.launch import ensure_ray, start_serving
         from engine.settings import ServeSettings
         from registry import Registry
         from registry.errors import ValidationError
