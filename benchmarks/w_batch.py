@@ -1,6 +1,6 @@
 """W-batch: rows/s of ``tenantry score`` vs a plain multiprocessing.Pool of XGBoost, same run.
 
-    python benchmarks/w_batch.py [--tenants 2000] [--days 8] [--repeat 1] [--workdir DIR]
+    python benchmarks/w_batch.py [--tenants 2000] [--days 8] [--repeat 3] [--workdir DIR]
 
 Data and models come from W-train's preparation (``benchmarks/w_train.py``): the generator's
 tenants, a registry created as ``tenantry registry init`` does, trained by the real job
@@ -13,7 +13,8 @@ Both sides then score the same day's rows of every tenant with a production mode
 - **job**: ``engine.batch.run_scoring`` on Ray Data (Ray started and warmed before the clock,
   as a standing cluster is). Its clock covers everything ``tenantry score`` does: plan from
   the Delta log and the registry, read each shard's files in its task, load every model
-  through the registry (sha256 verified, compiled), predict, write Parquet, commit.
+  through the registry (sha256 verified, compiled as serving compiles it), walk all the
+  shard's tenants' forests together over the shard's columns, write Parquet, commit.
 - **pool**: ``multiprocessing.Pool(os.cpu_count())`` whose workers load each tenant's Booster
   from the registry (``Registry.load_booster``: read, sha256, load) and call
   ``inplace_predict`` on the tenant's rows, handed over from the parent's memory (reading
@@ -30,9 +31,11 @@ pool's workers are set to the same, so on a shared box both yield alike to other
 Also measured, per call at the median tenant's row count, on one model in this process:
 model load (serving's ``load_model`` of the version as published and of the same version
 without its publish-time record, i.e. with the load-time self-check; compile vs Booster) and
-predict (batch walk, serving's ``predict`` and
-``inplace_predict``), to show where the ratio comes from. Prints both rates and the ratio;
-writes ``benchmarks/results/w_batch.json``.
+predict (the batch walk of one forest, serving's ``predict`` and ``inplace_predict``), to
+show where the ratio comes from; and each side's work CPU (:func:`summary`) with the load
+average before and after every run. The default size is DESIGN.md's: W-train's 2,000
+tenants, one day (~236k rows), where neither side's start-up dominates. Prints both rates
+and the ratio; writes ``benchmarks/results/w_batch.json``.
 """
 
 from __future__ import annotations
@@ -80,11 +83,13 @@ def _pool_init(root: str, niceness: int) -> None:
     _REGISTRY = Registry.open(root)
 
 
-def _pool_score(task: Task) -> tuple[str, np.ndarray]:
+def _pool_score(task: Task) -> tuple[str, np.ndarray, float]:
     tenant_id, mv, x = task
     assert _REGISTRY is not None
+    cpu0 = time.process_time()
     booster = _REGISTRY.load_booster(mv)  # read + sha256 + Booster.load_model
-    return tenant_id, booster.inplace_predict(x, validate_features=False)
+    pred = booster.inplace_predict(x, validate_features=False)
+    return tenant_id, pred, time.process_time() - cpu0
 
 
 def pool_tasks(data: str, reg: Registry, date: str) -> list[Task]:
@@ -112,10 +117,11 @@ def run_pool(tasks: list[Task], root: str, processes: int, niceness: int) -> dic
         ready = time.perf_counter() - t0
         results = list(pool.imap_unordered(_pool_score, tasks, chunksize=8))
         elapsed = time.perf_counter() - t0
-    rows = sum(len(p) for _, p in results)
+    rows = sum(len(p) for _, p, _ in results)
     return {"rows": rows, "tenants": len(results), "elapsed_s": elapsed,
             "rows_per_s": rows / elapsed, "start_s": ready,
-            "rows_per_s_after_start": rows / (elapsed - ready)}
+            "rows_per_s_after_start": rows / (elapsed - ready),
+            "work_cpu_s": sum(c for _, _, c in results)}
 
 
 def _pool_ready(_: int) -> int:
@@ -165,14 +171,90 @@ def per_call(tasks: list[Task], reg: Registry) -> dict[str, float]:
                 x, validate_features=False))}
 
 
+def _rounds(tasks: list[Task], data: str, root: str, date: str, workdir: Path, repeat: int,
+            niceness: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``repeat`` pool/job rounds, alternating so load from elsewhere hits both alike."""
+    cpus = os.cpu_count() or 1
+    pools, jobs = [], []
+    for k in range(repeat):
+        before = os.getloadavg()[0]
+        pools.append({**run_pool(tasks, root, cpus, niceness), "loadavg_1m_before": before,
+                      "loadavg_1m": os.getloadavg()[0]})
+        before = os.getloadavg()[0]
+        jobs.append({**run_job(data, root, date, str(workdir / "scores"), k),
+                     "loadavg_1m_before": before, "loadavg_1m": os.getloadavg()[0]})
+    return pools, jobs
+
+
+def summary(tasks: list[Task], pools: list[dict[str, Any]],
+            jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds: both rates, their ratios, and each side's work CPU.
+
+    Work CPU is what each side's own code spent (process time): the pool's workers loading
+    Boosters and predicting (not the parent's pickling nor the pool's start), the job's
+    tasks reading, loading, walking and writing (not Ray's scheduling nor plan and commit).
+    It is less sensitive than the wall clock to other work on a shared box.
+    """
+    pool_rps = float(np.median([p["rows_per_s"] for p in pools]))
+    pool_warm = float(np.median([p["rows_per_s_after_start"] for p in pools]))
+    job_rps = float(np.median([j["rows_per_s"] for j in jobs]))
+    pool_cpu = float(np.median([p["work_cpu_s"] for p in pools]))
+    job_cpu = float(np.median([j["timings"]["tasks_cpu_s"] for j in jobs]))
+    sizes = [len(t[2]) for t in tasks]
+    return {
+        "scored_tenants": len(tasks), "rows": int(sum(sizes)),
+        "rows_per_tenant": {"median": float(np.median(sizes)), "mean": float(np.mean(sizes)),
+                            "max": int(np.max(sizes))},
+        "forest_checked": sum(t[1].forest_check is not None for t in tasks),
+        "job_rows_per_s": job_rps, "pool_rows_per_s": pool_rps,
+        "ratio_job_over_pool": job_rps / pool_rps, "goal": 2.0,
+        "pool_rows_per_s_after_start": pool_warm,
+        "ratio_job_over_pool_after_start": job_rps / pool_warm,
+        "pool_work_cpu_s": pool_cpu, "job_work_cpu_s": job_cpu,
+        "ratio_work_cpu_pool_over_job": pool_cpu / job_cpu,
+        "loadavg_1m": [r["loadavg_1m"] for r in pools + jobs],
+    }
+
+
+def report(result: dict[str, Any], out: str) -> None:
+    """Print the figures."""
+    cpus, calls = result["cpus"], result["per_call_median_tenant"]
+    print(f"W-batch  {result['tenants']} tenants, {cpus} cpus, {result['date']}: "
+          f"{result['rows']} rows of {result['scored_tenants']} tenants (median "
+          f"{result['rows_per_tenant']['median']:.0f} rows; {result['forest_checked']} checked "
+          f"at publish); load average {min(result['loadavg_1m']):.1f}-"
+          f"{max(result['loadavg_1m']):.1f}")
+    print(f"  pool  multiprocessing.Pool({cpus}) + inplace_predict: "
+          f"{result['pool_rows_per_s']:,.0f} rows/s ({result['pool_rows_per_s_after_start']:,.0f} "
+          f"rows/s once its workers are up); work CPU {result['pool_work_cpu_s']:.2f} s")
+    job = result["job_runs"][-1]
+    print(f"  job   tenantry score (Ray Data):               {result['job_rows_per_s']:,.0f} "
+          f"rows/s ({job['tenants']} tenants, {job['buckets']} buckets); work CPU "
+          f"{result['job_work_cpu_s']:.2f} s")
+    print(f"  ratio job/pool = {result['ratio_job_over_pool']:.2f} (goal >= 2; against the pool "
+          f"once up: {result['ratio_job_over_pool_after_start']:.2f}; work CPU pool/job "
+          f"{result['ratio_work_cpu_pool_over_job']:.2f})   -> {out}")
+    t = job["timings"]
+    print("  job stages (last run, s): plan {:.2f}, buckets {:.2f} (in tasks: read {:.2f}, load "
+          "{:.2f}, score incl. load {:.2f}, write {:.2f}, CPU {:.2f}), commit {:.3f}".format(
+              t["plan_s"], t["buckets_s"], t["tasks_read_s"], t.get("tasks_load_s", 0.0),
+              t["tasks_score_s"], t["tasks_write_s"], t["tasks_cpu_s"], t["commit_s"]))
+    print("  per call, median tenant ({rows} rows): serving load_model {load_model_us:.0f} us "
+          "(read+sha256 {read_verify_us:.0f}, compile {compile_forest_us:.0f}; "
+          "{load_model_selfcheck_us:.0f} us with the load-time self-check) vs "
+          "registry Booster load {booster_load_us:.0f} us; walk {walk_us:.0f} us, "
+          "forest.predict {forest_predict_us:.0f} us, inplace_predict {inplace_predict_us:.0f} us"
+          .format(**calls))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run W-batch and print/write the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tenants", type=int, default=2000)
+    ap.add_argument("--tenants", type=int, default=2000, help="DESIGN.md's W-train tenants")
     ap.add_argument("--days", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mean-rows", type=float, default=1000.0)
-    ap.add_argument("--repeat", type=int, default=1, help="alternating pool/job rounds")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating pool/job rounds")
     ap.add_argument("--workdir", default=None, help="keep data and registry here (reused)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "w_batch.json"))
     args = ap.parse_args(argv)
@@ -195,47 +277,18 @@ def main(argv: list[str] | None = None) -> int:
         trained = w_train.run_job(data, root, date, 1)  # registry init + tenantry train
     reg = Registry.open(root)
     tasks = pool_tasks(data, reg, date)
-    pools, jobs = [], []
-    for k in range(args.repeat):  # alternate, so load from elsewhere hits both alike
-        pools.append({**run_pool(tasks, root, cpus, niceness), "loadavg_1m": os.getloadavg()[0]})
-        jobs.append({**run_job(data, root, date, str(workdir / "scores"), k),
-                     "loadavg_1m": os.getloadavg()[0]})
-    calls = per_call(tasks, reg)
-    pool_rps = float(np.median([p["rows_per_s"] for p in pools]))
-    pool_warm = float(np.median([p["rows_per_s_after_start"] for p in pools]))
-    job_rps = float(np.median([j["rows_per_s"] for j in jobs]))
-    sizes = [len(t[2]) for t in tasks]
+    pools, jobs = _rounds(tasks, data, root, date, workdir, args.repeat, niceness)
     result = {
         "workload": "W-batch", "tenants": args.tenants, "days": args.days, "seed": args.seed,
-        "cpus": cpus, "date": date, "scored_tenants": len(tasks), "rows": int(sum(sizes)),
-        "rows_per_tenant": {"median": float(np.median(sizes)), "mean": float(np.mean(sizes)),
-                            "max": int(np.max(sizes))},
-        "forest_checked": sum(t[1].forest_check is not None for t in tasks),
-        "repeat": args.repeat, "job_rows_per_s": job_rps, "pool_rows_per_s": pool_rps,
-        "ratio_job_over_pool": job_rps / pool_rps, "goal": 2.0,
-        "pool_rows_per_s_after_start": pool_warm,
-        "ratio_job_over_pool_after_start": job_rps / pool_warm, "per_call_median_tenant": calls,
-        "ray_start_and_warm_s": ray_s, "worker_niceness": niceness, "trained": trained.get("trained"),
+        "cpus": cpus, "date": date, **summary(tasks, pools, jobs), "repeat": args.repeat,
+        "per_call_median_tenant": per_call(tasks, reg), "ray_start_and_warm_s": ray_s,
+        "worker_niceness": niceness, "trained": trained.get("trained"),
         "pool_runs": pools, "job_runs": jobs,
         "command": " ".join(["python", "benchmarks/w_batch.py", *sys.argv[1:]]),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
-    print(f"W-batch  {args.tenants} tenants, {cpus} cpus, {date}: {result['rows']} rows of "
-          f"{len(tasks)} tenants (median {result['rows_per_tenant']['median']:.0f} rows; "
-          f"{result['forest_checked']} checked at publish)")
-    print(f"  pool  multiprocessing.Pool({cpus}) + inplace_predict: {pool_rps:,.0f} rows/s "
-          f"({pool_warm:,.0f} rows/s once its workers are up)")
-    print(f"  job   tenantry score (Ray Data):               {job_rps:,.0f} rows/s "
-          f"({jobs[-1]['tenants']} tenants, {jobs[-1]['buckets']} buckets)")
-    print(f"  ratio job/pool = {job_rps / pool_rps:.2f} (goal >= 2; against the pool once up: "
-          f"{job_rps / pool_warm:.2f})   -> {args.out}")
-    print("  per call, median tenant ({rows} rows): serving load_model {load_model_us:.0f} us "
-          "(read+sha256 {read_verify_us:.0f}, compile {compile_forest_us:.0f}; "
-          "{load_model_selfcheck_us:.0f} us with the load-time self-check) vs "
-          "registry Booster load {booster_load_us:.0f} us; walk {walk_us:.0f} us, "
-          "forest.predict {forest_predict_us:.0f} us, inplace_predict {inplace_predict_us:.0f} us"
-          .format(**calls))
+    report(result, args.out)
     return 0
 
 
