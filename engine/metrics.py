@@ -9,7 +9,7 @@ collector style), not scraped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,14 +19,20 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-__all__ = ["LATENCY_BUCKETS", "MAX_GAUGES", "MONITOR_OUTCOMES", "Metrics", "MonitorJobMetrics"]
+__all__ = ["DIFF_BUCKETS", "LATENCY_BUCKETS", "LOOP_LAG_BUCKETS", "MAX_GAUGES",
+           "MONITOR_OUTCOMES", "Metrics", "MonitorJobMetrics", "ShadowTotals"]
 
 disable_created_metrics()
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LOAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 DIFF_BUCKETS = (1e-6, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+LOOP_LAG_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
+                    0.02, 0.05, 0.1, 0.25, 1.0)
+# (outcome -> count, abs-diff counts per DIFF_BUCKETS bound and +Inf, abs-diff sum)
+ShadowTotals = tuple[dict[str, float], list[int], float]
 # Gauges merged across replicas with max() rather than sum().
 # Gauges merged across replicas and ingresses with max() rather than sum(): lag (the worst
 # replica counts) and replicas (every ingress routes to the same set).
@@ -66,12 +72,14 @@ class Metrics:
             "tenantry_model_selfcheck_fallbacks",
             "Models whose compiled forest disagreed with XGBoost at load (served by XGBoost)",
             registry=r)
-        self.shadow_requests = Counter("tenantry_shadow_requests",
-                                       "Mirrored shadow predictions, by outcome",
-                                       ["outcome"], registry=r)
-        self.shadow_abs_diff = Histogram("tenantry_shadow_abs_diff",
-                                         "Absolute difference between shadow and production",
-                                         buckets=DIFF_BUCKETS, registry=r)
+        # Shadow counters are kept by the replica's mirror and its worker (in another
+        # process), and read when scraped: see engine.shadow.mirror.
+        self.shadow_source: Callable[[], ShadowTotals] | None = None
+        r.register(_ShadowCollector(self))
+        self.event_loop_lag = Histogram(
+            "tenantry_event_loop_lag_seconds",
+            "How late a replica's event loop ran a periodic probe: time in which no "
+            "request on that replica could move", buckets=LOOP_LAG_BUCKETS, registry=r)
         self.registry_refresh_seconds = Histogram("tenantry_registry_refresh_seconds",
                                                   "Time to refresh the registry snapshot",
                                                   buckets=LOAD_BUCKETS, registry=r)
@@ -87,6 +95,45 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of this process's metrics."""
         return generate_latest(self.registry)
+
+    def loop_lag_buckets(self) -> list[tuple[float, float]]:
+        """``(upper bound, cumulative count)`` of the event-loop lag histogram."""
+        return [(float(s.labels["le"]), s.value) for m in self.event_loop_lag.collect()
+                for s in m.samples if s.name.endswith("_bucket")]
+
+
+class _ShadowCollector:
+    """``tenantry_shadow_requests_total{outcome}`` and ``tenantry_shadow_abs_diff`` from
+    the mirror's totals (zero while the replica has no shadow mode)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return self._families({}, [0] * (len(DIFF_BUCKETS) + 1), 0.0)
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._metrics.shadow_source
+        counts, buckets, total = source() if source else ({}, [0] * (len(DIFF_BUCKETS) + 1),
+                                                          0.0)
+        yield from self._families(counts, buckets, total)
+
+    @staticmethod
+    def _families(counts: Mapping[str, float], buckets: list[int],
+                  total: float) -> list[Metric]:
+        requests = CounterMetricFamily("tenantry_shadow_requests",
+                                       "Mirrored shadow predictions, by outcome",
+                                       labels=["outcome"])
+        for outcome, n in sorted(counts.items()):
+            requests.add_metric([outcome], n)
+        cumulative, running = [], 0
+        for bound, n in zip((*map(str, DIFF_BUCKETS), "+Inf"), buckets, strict=True):
+            running += n
+            cumulative.append((bound, float(running)))
+        diff = HistogramMetricFamily("tenantry_shadow_abs_diff",
+                                     "Absolute difference between shadow and production",
+                                     buckets=cumulative, sum_value=total)
+        return [requests, diff]
 
 
 MONITOR_OUTCOMES = ("ok", "already_done", "failed")

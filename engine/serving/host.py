@@ -27,6 +27,7 @@ __all__ = ["ModelHostState", "Prediction", "RowBuilder", "ShadowHook"]
 
 RowBuilder = Callable[[LoadedModel], np.ndarray]  # rows of a request for the loaded model
 FAILED_LOAD_TTL_S = 5.0  # a model that failed to load answers 503 at once for this long
+LOOP_PROBE_S = 0.05  # how often the event-loop lag probe wakes up
 
 
 class ShadowHook(Protocol):
@@ -76,8 +77,9 @@ class ModelHostState:
         self.hooks: list[ShadowHook] = []  # more after-predict hooks (the prediction log)
         self._failed: dict[ModelKey, tuple[float, TenantryError]] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._lag_probe: asyncio.Task[None] | None = None
         self.metrics.registry_lag_seconds.set_function(self.snapshot.lag_seconds)
-        import xgboost  # noqa: F401, PLC0415 - import now (~1 s), not inside the first load
+        import xgboost  # noqa: F401 - import now (~1 s), not inside the first load
         if settings.log_sample > 0:
             from engine.monitor.log import attach_prediction_log
 
@@ -97,7 +99,7 @@ class ModelHostState:
             self.metrics.model_load_failures.inc()
             self._failed[key] = (time.monotonic(), exc)
             raise
-        except Exception as exc:  # noqa: BLE001 - anything else is a load failure too
+        except Exception as exc:
             self.metrics.model_load_failures.inc()
             err = ModelLoadError(f"could not load {key}: {exc}")
             self._failed[key] = (time.monotonic(), err)
@@ -223,10 +225,22 @@ class ModelHostState:
             except Exception:  # noqa: BLE001 - keep serving the last good snapshot
                 pass
 
+    async def probe_loop_lag(self) -> None:
+        """Forever: sleep ``LOOP_PROBE_S`` and record how much later than asked the loop
+        woke up (``tenantry_event_loop_lag_seconds``; cancel the task to stop)."""
+        loop = asyncio.get_running_loop()
+        observe = self.metrics.event_loop_lag.observe
+        while True:
+            asked = loop.time() + LOOP_PROBE_S
+            await asyncio.sleep(LOOP_PROBE_S)
+            observe(max(0.0, loop.time() - asked))
+
     def start_refresher(self) -> None:
-        """Start :meth:`run_refresher` (and the shadow's dispatch) on the running loop."""
+        """Start :meth:`run_refresher`, the loop-lag probe (and the shadow's worker) on the
+        running loop."""
         loop = asyncio.get_running_loop()
         self._refresher = loop.create_task(self.run_refresher())
+        self._lag_probe = loop.create_task(self.probe_loop_lag())
         if self.shadow is not None:
             self.shadow.start(loop)
         for hook in self.hooks:
@@ -264,8 +278,9 @@ class ModelHostState:
 
     def close(self) -> None:
         """Stop background work, flush shadow logs and release the loader threads."""
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in (self._refresher, self._lag_probe):
+            if task is not None:
+                task.cancel()
         if self.shadow is not None:
             self.shadow.close()
         for hook in self.hooks:

@@ -2,12 +2,16 @@
 request path, log every compared pair to Delta and report on them.
 
 ``install(state, settings)`` is called by each model host (``engine.serving.app``): it
-attaches a :class:`ShadowMirror` as ``state.shadow`` (with its shadow worker, by default
-a Ray actor process of its own) and returns the hook that adds the shadow HTTP routes.
+attaches a :class:`ShadowMirror` as ``state.shadow`` (appending mirrored requests to the
+replica's spool, read by its shadow worker, by default a Ray actor process of its own)
+and returns the hook that adds the shadow HTTP routes.
 ``shadow_report`` and :class:`ConfigStore` back ``tenantry shadow``.
 """
 
 from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -18,10 +22,11 @@ from engine.settings import ServeSettings
 from engine.shadow.config import ConfigStore, ConfigWatcher, ShadowConfig, build_config
 from engine.shadow.executors import new_executor
 from engine.shadow.log import ComparedRequest, PairLog
-from engine.shadow.mirror import CLOSE_S, DRAIN_S, ShadowMirror
+from engine.shadow.mirror import CLOSE_S, ShadowMirror
 from engine.shadow.models import Loader
 from engine.shadow.report import ShadowReport, compare, shadow_report
 from engine.shadow.routes import add_shadow_routes
+from engine.shadow.spool import SpoolWriter, adopt_orphans, default_root
 from engine.shadow.tables import ShadowTables
 from engine.shadow.worker import ShadowWorker
 
@@ -36,27 +41,31 @@ STOP_MARGIN_S = 3.0  # of a host's shutdown budget, for its HTTP server to stop
 
 
 def create_mirror(state: ModelHostState, settings: ServeSettings, loader: Loader | None = None,
-                  start: bool = True) -> tuple[ShadowMirror, ConfigWatcher]:
-    """A started mirror (dispatcher, shadow worker, config watcher) for ``state``.
+                  spool_root: Path | None = None) -> tuple[ShadowMirror, ConfigWatcher]:
+    """A started mirror (spool, shadow worker, config watcher) for ``state``.
+
+    Spools of dead replicas on this node (for the same registry) are adopted: this
+    replica's worker logs what they held.
 
     Args:
         state: the replica's host state (its snapshot, registry and metrics are used).
         settings: serving settings (the ``shadow_*`` fields).
         loader: how the worker loads shadow models (default: verified from the registry);
             it must pickle when the worker is a Ray actor.
-        start: start a dispatcher thread now; False leaves that to the caller, who calls
-            ``mirror.start(loop)`` from its serving loop (what a model host does).
+        spool_root: this node's spool directory (default: :func:`default_root`).
 
     Returns:
         the mirror, already set as ``state.shadow``, and its config watcher.
     """
     tables = ShadowTables.for_registry(state.registry)
-    executor = new_executor(state.registry.root, settings, loader)
+    spool = SpoolWriter(spool_root or default_root(state.registry.root))
+    adopt_orphans(spool.root, spool.path)
     # On a stop the worker's last pair-log write gets what the host's shutdown budget
-    # leaves after the HTTP server stops and the queue drains.
-    mirror = ShadowMirror(state.snapshot, state.metrics, executor, settings.shadow_queue_size,
-                          settings.shadow_max_age_s, settings.shadow_batch_interval_s,
-                          close_timeout_s=max(CLOSE_S, settings.shutdown_timeout_s - DRAIN_S
+    # leaves after the HTTP server stops.
+    mirror = ShadowMirror(state.snapshot, state.metrics, spool,
+                          partial(new_executor, state.registry.root, settings, spool.path,
+                                  loader),
+                          close_timeout_s=max(CLOSE_S, settings.shutdown_timeout_s
                                               - STOP_MARGIN_S))
     watcher = ConfigWatcher(ConfigStore(tables), settings.shadow_config_refresh_s,
                             mirror.set_configs)
@@ -66,15 +75,14 @@ def create_mirror(state: ModelHostState, settings: ServeSettings, loader: Loader
         watcher.errors += 1
     mirror.on_close.append(watcher.stop)
     watcher.start()
-    if start:
-        mirror.start()
+    mirror.start()
     state.shadow = mirror
     return mirror, watcher
 
 
 def install(state: ModelHostState, settings: ServeSettings) -> RouteHook:
     """Attach shadow mode to a model host; returns the hook adding its HTTP routes."""
-    mirror, watcher = create_mirror(state, settings, start=False)  # started on the loop
+    mirror, watcher = create_mirror(state, settings)
 
     def hook(app: FastAPI, host: ModelHostState, keys: KeyStore) -> None:
         add_shadow_routes(app, host, keys, mirror, watcher.store)

@@ -1,14 +1,18 @@
 """The shadow pair log: compared predictions buffered in memory, written to Delta in batches.
 
-The mirror's worker hands over one :class:`ComparedRequest` per mirrored request; a flusher
-thread writes the buffer to ``shadow/log`` (partitioned by date) every ``flush_rows`` rows
-or ``flush_s`` seconds, together with per-tenant counts of dropped and failed mirrors
-(``shadow/stats``). :meth:`PairLog.close` writes what is left on a graceful shutdown.
+The shadow worker adds one :class:`ComparedRequest` per mirrored request, and counts of
+mirrors that produced no pair, each tagged with the spool record it came from. Its pump
+calls :meth:`PairLog.flush` every ``flush_rows`` rows or ``flush_s`` seconds: pairs go to
+``shadow/log`` (partitioned by date), counts to ``shadow/stats``, each commit carrying a
+Delta *app transaction* per spool (``app_id`` the spool's id, ``version`` the highest
+record sequence number in it). After a restart the worker reads those versions
+(:meth:`PairLog.high_water`) and skips what was committed already, so a record sent twice
+(the worker died after a commit, before acknowledging it on the spool) is logged once.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,11 +20,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from engine.shadow.tables import PAIRS, STATS, ShadowTables
+from engine.shadow.tables import PAIRS, STATS, ShadowTables, app_id
 
 __all__ = ["ComparedRequest", "PairLog"]
 
-MAX_BUFFER_FACTOR = 10  # while writes fail, keep at most this many batches in memory
+DropKey = tuple[str, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,7 @@ class ComparedRequest:
 
 
 class PairLog:
-    """Buffers compared requests and drop counts; writes them to Delta in batches."""
+    """Buffers compared requests and drop counts; writes them to Delta when asked."""
 
     def __init__(self, tables: ShadowTables, flush_rows: int = 2000, flush_s: float = 2.0,
                  replica: str = "") -> None:
@@ -47,101 +51,84 @@ class PairLog:
         self.flush_rows = max(1, flush_rows)
         self.flush_s = flush_s
         self.replica = replica
-        self._lock = threading.Lock()
         self._pending: list[ComparedRequest] = []
         self._rows = 0
-        self._counts: Counter[tuple[str, int, str]] = Counter()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._write_lock = threading.Lock()
+        self._counts: Counter[DropKey] = Counter()
+        self._pair_seq: dict[str, int] = {}  # spool id -> highest seq among pending pairs
+        self._count_seq: dict[str, int] = {}
+        self._since = 0.0  # monotonic time of the oldest pending item; 0: none
         self.written_rows = 0
         self.write_errors = 0
-        self.discarded_rows = 0
         self.closed = False
 
-    # -- producers (the mirror) ---------------------------------------------------------
-    def add(self, item: ComparedRequest) -> None:
-        """Buffer one compared request (never blocks on I/O)."""
-        if self.closed:
-            return
-        with self._lock:
-            self._pending.append(item)
-            self._rows += len(item.production)
-            full = self._rows >= self.flush_rows
-        if full:
-            self._wake.set()
+    def high_water(self, spool_id: str) -> tuple[int, int]:
+        """Highest record seq of ``spool_id`` committed to (pairs, stats); -1: none."""
+        out = []
+        for name in (PAIRS, STATS):
+            dt = self.tables.handle(name)
+            version = dt.transaction_version(app_id(spool_id)) if dt is not None else None
+            out.append(-1 if version is None else int(version))
+        return out[0], out[1]
 
-    def count(self, tenant_id: str, shadow_version: int, outcome: str, n: int = 1) -> None:
+    def add(self, item: ComparedRequest, spool_id: str = "", seq: int = 0) -> None:
+        """Buffer one compared request (never blocks on I/O)."""
+        if not self._since:
+            self._since = time.monotonic()
+        self._pending.append(item)
+        self._rows += len(item.production)
+        if spool_id:
+            self._pair_seq[spool_id] = max(seq, self._pair_seq.get(spool_id, -1))
+
+    def count(self, tenant_id: str, shadow_version: int, outcome: str, n: int = 1,
+              spool_id: str = "", seq: int = 0) -> None:
         """Count a mirror that produced no pair (``dropped``, ``error`` or ``timeout``)."""
-        with self._lock:
-            self._counts[(tenant_id, shadow_version, outcome)] += n
+        if not self._since:
+            self._since = time.monotonic()
+        self._counts[(tenant_id, shadow_version, outcome)] += n
+        if spool_id:
+            self._count_seq[spool_id] = max(seq, self._count_seq.get(spool_id, -1))
 
     @property
     def buffered_rows(self) -> int:
         """Rows waiting to be written."""
         return self._rows
 
-    # -- writing ------------------------------------------------------------------------
-    def flush(self) -> int:
-        """Write everything buffered now; returns the pair rows written.
+    @property
+    def pending(self) -> bool:
+        """Whether anything waits to be written."""
+        return bool(self._since)
 
-        A failed write keeps the rows for the next flush (up to a bound) and is counted.
+    def due(self) -> bool:
+        """Whether a flush is due (enough rows, or the oldest waited ``flush_s``)."""
+        return bool(self._since) and (self._rows >= self.flush_rows
+                                      or time.monotonic() - self._since >= self.flush_s)
+
+    def flush(self) -> bool:
+        """Write everything buffered now; True when all of it is committed.
+
+        A failed write keeps what it could not write for the next flush, and is counted.
         """
-        with self._write_lock:
-            with self._lock:
-                items, self._pending, self._rows = self._pending, [], 0
-                counts, self._counts = self._counts, Counter()
-            written = 0
-            try:
-                if items:
-                    table = _pairs_table(items, self.replica)
-                    self.tables.append(PAIRS, table)
-                    written = table.num_rows
-                    self.written_rows += written
-                    items = []
-                if counts:
-                    self.tables.append(STATS, _stats_table(counts, self.replica))
-                    counts = Counter()
-            except Exception:  # noqa: BLE001 - keep serving; retry on the next flush
-                self.write_errors += 1
-                self._requeue(items, counts)
-            return written
-
-    def _requeue(self, items: list[ComparedRequest],
-                 counts: Counter[tuple[str, int, str]]) -> None:
-        with self._lock:
-            self._pending[:0] = items
-            self._rows += sum(len(i.production) for i in items)
-            self._counts.update(counts)
-            while self._rows > self.flush_rows * MAX_BUFFER_FACTOR and self._pending:
-                dropped = self._pending.pop(0)
-                self._rows -= len(dropped.production)
-                self.discarded_rows += len(dropped.production)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_s)
-            self._wake.clear()
-            if not self._stop.is_set():
-                self.flush()
-
-    def start(self) -> None:
-        """Start the flusher thread."""
-        self._thread = threading.Thread(target=self._run, name="tenantry-shadow-log",
-                                        daemon=True)
-        self._thread.start()
+        try:
+            if self._pending:
+                table = _pairs_table(self._pending, self.replica)
+                self.tables.append(PAIRS, table, self._pair_seq)
+                self.written_rows += table.num_rows
+                self._pending, self._rows, self._pair_seq = [], 0, {}
+            if self._counts:
+                self.tables.append(STATS, _stats_table(self._counts, self.replica),
+                                   self._count_seq)
+                self._counts, self._count_seq = Counter(), {}
+        except Exception:  # noqa: BLE001 - keep serving; retry on the next flush
+            self.write_errors += 1
+            return False
+        self._since = 0.0
+        return True
 
     def close(self) -> None:
-        """Stop the flusher and write what is left (idempotent)."""
-        if self.closed:
-            return
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        self.flush()
-        self.closed = True
+        """Write what is left (idempotent)."""
+        if not self.closed:
+            self.flush()
+            self.closed = True
 
 
 def _pairs_table(items: list[ComparedRequest], replica: str) -> pa.Table:
@@ -172,7 +159,7 @@ def _pairs_table(items: list[ComparedRequest], replica: str) -> pa.Table:
     })
 
 
-def _stats_table(counts: Counter[tuple[str, int, str]], replica: str) -> pa.Table:
+def _stats_table(counts: Counter[DropKey], replica: str) -> pa.Table:
     now = datetime.now(UTC)
     keys = sorted(counts)
     return pa.table({

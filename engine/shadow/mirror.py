@@ -1,22 +1,18 @@
-"""The shadow mirror: sample production requests and hand them to a shadow worker.
+"""The shadow mirror: sample production requests onto the replica's spool.
 
 ``after_predict`` runs on the request path after the production answer exists: a dict
-lookup, a window check, a coin flip and an append to a bounded in-memory queue (full: the
-request is dropped and counted). Every ``shadow_batch_interval_s`` while anything is
-queued or in flight, a dispatch step sends what is queued as one :class:`ShadowBatch` to
-the replica's :class:`~engine.shadow.worker.ShadowWorker` — by default a Ray actor process
-of its own at idle CPU priority (see :mod:`engine.shadow.executors`) — collects finished
-batches without blocking and turns their small results into metrics.
+lookup, a window check, a coin flip, and one framed record appended to the replica's
+spool (:mod:`engine.shadow.spool`) with a single ``write`` (a spool that is full: the
+request is counted ``dropped``). Nothing else of shadow mode runs on the serving loop:
+no batching, no pickling, no socket, no timer. The replica's shadow worker — by default
+a Ray actor process of its own at idle CPU priority (:mod:`engine.shadow.executors`) —
+reads the spool, predicts, writes the pair log and acknowledges, so a record appended
+survives a SIGKILL of the worker or of the replica (a new replica on the node adopts
+the spool). The worker's counters reach this replica's ``/metrics`` through the
+``worker.json`` file it keeps in the spool, read when scraped.
 
-In a model host the step runs on the serving event loop itself (:meth:`ShadowMirror.start`
-with the loop): no extra thread of the replica ever wakes up to compete for the GIL with
-the request path (on a busy box a thread waiting for the GIL makes the thread holding it
-hand over and wait for it to be scheduled, a tail-latency risk for production).
-Without a loop (tests, plain use) a dispatcher thread runs the same step.
-
-A watchdog restarts a worker that spends longer than ``shadow_max_age_s`` on one batch (a
-hanging shadow model); the requests it held count as timeouts. Whatever the shadow model
-does — raise, hang, crash its process — the client only ever sees the production answer.
+Whatever the shadow model does — raise, hang, crash its process — the client only ever
+sees the production answer.
 """
 
 from __future__ import annotations
@@ -24,29 +20,27 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engine.metrics import Metrics
+from engine.metrics import DIFF_BUCKETS, Metrics
 from engine.shadow.config import ShadowConfig
 from engine.shadow.executors import ShadowExecutor
-from engine.shadow.worker import BatchResult, DropKey, MirrorItem, ShadowBatch
+from engine.shadow.pump import read_totals
+from engine.shadow.records import DropKey, encode_counts, encode_pair
+from engine.shadow.spool import SpoolWriter
 from registry import Alias, ModelVersion, RegistrySnapshot
 
-__all__ = ["OUTCOMES", "MirrorItem", "ShadowMirror"]
+__all__ = ["OUTCOMES", "ShadowMirror"]
 
 OUTCOMES = ("ok", "synthetic", "error", "timeout", "dropped", "skipped")
-DRAIN_S = 2.0  # on close, time queued requests get to reach the worker
-CLOSE_S = 2.5  # on close, least time the worker gets to flush its pair log
-MAX_IN_FLIGHT = 2  # batches sent and not answered yet (one running, one waiting)
-MAX_BATCH = 512  # requests per batch
-STEP_SAMPLES = 1000  # recent dispatch-step durations kept for stats()
+CLOSE_S = 2.5  # on close, least time the worker gets to read the spool and commit
+COUNTS_EVERY_S = 1.0  # drop counts go to the spool (and the stats table) this often
 Clock = Callable[[], float]
 
 
@@ -61,47 +55,28 @@ class _Active:
     config: ShadowConfig
 
 
-@dataclass(slots=True)
-class _InFlight:
-    handle: Any  # the executor's
-    batch: ShadowBatch
-    since: float  # monotonic: when it was sent or, later, when it reached the head
-
-
 class ShadowMirror:
-    """Implements the host's ShadowHook: sampling, bounded queue, batching, watchdog."""
+    """Implements the host's ShadowHook: sampling and one spool append per mirror."""
 
-    def __init__(self, snapshot: RegistrySnapshot, metrics: Metrics, executor: ShadowExecutor,
-                 queue_size: int = 1024, max_age_s: float = 10.0, interval_s: float = 0.05,
-                 clock: Clock = time.time, rand: Callable[[], float] = random.random,
+    def __init__(self, snapshot: RegistrySnapshot, metrics: Metrics, spool: SpoolWriter,
+                 executor: Callable[[], ShadowExecutor], clock: Clock = time.time,
+                 rand: Callable[[], float] = random.random,
                  close_timeout_s: float = CLOSE_S) -> None:
         self.snapshot = snapshot
         self.metrics = metrics
-        self.executor = executor
-        self.queue_size = max(1, queue_size)
-        self.max_age_s = max_age_s
-        self.interval_s = interval_s
+        self.spool = spool
+        self._make_executor = executor
+        self.executor: ShadowExecutor | None = None
         self.clock = clock
         self._rand = rand
         self.close_timeout_s = close_timeout_s
         self._configs: dict[str, _Active] = {}
-        self._outcome = {o: metrics.shadow_requests.labels(o) for o in OUTCOMES}
-        self.outcomes: Counter[str] = Counter()
-        self.last_error = ""
-        self.worker_stats: dict[str, Any] = {}
-        self._queue: deque[MirrorItem] = deque()
-        self._in_flight: deque[_InFlight] = deque()
-        self._in_flight_items = 0
-        self._counts: Counter[DropKey] = Counter()  # to log with the next batch
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._step_lock = threading.Lock()
+        self._own: Counter[str] = Counter()  # this replica's own outcomes: dropped, skipped
+        self._counts: Counter[DropKey] = Counter()  # to append with the next counts record
+        self._counts_at = 0.0
         self._closing = False
-        self._dispatcher: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tick: asyncio.TimerHandle | None = None
-        self._step_s: deque[float] = deque(maxlen=STEP_SAMPLES)  # recent step durations
         self.on_close: list[Callable[[], None]] = []  # e.g. stop the config watcher
+        metrics.shadow_source = self.totals
 
     # -- configuration ------------------------------------------------------------------
     def set_configs(self, configs: dict[str, ShadowConfig]) -> None:
@@ -135,7 +110,7 @@ class ShadowMirror:
     def after_predict(self, tenant_id: str, production: ModelVersion, x: np.ndarray,
                       predictions: np.ndarray, request_id: str, synthetic: bool,
                       latency_s: float) -> None:
-        """Maybe queue this request for the shadow; never blocks, never raises."""
+        """Maybe append this request to the spool; never blocks, never raises."""
         active = self._configs.get(tenant_id)
         if active is None or self._closing:
             return
@@ -150,213 +125,90 @@ class ShadowMirror:
             if version is None or version == production.version:
                 self._count("skipped")
                 return
-            shadow = self.snapshot.version(tenant_id, version)
-            if len(self._queue) + self._in_flight_items >= self.queue_size:
-                self._unanswered(tenant_id, shadow.version, synthetic, "dropped")
-                return
-            self._queue.append(MirrorItem(
-                tenant_id, production, shadow, np.array(x, copy=True),
-                np.array(predictions, dtype=np.float64), request_id, synthetic, latency_s,
-                now, time.monotonic()))
-            if self._loop is not None and self._tick is None:
-                self._schedule()
+            record = encode_pair(self.spool.next_seq(), tenant_id, request_id,
+                                 production.version, version, now, latency_s, synthetic, x,
+                                 predictions)
+            if not self.spool.append(record):
+                self._count("dropped")
+                if not synthetic:
+                    self._counts[(tenant_id, version, "dropped")] += 1
+            if self._counts and time.monotonic() - self._counts_at > COUNTS_EVERY_S:
+                self._append_counts()
         except Exception:  # noqa: BLE001 - shadow trouble must never reach the client
             self._count("skipped")
+
+    def _append_counts(self) -> None:
+        self._counts_at = time.monotonic()
+        if self.spool.append(encode_counts(self.spool.next_seq(), dict(self._counts)),
+                             force=True):
+            self._counts.clear()
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        self._own[outcome] += n
 
     def pinned_versions(self, tenant_id: str) -> list[int]:
         """Explicitly configured shadow versions (the host cache may keep them)."""
         active = self._configs.get(tenant_id)
         return [active.version] if active and active.version is not None else []
 
-    # -- the dispatcher -----------------------------------------------------------------
-    def _count(self, outcome: str, n: int = 1) -> None:
-        self.outcomes[outcome] += n
-        self._outcome[outcome].inc(n)
-
-    def _unanswered(self, tenant_id: str, version: int, synthetic: bool, outcome: str) -> None:
-        """A mirrored request that yields no pair: count it, and log it unless synthetic."""
-        self._count(outcome)
-        if not synthetic:
-            with self._lock:
-                self._counts[(tenant_id, version, outcome)] += 1
-
-    def _lost(self, batch: ShadowBatch, outcome: str) -> None:
-        """``batch`` never got (or will never give) an answer: count its requests."""
-        with self._lock:
-            self._counts.update(batch.counts)  # the worker may not have logged them
-        for tenant, shadow, synthetic in zip(batch.tenants, batch.versions[:, 1].tolist(),
-                                             batch.synthetic.tolist(), strict=True):
-            self._unanswered(tenant, shadow, synthetic, outcome)
-
-    def _apply(self, result: BatchResult) -> None:
-        for outcome, n in result.outcomes.items():
-            self._count(outcome, n)
-        for d in result.abs_diffs.tolist():
-            self.metrics.shadow_abs_diff.observe(d)
-        if result.last_error:
-            self.last_error = result.last_error
-        self.worker_stats = result.stats
-
-    def _collect(self) -> None:
-        """Take the answers of finished batches (they finish in order)."""
-        while self._in_flight:
-            head = self._in_flight[0]
-            try:
-                result = self.executor.poll(head.handle)
-            except Exception as exc:  # noqa: BLE001 - the worker died or was cancelled
-                self.last_error = f"shadow worker: {type(exc).__name__}: {exc}"[:500]
-                result = None
-                self._lost(head.batch, "error")
-            else:
-                if result is None:
-                    return  # still running; later batches queue behind it
-                self._apply(result)
-            self._in_flight.popleft()
-            self._in_flight_items -= len(head.batch)
-            if self._in_flight:
-                self._in_flight[0].since = time.monotonic()
-
-    def _watchdog(self) -> None:
-        """Restart a worker stuck on one batch for longer than ``max_age_s``."""
-        if not self._in_flight or time.monotonic() - self._in_flight[0].since <= self.max_age_s:
-            return
-        self.last_error = f"shadow worker busy with one batch for over {self.max_age_s:g}s: " \
-                          "restarted"
-        lost, self._in_flight = list(self._in_flight), deque()
-        self._in_flight_items = 0
-        for flight in lost:
-            self._lost(flight.batch, "timeout")
-        try:
-            self.executor.restart()
-        except Exception as exc:  # noqa: BLE001 - try again at the next hang
-            self.last_error = f"shadow worker restart failed: {exc}"[:500]
-
-    def _dispatch(self) -> None:
-        """Send what is queued (expired requests are timeouts) as one batch."""
-        if len(self._in_flight) >= MAX_IN_FLIGHT or not self.executor.ready():
-            return
-        now = time.monotonic()
-        items: list[MirrorItem] = []
-        budgets: list[float] = []
-        while self._queue and len(items) < MAX_BATCH:
-            item = self._queue.popleft()
-            age = now - item.enqueued
-            if age > self.max_age_s:
-                self._unanswered(item.tenant_id, item.shadow.version, item.synthetic, "timeout")
-                continue
-            items.append(item)
-            budgets.append(self.max_age_s - age)
-        with self._lock:
-            counts, self._counts = self._counts, Counter()
-        if not items and not counts:
-            return
-        batch = ShadowBatch.pack(items, budgets, dict(counts))
-        try:
-            handle = self.executor.submit(batch)
-        except Exception as exc:  # noqa: BLE001 - e.g. the executor is shutting down
-            self.last_error = f"shadow worker: {type(exc).__name__}: {exc}"[:500]
-            self._lost(batch, "error")
-            return
-        self._in_flight.append(_InFlight(handle, batch, now))
-        self._in_flight_items += len(items)
-
-    def _idle(self) -> bool:
-        return not self._queue and not self._in_flight and not self._counts
-
-    def step(self) -> None:
-        """One dispatch step: collect finished batches, watchdog, send what is queued."""
-        with self._step_lock:
-            began = time.perf_counter()
-            try:
-                self._collect()
-                self._watchdog()
-                self._dispatch()
-            except Exception as exc:  # noqa: BLE001 - the dispatcher must keep going
-                self.last_error = f"shadow dispatcher: {type(exc).__name__}: {exc}"[:500]
-            self._step_s.append(time.perf_counter() - began)
-
-    def _run(self) -> None:
-        while not self._closing:
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            if not self._closing:
-                self.step()
-
-    # -- on the serving loop ------------------------------------------------------------
-    def _schedule(self) -> None:
-        assert self._loop is not None
-        self._tick = self._loop.call_later(self.interval_s, self._on_tick)
-
-    def _on_tick(self) -> None:
-        self._tick = None
-        if self._closing:
-            return
-        self.step()
-        if not self._idle():
-            self._schedule()
-
+    # -- the worker -------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Run the dispatch steps on ``loop`` (from its thread), or on a thread of its own.
+        """Start the shadow worker (once); ``loop`` is accepted for the ShadowHook
+        protocol: nothing of the mirror runs on it."""
+        if self.executor is None:
+            self.executor = self._make_executor()
 
-        Call it once; a mirror already running its own thread ignores later calls.
-        """
-        if self._dispatcher is not None or self._loop is not None:
-            return
-        if loop is not None:
-            self._loop = loop
-            if not self._idle():
-                loop.call_soon(self._schedule)
-            return
-        self._dispatcher = threading.Thread(target=self._run, name="tenantry-shadow-dispatch",
-                                            daemon=True)
-        self._dispatcher.start()
+    def worker(self) -> dict[str, Any]:
+        """The worker's last published counters ({} before its first batch)."""
+        return read_totals(self.spool.path)
 
-    def drain(self, timeout_s: float) -> bool:
-        """Send everything queued and collect the answers (blocking); True if all done."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.step()
-            if self._idle():
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(min(self.interval_s, 0.02))
+    def totals(self) -> tuple[dict[str, float], list[int], float]:
+        """Outcome counts (this replica's and its worker's), the worker's abs-diff bucket
+        counts (one per ``DIFF_BUCKETS`` bound and +Inf) and their sum, for /metrics."""
+        doc = self.worker()
+        counts = {o: float(self._own[o]) for o in OUTCOMES}
+        for outcome, n in (doc.get("outcomes") or {}).items():
+            if outcome in counts:
+                counts[outcome] += float(n)
+        buckets = doc.get("diff_buckets") or [0] * (len(DIFF_BUCKETS) + 1)
+        return counts, [int(b) for b in buckets], float(doc.get("diff_sum", 0.0))
 
     @property
-    def queue_depth(self) -> int:
-        """Mirrored requests not answered by the worker yet (queued or in flight)."""
-        return len(self._queue) + self._in_flight_items
+    def outcomes(self) -> Counter[str]:
+        """Every mirror's outcome so far (this replica's and its worker's counts)."""
+        return Counter({o: int(n) for o, n in self.totals()[0].items()})
+
+    @property
+    def last_error(self) -> str:
+        """The worker's last error ('' if none)."""
+        return str(self.worker().get("last_error", ""))
 
     def stats(self) -> dict[str, Any]:
-        """Live counters of this replica and of its worker (as of its last answer)."""
-        return {"pid": os.getpid(), "outcomes": {o: self.outcomes[o] for o in OUTCOMES},
-                "queue_depth": self.queue_depth, "queue_size": self.queue_size,
-                "worker": {"kind": self.executor.kind, "transport": self.executor.transport,
-                           "restarts": self.executor.restarts, **self.worker_stats},
-                "dispatch": self._step_stats(), "last_error": self.last_error}
-
-    def _step_stats(self) -> dict[str, Any]:
-        """How long recent dispatch steps held the replica (on the serving loop: no request
-        is served meanwhile)."""
-        steps = np.array(self._step_s) * 1e3
-        if not len(steps):
-            return {"steps": 0}
-        return {"steps": len(steps), "p50_ms": round(float(np.percentile(steps, 50)), 3),
-                "p99_ms": round(float(np.percentile(steps, 99)), 3),
-                "max_ms": round(float(steps.max()), 3)}
+        """Live counters of this replica and of its worker (as of its last batch)."""
+        counts, _, _ = self.totals()
+        doc = self.worker()
+        doc.pop("diff_buckets", None)
+        return {"pid": os.getpid(), "outcomes": {o: int(counts[o]) for o in OUTCOMES},
+                "spool": {"id": self.spool.id, "appended": self.spool.appended,
+                          "max_bytes": self.spool.max_segments * self.spool.segment_bytes},
+                "worker": {"kind": self.executor.kind if self.executor else "starting",
+                           **doc},
+                "loop_lag": self.metrics.loop_lag_buckets(),
+                "last_error": doc.get("last_error", "")}
 
     def close(self) -> None:
-        """Stop mirroring, send what is queued, let the worker flush its log (idempotent)."""
+        """Stop mirroring, let the worker read the spool to its end and commit, remove
+        the spool if everything was committed (else leave it to be adopted). Idempotent."""
         if self._closing:
             return
         self._closing = True
         for stop in self.on_close:
             stop()
-        self._wake.set()
-        if self._dispatcher is not None:
-            self._dispatcher.join(2.0)
-        self.drain(DRAIN_S)
-        self.executor.close(self.close_timeout_s)
+        if self._counts:
+            self._append_counts()
+        if self.executor is not None:
+            self.executor.close(self.close_timeout_s)
+        self.spool.close()
 
 
 def _digest(config: ShadowConfig) -> _Active:

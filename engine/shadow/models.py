@@ -1,17 +1,18 @@
-"""A small, synchronous LRU of shadow models, apart from the production cache.
+"""The shadow worker's model cache: production's byte-budget LRU, loading synchronously.
 
-Shadow models live here so mirroring can never evict a production model; only the
-shadow worker thread uses it. Failed loads are remembered briefly so a broken shadow
-artifact is not re-read for every mirrored request.
+Shadow models live in the worker's process, apart from the production cache, so mirroring
+can never evict a production model. The policy is production's own
+:class:`~engine.serving.cache.BytesLRU` (cachetools, sized by each model's bytes); only
+the worker's pump thread uses it, so loads are plain calls. Failed loads are remembered
+briefly so a broken shadow artifact is not re-read for every mirrored request.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
+from engine.serving.cache import BytesLRU
 from engine.serving.model import LoadedModel
 from registry import ModelKey, ModelVersion
 
@@ -22,30 +23,35 @@ FAILED_LOAD_TTL_S = 5.0
 
 
 class ShadowModels:
-    """Byte-budget LRU of loaded shadow models; loads synchronously on a miss."""
+    """Byte-budget LRU of loaded shadow models; loads (blocking) on a miss."""
 
     def __init__(self, budget_bytes: int, loader: Loader) -> None:
-        self.budget_bytes = budget_bytes
         self.loader = loader
-        self._models: OrderedDict[ModelKey, LoadedModel] = OrderedDict()
+        self._lru = BytesLRU(budget_bytes, lambda m: int(m.nbytes))
         self._failed: dict[ModelKey, tuple[float, Exception]] = {}
-        self._lock = threading.Lock()
-        self.nbytes = 0
         self.loads = 0
 
+    @property
+    def budget_bytes(self) -> int:
+        """The byte budget."""
+        return int(self._lru.maxsize)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the models held."""
+        return int(self._lru.currsize)
+
     def get(self, mv: ModelVersion) -> LoadedModel:
-        """The loaded model of ``mv``, loading it (blocking) when absent.
+        """The loaded model of ``mv``, loading it when absent.
 
         Raises:
             Exception: whatever the loader raised (remembered for a few seconds).
         """
         key = ModelKey(mv.tenant_id, mv.version)
-        with self._lock:
-            model = self._models.get(key)
-            if model is not None:
-                self._models.move_to_end(key)
-                return model
-            failed = self._failed.get(key)
+        model: LoadedModel | None = self._lru.get(key)
+        if model is not None:
+            return model
+        failed = self._failed.get(key)
         if failed is not None and time.monotonic() - failed[0] < FAILED_LOAD_TTL_S:
             raise failed[1]
         try:
@@ -54,14 +60,12 @@ class ShadowModels:
             self._failed[key] = (time.monotonic(), exc)
             raise
         self._failed.pop(key, None)
-        with self._lock:
-            self.loads += 1
-            self._models[key] = model
-            self.nbytes += model.nbytes
-            while self.nbytes > self.budget_bytes and len(self._models) > 1:
-                _, old = self._models.popitem(last=False)
-                self.nbytes -= old.nbytes
+        self.loads += 1
+        try:
+            self._lru[key] = model
+        except ValueError:  # larger than the whole budget: use it once, keep nothing
+            pass
         return model
 
     def __len__(self) -> int:
-        return len(self._models)
+        return len(self._lru)

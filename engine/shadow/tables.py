@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from registry import Registry
 from registry.errors import RegistryConflict, RegistryError
 from registry.index import sql_str, to_arrow
 
-__all__ = ["CONFIG", "PAIRS", "SCHEMAS", "STATS", "ShadowTables", "sql_str"]
+__all__ = ["CONFIG", "PAIRS", "SCHEMAS", "STATS", "ShadowTables", "app_id", "sql_str"]
 
 _TS = pa.timestamp("us", tz="UTC")
 CONFIG, PAIRS, STATS = "config", "log", "stats"
@@ -65,6 +65,11 @@ SCHEMAS: dict[str, pa.Schema] = {
 _PARTITIONS: dict[str, list[str] | None] = {CONFIG: None, PAIRS: ["date"], STATS: ["date"]}
 
 
+def app_id(spool_id: str) -> str:
+    """The Delta app-transaction id recording how far a spool was committed."""
+    return f"tenantry-shadow-{spool_id}"
+
+
 class ShadowTables:
     """Append to and query the shadow tables of one registry."""
 
@@ -95,14 +100,19 @@ class ShadowTables:
             return None
         return dt
 
-    def append(self, name: str, rows: pa.Table) -> None:
+    def append(self, name: str, rows: pa.Table,
+               transactions: Mapping[str, int] | None = None) -> None:
         """Append ``rows`` to ``name`` in one commit (creating the table on first write).
+
+        ``transactions`` (spool id -> highest record seq) are recorded in the same commit
+        as Delta app transactions (see :meth:`engine.shadow.log.PairLog.high_water`).
 
         Raises:
             RegistryConflict: concurrent commits could not be reconciled.
             RegistryError: the table could not be written.
         """
-        props = CommitProperties(max_commit_retries=50)
+        txns = [Transaction(app_id(k), v) for k, v in (transactions or {}).items()]
+        props = CommitProperties(max_commit_retries=50, app_transactions=txns or None)
         rows = rows.cast(SCHEMAS[name])
         last: Exception | None = None
         for _ in range(3):  # two replicas may race to create the table

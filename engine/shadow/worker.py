@@ -1,11 +1,11 @@
 """The shadow worker: predicts mirrored requests with shadow models and logs the pairs.
 
-A :class:`ShadowWorker` receives :class:`ShadowBatch` es from a replica's
-:class:`~engine.shadow.mirror.ShadowMirror` and answers each with a small
-:class:`BatchResult` (outcome counts, absolute differences, worker stats) that the replica
-turns into its metrics. Everything heavy on the shadow side — reading and compiling
-shadow models, predicting, writing the pair log to Delta — happens here, in the worker's
-own process (see :mod:`engine.shadow.executors`), never in the replica serving production.
+A :class:`ShadowWorker` takes the :class:`~engine.shadow.records.PairRecord` s its pump
+(:mod:`engine.shadow.pump`) reads from a replica's spool, predicts each with its shadow
+version and buffers the compared pair in its :class:`~engine.shadow.log.PairLog`.
+Everything heavy on the shadow side — reading and compiling shadow models, predicting,
+writing the pair log to Delta — happens here, in the worker's own process (see
+:mod:`engine.shadow.executors`), never on the serving loop of a replica.
 
 :func:`lower_priority` puts the whole worker process under ``SCHED_IDLE``: it only gets
 CPU the production processes leave unused.
@@ -21,8 +21,8 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,107 +30,31 @@ import numpy as np
 from engine.serving.model import LoadedModel
 from engine.shadow.log import ComparedRequest, PairLog
 from engine.shadow.models import Loader, ShadowModels
+from engine.shadow.records import PairRecord
 from registry import ModelVersion, RegistrySnapshot
 from registry.errors import NotFound
 
 __all__ = [
     "WORKER_OUTCOMES",
     "BatchResult",
-    "MirrorItem",
-    "ShadowBatch",
     "ShadowWorker",
     "lower_priority",
     "row_diffs",
 ]
 
 WORKER_OUTCOMES = ("ok", "synthetic", "error", "timeout")
-DropKey = tuple[str, int, str]  # (tenant_id, shadow version, outcome)
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorItem:
-    """A production request queued for the shadow."""
-
-    tenant_id: str
-    production: ModelVersion
-    shadow: ModelVersion
-    x: np.ndarray
-    predictions: np.ndarray
-    request_id: str
-    synthetic: bool
-    latency_s: float
-    at: float  # epoch seconds when production answered
-    enqueued: float  # monotonic seconds, on the replica's clock
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowBatch:
-    """Mirrored requests sent to the worker at once, column by column, plus counts to log.
-
-    Columnar so that sending it costs the replica little: a few lists and flat arrays
-    instead of one object per request. Versions travel as numbers; the worker looks their
-    metadata up in its own registry snapshot. ``budgets[i]`` is how many seconds request
-    ``i`` may still wait before the worker reaches it (``shadow_max_age_s`` minus its age
-    when sent): the worker's clock starts on arrival, so the two clocks never need to agree.
-    """
-
-    tenants: list[str]
-    request_ids: list[str]
-    versions: np.ndarray  # (n, 2) int64: production, shadow
-    synthetic: np.ndarray  # (n,) bool
-    latency_s: np.ndarray  # (n,) production latency
-    at: np.ndarray  # (n,) epoch seconds when production answered
-    budgets: np.ndarray  # (n,)
-    shapes: np.ndarray  # (n, 3) int64: rows, features, outputs per row (1, or K classes)
-    x: np.ndarray  # every request's rows, flattened and concatenated
-    predictions: np.ndarray  # every request's production predictions, flattened, concatenated
-    counts: dict[DropKey, int] = field(default_factory=dict)
-
-    @classmethod
-    def pack(cls, items: list[MirrorItem], budgets: list[float],
-             counts: dict[DropKey, int] | None = None) -> ShadowBatch:
-        """One batch of ``items`` (``budgets`` aligned with them)."""
-        n = len(items)
-        return cls(
-            [i.tenant_id for i in items], [i.request_id for i in items],
-            np.array([(i.production.version, i.shadow.version) for i in items],
-                     np.int64).reshape(n, 2),
-            np.array([i.synthetic for i in items], bool),
-            np.array([i.latency_s for i in items], np.float64),
-            np.array([i.at for i in items], np.float64), np.asarray(budgets, np.float64),
-            np.array([(*i.x.shape, _outputs(i.predictions)) for i in items],
-                     np.int64).reshape(n, 3),
-            np.concatenate([i.x.ravel() for i in items]) if n else np.empty(0),
-            np.concatenate([i.predictions.ravel() for i in items]) if n else np.empty(0),
-            dict(counts or {}))
-
-    def __len__(self) -> int:
-        return len(self.tenants)
-
-    def requests(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """``(i, x, production predictions)`` of every request, in order; predictions are
-        ``(rows,)``, or ``(rows, K)`` for a multi-class model."""
-        xo = po = 0
-        for i, (rows, width, k) in enumerate(self.shapes.tolist()):
-            x = self.x[xo:xo + rows * width].reshape(rows, width)
-            p = self.predictions[po:po + rows * k]
-            yield i, x, p if k == 1 else p.reshape(rows, k)
-            xo += rows * width
-            po += rows * k
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What the replica needs back from one batch."""
+    """What one batch of records came to."""
 
     outcomes: dict[str, int]
     abs_diffs: np.ndarray  # one per compared (non-synthetic) row
-    last_error: str
-    stats: dict[str, Any]
 
 
 class ShadowWorker:
-    """Shadow models (their own LRU), predictions and the pair log, for one replica."""
+    """Shadow models (a byte-budget cache), predictions and the pair log."""
 
     def __init__(self, log: PairLog, loader: Loader, snapshot: RegistrySnapshot,
                  cache_bytes: int = 16 << 20) -> None:
@@ -140,11 +64,6 @@ class ShadowWorker:
         self.last_error = ""
         self.batches = 0
 
-    def start(self) -> ShadowWorker:
-        """Start the pair-log flusher; returns self."""
-        self.log.start()
-        return self
-
     def _version(self, tenant_id: str, version: int) -> ModelVersion:
         """Metadata of a version, refreshing the snapshot once for one it has not seen."""
         try:
@@ -153,38 +72,37 @@ class ShadowWorker:
             self.snapshot.refresh()
             return self.snapshot.version(tenant_id, version)
 
-    def process(self, batch: ShadowBatch) -> BatchResult:
-        """Predict every request of ``batch`` with its shadow version and log the pairs."""
-        received = time.monotonic()
+    def process(self, records: list[PairRecord], spool_id: str = "",
+                logged_seq: int = -1) -> BatchResult:
+        """Predict every record with its shadow version and buffer the pairs.
+
+        Args:
+            records: mirrored requests, in spool order.
+            spool_id: the spool they come from (tags the pair log's commits).
+            logged_seq: records up to this seq are in the pair log already (resent after
+                a restart): predicted and counted, not logged again.
+        """
         outcomes: Counter[str] = Counter()
         diffs: list[np.ndarray] = []
-        for (tenant, version, outcome), n in batch.counts.items():
-            self.log.count(tenant, version, outcome, n)
-        versions = batch.versions.tolist()
-        for i, x, predictions in batch.requests():
-            tenant, (production, shadow) = batch.tenants[i], versions[i]
-            synthetic = bool(batch.synthetic[i])
-            if time.monotonic() - received > batch.budgets[i]:
-                outcome = "timeout"
-            else:
-                outcome, diff = self._one(batch, i, x, predictions, production, shadow)
-                if diff is not None:
-                    diffs.append(diff)
+        for rec in records:
+            outcome, diff = self._one(rec, spool_id, rec.seq <= logged_seq)
+            if diff is not None:
+                diffs.append(diff)
             outcomes[outcome] += 1
-            if outcome in ("error", "timeout") and not synthetic:
-                self.log.count(tenant, shadow, outcome)
+            if outcome == "error" and not rec.synthetic:
+                self.log.count(rec.tenant_id, rec.shadow_version, outcome, 1, spool_id,
+                               rec.seq)
         self.batches += 1
         return BatchResult(dict(outcomes),
-                           np.concatenate(diffs) if diffs else np.empty(0, np.float64),
-                           self.last_error, self.stats())
+                           np.concatenate(diffs) if diffs else np.empty(0, np.float64))
 
-    def _one(self, batch: ShadowBatch, i: int, x: np.ndarray, predictions: np.ndarray,
-             production: int, shadow: int) -> tuple[str, np.ndarray | None]:
-        tenant = batch.tenants[i]
+    def _one(self, rec: PairRecord, spool_id: str,
+             logged: bool) -> tuple[str, np.ndarray | None]:
+        tenant, predictions = rec.tenant_id, rec.predictions
         try:
-            mv = self._version(tenant, shadow)
+            mv = self._version(tenant, rec.shadow_version)
             model = self.models.get(mv)
-            x = _align(x, self._version(tenant, production), model)
+            x = _align(rec.x, self._version(tenant, rec.production_version), model)
             started = time.perf_counter()
             out = np.asarray(model.predict(x), dtype=np.float64)
             latency = time.perf_counter() - started
@@ -194,13 +112,15 @@ class ShadowWorker:
                 raise ValueError(f"shadow returned predictions of shape {list(out.shape)} "
                                  f"where production's are {list(predictions.shape)}")
         except Exception as exc:  # noqa: BLE001 - a broken shadow is an outcome, not a crash
-            self.last_error = f"{tenant}@v{shadow}: {type(exc).__name__}: {exc}"[:500]
+            self.last_error = f"{tenant}@v{rec.shadow_version}: {type(exc).__name__}: " \
+                              f"{exc}"[:500]
             return "error", None
-        if batch.synthetic[i]:
+        if rec.synthetic:
             return "synthetic", None  # load-test traffic: exercised, never logged
-        self.log.add(ComparedRequest(tenant, batch.request_ids[i], production, shadow,
-                                     predictions.ravel(), out.ravel(),
-                                     float(batch.latency_s[i]), latency, float(batch.at[i])))
+        if not logged:
+            self.log.add(ComparedRequest(tenant, rec.request_id, rec.production_version,
+                                         rec.shadow_version, predictions.ravel(), out.ravel(),
+                                         rec.latency_s, latency, rec.at), spool_id, rec.seq)
         return "ok", row_diffs(predictions, out)
 
     def stats(self) -> dict[str, Any]:
@@ -209,15 +129,6 @@ class ShadowWorker:
                 "shadow_model_loads": self.models.loads,
                 "buffered_pairs": self.log.buffered_rows, "written_pairs": self.log.written_rows,
                 "log_write_errors": self.log.write_errors, "priority": _policy_name()}
-
-    def flush(self) -> int:
-        """Write the buffered pairs now; returns rows written."""
-        return self.log.flush()
-
-    def close(self) -> dict[str, Any]:
-        """Flush and stop the pair log (idempotent); returns the final stats."""
-        self.log.close()
-        return self.stats()
 
 
 def lower_priority() -> bool:
@@ -254,11 +165,6 @@ def row_diffs(production: np.ndarray, shadow: np.ndarray) -> np.ndarray:
     largest absolute difference over the classes."""
     diff = np.abs(np.asarray(shadow, np.float64) - np.asarray(production, np.float64))
     return diff.max(axis=1) if diff.ndim == 2 else diff
-
-
-def _outputs(predictions: np.ndarray) -> int:
-    """Outputs per row of a request's predictions: 1, or K class probabilities."""
-    return int(predictions.shape[1]) if predictions.ndim == 2 else 1
 
 
 def _align(x: np.ndarray, production: ModelVersion, model: LoadedModel) -> np.ndarray:

@@ -100,7 +100,7 @@ def test_window_end_stops_mirroring(fresh: Any, h: Any, closing: Any) -> None:
     now[0] += 61  # past the window
     _predict_all(h, state, [h.rows(1, seed=i) for i in range(5)], prefix="late")
     time.sleep(0.3)
-    assert mirror.outcomes["ok"] == 5 and mirror.queue_depth == 0
+    assert mirror.outcomes["ok"] == 5 and mirror.spool.appended == 5
     assert not mirror.config(h.TENANT).active(t0 + timedelta(seconds=61))
 
 
@@ -114,9 +114,9 @@ def test_window_start_in_future_does_not_mirror(fresh: Any, h: Any, closing: Any
     assert sum(mirror.outcomes.values()) == 0
 
 
-def test_full_queue_drops_and_a_hanging_shadow_never_blocks(fresh: Any, h: Any,
+def test_full_spool_drops_and_a_hanging_shadow_never_blocks(fresh: Any, h: Any,
                                                             closing: Any) -> None:
-    state = closing(fresh.host(shadow_queue_size=2))
+    state = closing(fresh.host())
     release = threading.Event()
     entered = threading.Event()
 
@@ -126,6 +126,8 @@ def test_full_queue_drops_and_a_hanging_shadow_never_blocks(fresh: Any, h: Any,
         return inner.predict(x)
 
     mirror, _ = create_mirror(state, state.settings, loader=_loader(state, hang))
+    mirror.spool.max_segments = 2  # a tiny spool: two segments
+    mirror.spool.segment_bytes = 600
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0))
     batches = [h.rows(1, seed=i) for i in range(30)]
     expected = _predict_all(h, closing(fresh.host()), batches)
@@ -133,13 +135,17 @@ def test_full_queue_drops_and_a_hanging_shadow_never_blocks(fresh: Any, h: Any,
     assert entered.wait(10)  # the worker is now stuck inside the shadow model
     got = _predict_all(h, state, batches)  # production keeps answering meanwhile
     assert got[0] == expected[0] and got == expected
-    assert mirror.outcomes["dropped"] >= len(batches) - 2
-    assert state.metrics.shadow_requests.labels("dropped")._value.get() >= len(batches) - 2
+    dropped = mirror.outcomes["dropped"]
+    mirrored = len(batches) + 1 - dropped  # spooled (the spool also holds drop counts)
+    assert dropped >= 10 and mirror.spool.appended >= mirrored
+    metrics = state.metrics.render().decode()
+    assert f'tenantry_shadow_requests_total{{outcome="dropped"}} {float(dropped)}' in metrics
     release.set()
-    wait_until(lambda: mirror.queue_depth == 0)
+    wait_until(lambda: mirror.outcomes["ok"] == mirrored)
     state.close()
     report = shadow_report(fresh.reg, h.TENANT)
-    assert report.dropped == mirror.outcomes["dropped"]
+    assert report.dropped == dropped
+    assert report.comparison.pairs == mirrored
 
 
 def test_raising_shadow_never_affects_production(fresh: Any, h: Any, closing: Any) -> None:

@@ -15,10 +15,11 @@ import xgboost as xgb
 from engine.serving.model import load_model
 from engine.settings import ServeSettings
 from engine.shadow import ShadowTables, build_config, create_mirror, shadow_report
-from engine.shadow.executors import build_worker
+from engine.shadow.executors import build_pump
+from engine.shadow.records import PairRecord
 from engine.shadow.report import compare
 from engine.shadow.tables import PAIRS
-from engine.shadow.worker import MirrorItem, ShadowBatch, row_diffs
+from engine.shadow.worker import row_diffs
 from registry import AliasMove, NewVersion, Registry
 
 from .conftest import wait_until
@@ -97,18 +98,17 @@ def world(tmp_path: Path) -> dict[str, Any]:
     return {"root": root, "reg": reg, "models": models, "settings": settings}
 
 
-def _item(world: dict[str, Any], tenant: str, seed: int) -> MirrorItem:
-    snap = world["reg"].new_snapshot()
+def _item(world: dict[str, Any], tenant: str, seed: int) -> PairRecord:
     x = np.random.default_rng(seed).normal(size=(3 + seed % 3, 3)).astype(np.float32)
     preds = world["models"][tenant][0].inplace_predict(x).astype(np.float64)
-    return MirrorItem(tenant, snap.version(tenant, 1), snap.version(tenant, 2), x, preds,
-                      f"{tenant}{seed}", False, 0.001, 1.7e9 + seed, 0.0)
+    return PairRecord(seed, tenant, f"{tenant}{seed}", 1, 2, 1.7e9 + seed, 0.001, False, x,
+                      preds)
 
 
 def test_worker_diffs_per_objective_in_one_batch(world: dict[str, Any]) -> None:
-    worker = build_worker(world["root"], world["settings"], "unit:1")
+    worker = build_pump(world["root"], world["settings"], "unit:1", Path("unused")).worker
     items = [_item(world, "multi", 0), _item(world, "reg", 1), _item(world, "multi", 2)]
-    result = worker.process(ShadowBatch.pack(items, [10.0] * 3))
+    result = worker.process(items)
     assert result.outcomes == {"ok": 3}, worker.last_error
     want = []
     for item in items:
@@ -116,7 +116,7 @@ def test_worker_diffs_per_objective_in_one_batch(world: dict[str, Any]) -> None:
         diff = np.abs(shadow - item.predictions)
         want.append(diff.max(axis=1) if diff.ndim == 2 else diff)
     np.testing.assert_allclose(result.abs_diffs, np.concatenate(want), atol=1e-6, rtol=1e-6)
-    worker.close()
+    worker.log.close()
     log = ShadowTables.for_registry(world["reg"]).query(PAIRS).to_pandas()
     rows = {i.tenant_id: 0 for i in items}
     for i in items:
@@ -192,15 +192,15 @@ def test_categorical_codes_are_recoded_for_the_shadow(tmp_path: Path) -> None:
     from engine.serving.validation import to_matrix
 
     x = to_matrix(rows, served.feature_names, served.index, served.category_codes)
-    item = MirrorItem("acme", snap.version("acme", 1), snap.version("acme", 2), x,
-                      served.predict(x).astype(np.float64), "r0", False, 0.001, 1.7e9, 0.0)
+    item = PairRecord(1, "acme", "r0", 1, 2, 1.7e9, 0.001, False, x,
+                      served.predict(x).astype(np.float64))
     settings = ServeSettings(registry=root, shadow_worker="thread")
-    worker = build_worker(root, settings, "unit:1")
-    result = worker.process(ShadowBatch.pack([item], [10.0]))
+    worker = build_pump(root, settings, "unit:1", tmp_path / "unused").worker
+    result = worker.process([item])
     assert result.outcomes == {"ok": 1}, worker.last_error
     frame = pd.DataFrame({"amount": [r[0] for r in rows],
                           "color": pd.Categorical([r[1] for r in rows],
                                                   categories=["amber", *COLORS])})
     want = np.abs(shadow.inplace_predict(frame) - item.predictions)
     np.testing.assert_allclose(result.abs_diffs, want, atol=1e-6)
-    worker.close()
+    worker.log.close()

@@ -27,7 +27,7 @@ def test_put_get_delete_round_trip(fresh: Any, h: Any) -> None:
         assert resp.status_code == 200, resp.text
         doc = resp.json()
         assert doc["config"]["fraction"] == 0.25 and doc["shadow_version"] == 2
-        assert doc["production_version"] == 1 and doc["replica"]["queue_size"] == 1024
+        assert doc["production_version"] == 1 and doc["replica"]["spool"]["max_bytes"] > 0
         stored = ConfigStore(ShadowTables.for_registry(fresh.reg)).get(h.TENANT)
         assert stored is not None and stored.fraction == 0.25  # every replica reads this
         assert client.get(f"/v1/tenants/{h.TENANT}/shadow").json()["config"]["fraction"] == 0.25
@@ -73,6 +73,12 @@ def test_admin_routes_need_an_admin_token(fresh: Any, h: Any, tmp_path: Path) ->
         state.close()
 
 
+def _worker_error(state: Any, error: str) -> None:
+    """Have the replica's worker report ``error`` (as its worker.json would)."""
+    (state.shadow.spool.path / "worker.json").write_text(
+        json.dumps({"pid": 1, "batches": 0, "last_error": error}))
+
+
 def test_a_tenant_key_sees_no_replica_text_naming_other_tenants(fresh: Any, h: Any,
                                                                  tmp_path: Path) -> None:
     keys_file = str(tmp_path / "keys.json")
@@ -80,13 +86,14 @@ def test_a_tenant_key_sees_no_replica_text_naming_other_tenants(fresh: Any, h: A
     admin = add_key(keys_file, None)
     client, state = _client(fresh, KeyStore.load(keys_file))
     try:
-        state.shadow.last_error = "globex@v3: ValueError: globex's shadow model broke"
+        _worker_error(state, "globex@v3: ValueError: globex's shadow model broke")
         url = f"/v1/tenants/{h.TENANT}/shadow"
         mine = client.get(url, headers={"x-api-key": tenant_key})
         assert mine.status_code == 200 and "globex" not in mine.text
         replica = mine.json()["replica"]
-        assert "last_error" not in replica and replica["queue_size"] == 1024
-        assert replica["outcomes"]["ok"] == 0 and "restarts" in replica["worker"]
+        assert "last_error" not in replica and replica["spool"]["max_bytes"] > 0
+        assert replica["outcomes"]["ok"] == 0 and replica["worker"]["batches"] == 0
+        assert "id" not in replica["spool"]  # it names the host
         full = client.get(url, headers={"authorization": f"Bearer {admin}"}).json()
         assert full["replica"]["last_error"].startswith("globex@v3")
         assert full["replica"]["worker"]["kind"] == "thread" and "kind" not in replica["worker"]
@@ -97,7 +104,7 @@ def test_a_tenant_key_sees_no_replica_text_naming_other_tenants(fresh: Any, h: A
 def test_without_keys_everyone_sees_the_replica_as_before(fresh: Any) -> None:
     client, state = _client(fresh, KeyStore())
     try:
-        state.shadow.last_error = "globex@v3: boom"
+        _worker_error(state, "globex@v3: boom")
         doc = client.get("/v1/tenants/acme/shadow").json()
         assert doc["replica"]["last_error"] == "globex@v3: boom"
     finally:
