@@ -123,6 +123,7 @@ def resolve_latency(snap: Any, tenants: list[str], lookups: int) -> dict[str, fl
             t0 = time.perf_counter_ns()
             snap.resolve(t)
             times[i] = time.perf_counter_ns() - t0
+        out[f"{name}_mean_us"] = float(times.mean()) / 1000
         out[f"{name}_p50_us"] = float(np.percentile(times, 50)) / 1000
         out[f"{name}_p99_us"] = float(np.percentile(times, 99)) / 1000
     return out

@@ -28,6 +28,8 @@ from registry.version_table import VersionTable
 
 __all__ = ["AliasStack", "RegistrySnapshot", "resolve_uri", "row_to_version"]
 
+RESOLVED_SIZE = 4096  # resolve answers kept (a few MB at most, whatever the tenant count)
+
 
 class RegistrySnapshot:
     """Tenant -> versions/aliases map built from the index and kept fresh incrementally."""
@@ -41,6 +43,7 @@ class RegistrySnapshot:
         self._versions = VersionTable(self._tenants, self._root_uri)
         self._aliases: dict[str, AliasStacks] = {}
         self._seen = {"models": -1, "aliases": -1}
+        self._resolved: dict[tuple[str, str], tuple[int, ModelVersion]] = {}
         self.last_refresh_at = 0.0  # monotonic time of the last successful refresh
         self.last_refresh_wall = 0.0
         self.last_refresh_seconds = 0.0
@@ -108,20 +111,29 @@ class RegistrySnapshot:
     def resolve(self, tenant_id: str, alias: str | Alias = Alias.PRODUCTION) -> ModelVersion:
         """The version ``alias`` of a tenant points at.
 
+        Answers of the current generation are kept (bounded), so a tenant asked for again
+        costs one dict lookup; a refresh that changes anything retires them all.
+
         Raises:
             UnknownTenant: no such tenant or no version under that alias.
-            UnknownVersion: the alias names a version the index has no row for.
         """
+        name = _alias_name(alias)
+        hit = self._resolved.get((tenant_id, name))
+        generation = self.generation  # read before the lookups: a refresh after it retires
+        if hit is not None and hit[0] == generation:
+            return hit[1]
         number = self._tenants.find(tenant_id)
-        version = self._current(number, alias)
+        version = self._current(number, name)
         if version is None:
             if self._has_versions(tenant_id):
-                raise UnknownTenant(f"tenant {tenant_id!r} has no {_alias_name(alias)} model")
+                raise UnknownTenant(f"tenant {tenant_id!r} has no {name} model")
             raise UnknownTenant(f"unknown tenant {tenant_id!r}")
         row = self._versions.find(number, version)  # type: ignore[arg-type]  # set with version
-        if row is None:
-            return self.version(tenant_id, version)  # raises what a missing version raises
-        return self._versions.version_of(row)
+        mv = self.version(tenant_id, version) if row is None else self._versions.version_of(row)
+        if len(self._resolved) >= RESOLVED_SIZE:
+            self._resolved.clear()
+        self._resolved[(tenant_id, name)] = (generation, mv)
+        return mv
 
     def _has_versions(self, tenant_id: str) -> bool:
         number = self._tenants.find(tenant_id)
@@ -187,7 +199,7 @@ class RegistrySnapshot:
                 yield self._versions.version_of(row)
 
 
-_ALIAS_NAMES = {a.value: a.value for a in Alias}  # an Alias hashes and compares as its value
+_ALIAS_NAMES = {a.value: a.value for a in Alias}  # a member hashes and compares as its value
 
 
 def _alias_name(alias: str | Alias) -> str:

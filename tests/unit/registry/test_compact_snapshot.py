@@ -166,3 +166,20 @@ def test_tenant_index_numbers_finds_and_pickles() -> None:
     assert index.name(42) == "t42" and index.names() == ids
     again = pickle.loads(pickle.dumps(index))  # hashes are per process: rebuilt on load
     assert again.find("t500") == 500 and again.names() == ids
+
+
+def test_a_kept_resolve_answer_is_retired_by_a_refresh_that_moves_the_alias(
+        reg: Registry, model_bytes: bytes) -> None:
+    _run(reg, "r1", model_bytes, ("acme",))
+    snap = reg.new_snapshot()
+    assert snap.resolve("acme").version == 1
+    assert snap.resolve("acme", "production") is snap.resolve("acme")  # kept
+    _run(reg, "r2", model_bytes, ("acme",))
+    assert snap.resolve("acme").version == 1  # not refreshed yet
+    snap.refresh()
+    assert snap.resolve("acme").version == 2
+    reg.rollback("acme")
+    snap.refresh()
+    assert snap.resolve("acme", Alias.PRODUCTION).version == 1
+    with pytest.raises(ValueError, match="not a valid Alias"):
+        snap.resolve("acme", "staging")
