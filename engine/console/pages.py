@@ -84,6 +84,13 @@ def add_pages(app: FastAPI, con: Console) -> None:
                           monitoring_error=monitoring_error, earlier_production=production,
                           done=done[:200], nav_active="tenants")
 
+    _add_charts(app, con)
+    _add_runs_and_capacity(app, con)
+
+
+def _add_charts(app: FastAPI, con: Console) -> None:
+    """A tenant's metrics and shadow-difference charts (SVG)."""
+
     @app.get("/tenants/{tenant_id}/metrics.svg")
     async def metrics_chart(request: Request, tenant_id: str) -> Response:
         validate_tenant_id(tenant_id)
@@ -100,6 +107,10 @@ def add_pages(app: FastAPI, con: Console) -> None:
             view = shadow_view(con.registry, tenant_id)
         return Response(diff_histogram_svg(view.diffs, view.report.production_version,
                                            view.report.shadow_version), media_type=SVG)
+
+
+def _add_runs_and_capacity(app: FastAPI, con: Console) -> None:
+    """The nightly runs and the capacity reports (with their plots)."""
 
     @app.get("/runs")
     def runs(request: Request) -> Response:

@@ -192,6 +192,16 @@ class ShareResult:
     cpu_s: float  # CPU time this process spent on the share
 
 
+async def _finish(tasks: set[asyncio.Task[None]], deadline: float) -> None:
+    """Wait for the requests in flight until ``deadline`` (monotonic), then cancel the rest."""
+    if tasks:
+        await asyncio.wait(set(tasks), timeout=max(0.0, deadline - time.monotonic()))
+    for task in list(tasks):
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_share(host: str, port: int, offsets: np.ndarray, requests: Sequence[bytes],
                     start_at: float, timeout_s: float, max_connections: int,
                     progress: Counters | None = None) -> ShareResult:
@@ -245,13 +255,7 @@ async def run_share(host: str, port: int, offsets: np.ndarray, requests: Sequenc
         if i < n:
             # uvloop timers have 1 ms resolution: shorter sleeps would spin the CPU.
             await asyncio.sleep(max(_MIN_SLEEP_S, start_at + offsets[i] - time.monotonic()))
-    deadline = start_at + (float(offsets[-1]) if n else 0.0) + timeout_s
-    if tasks:
-        await asyncio.wait(set(tasks), timeout=max(0.0, deadline - time.monotonic()))
-    for task in list(tasks):
-        task.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await _finish(tasks, start_at + (float(offsets[-1]) if n else 0.0) + timeout_s)
     pool.close()
     now = time.monotonic()
     unfinished = np.isnan(latency)

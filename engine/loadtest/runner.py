@@ -100,6 +100,44 @@ class LoadTestRun:
     notes: list[str] = field(default_factory=list)
 
 
+class _Stages:
+    """Runs one stage after another on the same load processes, keeping what the run
+    reports: every request's tenant, the last /metrics snapshot, the previous rate."""
+
+    def __init__(self, config: LoadTestConfig, target: Target, workers: LoadWorkers,
+                 display: ProgressDisplay) -> None:
+        self.config, self.target, self.workers, self.display = config, target, workers, display
+        self.workload = Workload(config.tenants, config.widths, f"{target.host}:{target.port}",
+                                 config.zipf_s, config.seed, config.cold_fraction,
+                                 config.rows_per_request, config.multiplexed_header,
+                                 config.synthetic, config.protocol)
+        self.metrics_url = f"{target.base_url}/metrics"
+        self.traces: list[np.ndarray] = []
+        self.last: MetricsSnapshot | None = None
+        self.previous_rate = 0.0
+
+    def __call__(self, rate: float) -> StageResult:
+        config, display, workers = self.config, self.display, self.workers
+        index = len(self.traces) + 1
+        stage = Stage(rate, config.hold_s, config.ramp_s, min(self.previous_rate, rate))
+        offsets = send_offsets(stage, config.arrivals, config.seed + index)
+        picks, requests = self.workload.requests(len(offsets))
+        self.traces.append(picks)
+        before = scrape(self.metrics_url)
+        shown_total = max(len(config.rates), index)  # a refinement stage comes on top
+        display.stage_started(index, shown_total, stage, len(offsets))
+        outcome = workers.run_stage(self.target.host, self.target.port, offsets, requests,
+                                    config.timeout_s, config.connections,
+                                    poll=lambda: display.tick(*workers.progress()))
+        self.last = scrape(self.metrics_url)
+        result = summarize(stage, outcome, diff(before, self.last), config.slo_p99_ms,
+                           MAX_ERROR_RATE)
+        display.stage_finished(index, shown_total, result)
+        self.previous_rate = rate
+        time.sleep(config.cooldown_s)
+        return result
+
+
 def run_loadtest(config: LoadTestConfig, display: ProgressDisplay | None = None) -> LoadTestRun:
     """Ramp through the configured rates and measure each stage.
 
@@ -118,45 +156,16 @@ def run_loadtest(config: LoadTestConfig, display: ProgressDisplay | None = None)
         raise ValidationError(f"planned run of {config.planned_seconds():.0f}s exceeds the "
                               f"{MAX_TOTAL_S:.0f}s bound; use fewer rates or a shorter --duration")
     display = display or ProgressDisplay(enabled=False)
-    workload = Workload(config.tenants, config.widths, f"{target.host}:{target.port}",
-                        config.zipf_s, config.seed, config.cold_fraction,
-                        config.rows_per_request, config.multiplexed_header,
-                        config.synthetic, config.protocol)
-    metrics_url = f"{target.base_url}/metrics"
-    traces: list[np.ndarray] = []
-    last: dict[str, MetricsSnapshot | None] = {"after": None}
     started = time.monotonic()
-    previous_rate = [0.0]
-    total = len(config.rates)
-
     with LoadWorkers(config.workers) as workers:
-        def run_stage(rate: float) -> StageResult:
-            index = len(traces) + 1
-            stage = Stage(rate, config.hold_s, config.ramp_s, min(previous_rate[0], rate))
-            offsets = send_offsets(stage, config.arrivals, config.seed + index)
-            picks, requests = workload.requests(len(offsets))
-            traces.append(picks)
-            before = scrape(metrics_url)
-            shown_total = max(total, index)  # a refinement stage comes on top of --rates
-            display.stage_started(index, shown_total, stage, len(offsets))
-            outcome = workers.run_stage(target.host, target.port, offsets, requests,
-                                        config.timeout_s, config.connections,
-                                        poll=lambda: display.tick(*workers.progress()))
-            after = scrape(metrics_url)
-            last["after"] = after
-            result = summarize(stage, outcome, diff(before, after), config.slo_p99_ms,
-                               MAX_ERROR_RATE)
-            display.stage_finished(index, shown_total, result)
-            previous_rate[0] = rate
-            time.sleep(config.cooldown_s)
-            return result
-
+        run_stage = _Stages(config, target, workers, display)
         if config.stop_on_fail:
             stages = search(config.rates, run_stage, config.refine)
         else:
             stages = [run_stage(rate) for rate in config.rates]
+    traces = run_stage.traces
     trace = np.concatenate(traces) if traces else np.empty(0, dtype=np.int64)
-    after = last["after"]
+    after = run_stage.last
     notes = []
     if any(s.generator_behind for s in stages):
         late = sum(s.generator_behind for s in stages)
