@@ -24,11 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,159 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from registry import AliasMove, NewVersion, Registry
-from registry.gc import collect_garbage
-from training.features import FEATURE_NAMES
+from growth_registry import registry_part
 
-SHARDS = 16
-KEYS = ("tenants", "snapshot_load_s", "snapshot_bytes_per_tenant", "refresh_s", "resolve_us",
-        "serve_rps")
-
-
-def tenant_ids(n: int) -> list[str]:
-    """N tenant ids shaped like real ones."""
-    return [f"tenant-{i:06d}" for i in range(n)]
-
-
-def synthetic_model() -> tuple[bytes, str | None]:
-    """A small real model of the W-train width, and its publish-time forest check."""
-    import xgboost as xgb
-
-    from engine.serving.model import publish_check
-
-    rng = np.random.default_rng(0)
-    x = rng.random((500, len(FEATURE_NAMES)))
-    y = (x[:, 0] + 0.3 * rng.random(500) > 0.6).astype(int)
-    booster = xgb.train({"max_depth": 3, "nthread": 1, "objective": "binary:logistic"},
-                        xgb.DMatrix(x, y, feature_names=list(FEATURE_NAMES)), 10)
-    data = bytes(booster.save_raw("ubj"))
-    return data, publish_check(data, booster)["forest_check"]
-
-
-def publish_run(reg: Registry, run_id: str, tenants: list[str], data: bytes,
-                check: str | None, threads: int) -> dict[str, float]:
-    """Stage every tenant's artifact, then publish them and move production: one run."""
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        staged = list(pool.map(lambda t: reg.stage_artifact(t, data, run_id), tenants))
-    t1 = time.perf_counter()
-    metrics = {"auc": 0.8, "logloss": 0.4, "n_train": 800.0, "n_holdout": 200.0}
-    reg.publish(run_id, [NewVersion(s, tuple(FEATURE_NAMES), metrics, data_date=run_id[-10:],
-                                    forest_check=check) for s in staged],
-                [AliasMove(s.tenant_id, "production", s.version) for s in staged])
-    t2 = time.perf_counter()
-    return {"stage_s": t1 - t0, "commit_s": t2 - t1, "publish_s": t2 - t0,
-            "stage_ms_per_version": 1000 * (t1 - t0) / len(tenants)}
-
-
-def cold_load(root: str, trace: bool) -> dict[str, Any]:
-    """Load a snapshot in this (fresh) process: seconds, or (``trace``) bytes it holds."""
-    import gc
-    import tracemalloc
-
-    from registry.snapshot import RegistrySnapshot
-
-    import pandas  # noqa: F401 - imported by the first timestamp to_pylist: not snapshot memory
-
-    reg = Registry.open(root)
-    for name in ("models", "aliases"):  # table handles are the index's, not the snapshot's
-        reg.index.table(name)
-    gc.collect()
-    if trace:  # tracing slows allocation: the timed load runs in a process of its own
-        tracemalloc.start()
-    t0 = time.perf_counter()
-    snap = RegistrySnapshot(reg.index)
-    snap.refresh()
-    load_s = time.perf_counter() - t0
-    gc.collect()
-    held = tracemalloc.get_traced_memory()[0] if trace else 0
-    tenants = len(snap.tenants())
-    versions = sum(1 for _ in snap.all_versions())
-    if not trace:
-        return {"load_s": load_s, "tenants": tenants, "versions": versions}
-    return {"bytes": held, "bytes_per_tenant": held / tenants, "bytes_per_version": held / versions}
-
-
-def resolve_latency(snap: Any, tenants: list[str], lookups: int) -> dict[str, float]:
-    """p50/p99 of one ``resolve`` in microseconds, Zipf(1.1) and uniform tenants."""
-    rng = np.random.default_rng(1)
-    ranks = np.arange(1, len(tenants) + 1, dtype=np.float64) ** -1.1
-    out = {}
-    for name, picks in (("zipf", rng.choice(len(tenants), lookups, p=ranks / ranks.sum())),
-                        ("uniform", rng.integers(0, len(tenants), lookups))):
-        times = np.empty(lookups)
-        for i, t in enumerate(tenants[j] for j in picks.tolist()):
-            t0 = time.perf_counter_ns()
-            snap.resolve(t)
-            times[i] = time.perf_counter_ns() - t0
-        out[f"{name}_mean_us"] = float(times.mean()) / 1000
-        out[f"{name}_p50_us"] = float(np.percentile(times, 50)) / 1000
-        out[f"{name}_p99_us"] = float(np.percentile(times, 99)) / 1000
-    return out
-
-
-def dir_size(path: Path) -> dict[str, int]:
-    """Files and bytes below ``path``."""
-    files = [p for p in path.rglob("*") if p.is_file()]
-    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
-
-
-def ingress_update(workdir: Path, changes: int = 50) -> dict[str, float]:
-    """Milliseconds to put a model host into a running HAProxy's slot and take it out."""
-    from engine.ingress.config import IngressConfig
-    from engine.ingress.process import HaproxyProcess
-    from engine.ingress.runtime import SlotTarget
-
-    work = workdir / "haproxy"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    cfg = IngressConfig(bind_host="127.0.0.1", bind_port=18290,
-                        socket_path=str(work / "admin.sock"), control_port=18291)
-    proxy = HaproxyProcess(cfg, str(work))
-    proxy.start()
-    fills, empties = [], []
-    try:
-        for i in range(changes):
-            t0 = time.perf_counter()
-            proxy.api.fill(1 + i % 4, SlotTarget("127.0.0.1", 19000 + i))
-            t1 = time.perf_counter()
-            proxy.api.empty(1 + i % 4)
-            fills.append(t1 - t0)
-            empties.append(time.perf_counter() - t1)
-    finally:
-        proxy.stop()
-    return {"fill_ms": 1000 * float(np.median(fills)), "empty_ms": 1000 * float(np.median(empties))}
-
-
-def registry_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Everything the registry and the ingress report at N tenants."""
-    root = workdir / f"registry-{n}"
-    shutil.rmtree(root, ignore_errors=True)
-    reg = Registry.create(str(root), num_shards=SHARDS)
-    tenants = tenant_ids(n)
-    data, check = synthetic_model()
-    out: dict[str, Any] = {"tenants": n}
-    out["run1"] = publish_run(reg, "night-2026-11-30", tenants, data, check, args.threads)
-    watcher = Registry.open(str(root)).new_snapshot()
-    out["run2"] = publish_run(reg, "night-2026-12-01", tenants, data, check, args.threads)
-    t0 = time.perf_counter()
-    watcher.refresh()
-    out["refresh_s"] = time.perf_counter() - t0
-    out["refresh_moved_ok"] = all(watcher.alias_version(t) == 2 for t in tenants[:: max(1, n // 500)])
-    out["cold_load"] = {}
-    for flags in ([], ["--trace"]):
-        load = subprocess.run([sys.executable, __file__, "--cold-load", str(root), *flags],
-                              capture_output=True, text=True, check=True)
-        out["cold_load"].update(json.loads(load.stdout))
-    out["resolve"] = resolve_latency(watcher, tenants, args.lookups)
-    out["index_before_gc"] = dir_size(root / "index")
-    t0 = time.perf_counter()
-    out["gc"] = collect_garbage(Registry.open(str(root)), keep=1).to_json()
-    out["gc_s"] = time.perf_counter() - t0
-    out["index_after_gc"] = dir_size(root / "index")
-    out["ingress"] = ingress_update(workdir)
-    out["loadavg"] = os.getloadavg()
-    return out
+from registry import Registry
 
 
 def cache_models_for(n: int, hit_rate: float, replicas: int = 2) -> int:
@@ -246,48 +93,50 @@ def train_part(workdir: Path) -> dict[str, Any]:
             "loadavg_before": before, "loadavg_after": os.getloadavg()}
 
 
+# growth.json key, where in a scale's registry/serve result, README label, format
+SUMMARY = (("snapshot_load_s", "registry", ("cold_load", "load_s"), "snapshot cold load (s)", ".2f"),
+           ("snapshot_bytes_per_tenant", "registry", ("cold_load", "bytes_per_tenant"),
+            "snapshot bytes per tenant", ".0f"),
+           ("refresh_s", "registry", ("refresh_s",), "refresh after a night (s)", ".2f"),
+           ("refresh_100_s", "registry", ("refresh_100_s",), "refresh after 100 moves (s)", ".3f"),
+           ("resolve_us", "registry", ("resolve", "zipf_p50_us"), "resolve p50 (us, Zipf)", ".2f"),
+           ("resolve_mean_us", "registry", ("resolve", "zipf_mean_us"), "resolve mean (us, Zipf)",
+            ".2f"),
+           ("resolve_uniform_us", "registry", ("resolve", "uniform_p50_us"),
+            "resolve p50 (us, uniform)", ".2f"),
+           ("publish_s", "registry", ("run2", "publish_s"), "publish one night's run (s)", ".1f"),
+           ("gc_s", "registry", ("gc_s",), "gc pass (s)", ".1f"),
+           ("ingress_fill_ms", "registry", ("ingress", "fill_ms"), "ingress slot fill (ms)", ".2f"),
+           ("serve_rps", "serve", ("max_rps_within_slo",), "W-serve max rps, p99<=50ms", ".0f"),
+           ("serve_hit_rate", "serve", ("hit_rate",), "W-serve hit rate", ".3f"))
+
+
+def summarise(scales: list[int], parts: dict[str, dict[int, Any]],
+              train: dict[str, Any] | None) -> dict[str, Any]:
+    """The growth.json document: lists aligned with ``tenants``, then the details."""
+    out: dict[str, Any] = {"tenants": scales}
+    for key, part, path, _, _ in SUMMARY:
+        out[key] = []
+        for n in scales:
+            value: Any = parts[part].get(n)
+            for step in path:
+                value = None if value is None else value.get(step)
+            out[key].append(value)
+    out["train_10k_s"] = train["train_10k_s"] if train else None
+    out.update({part: {str(n): v for n, v in res.items()} for part, res in parts.items()})
+    return {**out, "train": train}
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as a markdown table (one column per scale)."""
-    rows = [("snapshot cold load (s)", "snapshot_load_s", ".2f"),
-            ("snapshot bytes per tenant", "snapshot_bytes_per_tenant", ".0f"),
-            ("refresh after a night (s)", "refresh_s", ".2f"),
-            ("resolve p50 (us, Zipf)", "resolve_us", ".2f"),
-            ("publish one run (s)", "publish_s", ".1f"),
-            ("gc pass (s)", "gc_s", ".1f"),
-            ("ingress slot fill (ms)", "ingress_fill_ms", ".2f"),
-            ("W-serve max rps, p99<=50ms", "serve_rps", ".0f")]
-    head = "| | " + " | ".join(f"{n:,}" for n in results["tenants"]) + " |"
-    lines = [head, "|---" * (len(results["tenants"]) + 1) + "|"]
-    for label, key, spec in rows:
-        cells = ["n/a" if v is None else format(v, spec) for v in results.get(key, [])]
+    lines = ["| tenants | " + " | ".join(f"{n:,}" for n in results["tenants"]) + " |",
+             "|---" * (len(results["tenants"]) + 1) + "|"]
+    for key, _, _, label, spec in SUMMARY:
+        cells = ["n/a" if v is None else format(v, spec) for v in results[key]]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if results.get("train_10k_s") is not None:
         lines.append(f"\nnightly training run, 10k tenants: {results['train_10k_s']:.0f} s")
     return "\n".join(lines)
-
-
-def summarise(scales: list[int], reg: dict[int, Any], serve: dict[int, Any],
-              train: dict[str, Any] | None) -> dict[str, Any]:
-    """The growth.json document: lists aligned with ``tenants``, then the details."""
-    def col(source: dict[int, Any], path: tuple[str, ...]) -> list[Any]:
-        out = []
-        for n in scales:
-            value: Any = source.get(n)
-            for key in path:
-                value = None if value is None else value.get(key)
-            out.append(value)
-        return out
-
-    return {"tenants": scales, "snapshot_load_s": col(reg, ("cold_load", "load_s")),
-            "snapshot_bytes_per_tenant": col(reg, ("cold_load", "bytes_per_tenant")),
-            "refresh_s": col(reg, ("refresh_s",)), "resolve_us": col(reg, ("resolve", "zipf_p50_us")),
-            "resolve_uniform_us": col(reg, ("resolve", "uniform_p50_us")),
-            "serve_rps": col(serve, ("max_rps_within_slo",)),
-            "publish_s": col(reg, ("run2", "publish_s")), "gc_s": col(reg, ("gc_s",)),
-            "ingress_fill_ms": col(reg, ("ingress", "fill_ms")),
-            "train_10k_s": train["train_10k_s"] if train else None,
-            "registry": {str(n): v for n, v in reg.items()},
-            "serve": {str(n): v for n, v in serve.items()}, "train": train}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=3.0, help="seconds per load stage")
     ap.add_argument("--fixed-rate", type=float, default=500.0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "growth.json"))
-    ap.add_argument("--cold-load", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.cold_load:
-        print(json.dumps(cold_load(args.cold_load, args.trace)))
-        return 0
     try:
         scales = [int(s) for s in args.tenants.split(",") if s]
     except ValueError:
@@ -328,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             serve[n] = serve_part(n, workdir, args)
             print(json.dumps({k: v for k, v in serve[n].items() if k != "stages"}), flush=True)
     train = train_part(workdir) if "train" in parts else None
-    results = summarise(scales, reg, serve, train)
+    results = summarise(scales, {"registry": reg, "serve": serve}, train)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     print(markdown(results))
