@@ -10,8 +10,8 @@ recognised by the spool's high-water mark in Delta (:meth:`PairLog.high_water`).
 After every batch it writes ``worker.json`` in the replica's spool: its pid and its
 counters (outcomes, the absolute-difference histogram), cumulative across its restarts,
 which the replica reads when scraped (:class:`engine.metrics.Metrics`). A batch that
-hangs longer than ``max_age_s`` is written to ``poison.json`` before the worker is
-replaced (:meth:`Pump.hung`); the next worker counts those records as timeouts.
+hangs longer than ``max_age_s`` on one record writes it to ``poison.json`` before the
+worker is replaced (:meth:`Pump.hung`); the next worker counts that record as a timeout.
 """
 
 from __future__ import annotations
@@ -70,8 +70,7 @@ class Pump:
             self.buckets += np.asarray(prev["diff_buckets"], np.int64)
         self.diff_sum = float(prev.get("diff_sum", 0.0))
         worker.last_error = str(prev.get("last_error", ""))
-        self.poison: dict[str, list[int]] = self._load_poison()
-        self.busy: tuple[str, int, int, float] | None = None  # spool, first, last, since
+        self.poison: dict[str, list[int]] = self._load_poison()  # spool -> [first, last]
         self.stopped = False
         self._discovered = 0.0
         self._lock = threading.Lock()  # one step at a time (the drain runs steps too)
@@ -140,9 +139,7 @@ class Pump:
                 pairs.append(rec)
         if not pairs:
             return
-        self.busy = (spool_id, pairs[0].seq, pairs[-1].seq, time.monotonic())
         result = self.worker.process(pairs, spool_id, pairs_hw)
-        self.busy = None
         self.outcomes.update(result.outcomes)
         if len(result.abs_diffs):
             self.buckets += np.bincount(np.searchsorted(DIFF_BUCKETS, result.abs_diffs),
@@ -173,13 +170,14 @@ class Pump:
             pass  # the spool was removed (the replica stopped)
 
     def hung(self) -> bool:
-        """Whether one batch has run longer than ``max_age_s``; if so, record it in
-        ``poison.json`` (the next worker counts it as timeouts) and stop this pump."""
-        busy = self.busy
-        if busy is None or time.monotonic() - busy[3] <= self.max_age_s:
+        """Whether one record has been predicted for longer than ``max_age_s``; if so,
+        record it in ``poison.json`` (the next worker counts it as a timeout) and stop
+        this pump."""
+        busy = self.worker.current
+        if busy is None or time.monotonic() - busy[2] <= self.max_age_s:
             return False
         self.stopped = True
-        self.poison[busy[0]] = [busy[1], busy[2]]
+        self.poison[busy[0]] = [busy[1], busy[1]]
         _write_json(self.spool / "poison.json", self.poison)
         self.worker.last_error = (f"shadow worker busy with one batch for over "
                                   f"{self.max_age_s:g}s: restarted")

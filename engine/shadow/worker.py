@@ -63,6 +63,7 @@ class ShadowWorker:
         self.snapshot = snapshot
         self.last_error = ""
         self.batches = 0
+        self.current: tuple[str, int, float] | None = None  # spool, seq, monotonic start
 
     def _version(self, tenant_id: str, version: int) -> ModelVersion:
         """Metadata of a version, refreshing the snapshot once for one it has not seen."""
@@ -85,7 +86,9 @@ class ShadowWorker:
         outcomes: Counter[str] = Counter()
         diffs: list[np.ndarray] = []
         for rec in records:
+            self.current = (spool_id, rec.seq, time.monotonic())
             outcome, diff = self._one(rec, spool_id, rec.seq <= logged_seq)
+            self.current = None
             if diff is not None:
                 diffs.append(diff)
             outcomes[outcome] += 1
