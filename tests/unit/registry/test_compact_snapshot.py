@@ -183,3 +183,25 @@ def test_a_kept_resolve_answer_is_retired_by_a_refresh_that_moves_the_alias(
     assert snap.resolve("acme", Alias.PRODUCTION).version == 1
     with pytest.raises(ValueError, match="not a valid Alias"):
         snap.resolve("acme", "staging")
+
+
+def test_value_codes_tell_lists_apart_whatever_they_hold() -> None:
+    from registry.row_columns import value_codes
+
+    lists = pa.array([["a", "b"], ["a\x1fb"], None, [], ["a", "b"], ["a\\u", "b"],
+                      ["a\x1f", "b"], ["a", "\x1fb"]])
+    codes, first = value_codes(lists)
+    assert codes[0] == codes[4] and codes[2] == -1
+    assert len(set(codes.tolist())) == 7  # every other list differs from every other
+    assert [int(codes[r]) for r in first] == list(range(len(first)))  # a row of each code
+
+
+def test_digests_take_lowercase_hex_only() -> None:
+    import hashlib
+
+    from registry.row_columns import digests
+
+    good = hashlib.sha256(b"x").hexdigest()
+    raw, ok = digests(pa.array([good, good.upper(), None, "z" * 64, good[:-1]]))
+    assert ok.tolist() == [True, False, False, False, False]
+    assert raw[0].tobytes().hex() == good
