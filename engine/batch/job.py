@@ -27,6 +27,7 @@ from engine.batch.plan import (
     DataSource,
     ModelPair,
     ScoreBucket,
+    in_blocks,
     model_pairs,
     open_source,
     plan_buckets,
@@ -81,9 +82,11 @@ def ray_runner(settings: ScoreSettings) -> Runner:
         remote_args: dict[str, Any] = {"num_cpus": 1}
         if resources:
             remote_args["resources"] = resources
+        blocks = min(len(buckets), settings.blocks or int(ray.cluster_resources().get("CPU", 1)))
         with _quiet_unthrottled_data_context():  # buckets return KBs: no backpressure needed
-            items = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
-                                        override_num_blocks=len(buckets))
+            items = ray.data.from_items([{"bucket": pickle.dumps(b)}
+                                         for b in in_blocks(buckets, max(blocks, 1))],
+                                        override_num_blocks=max(blocks, 1))
             for row in items.map(_BucketFn(ctx), **remote_args).iter_rows():
                 yield pickle.loads(row["result"])
     return run

@@ -26,7 +26,7 @@ from training.features import DATE_COLUMN, LABEL_COLUMN, SHARD_COLUMN, TENANT_CO
 from training.source import TableSource
 
 __all__ = ["ROW_ID_COLUMN", "ROW_INDEX_COLUMN", "DataSource", "ModelPair", "ScoreBucket",
-           "model_pairs", "open_source", "plan_buckets"]
+           "in_blocks", "model_pairs", "open_source", "plan_buckets"]
 
 ROW_ID_COLUMN = "row_id"
 """The feature table column taken as the row identity when present (``--row-key`` names
@@ -199,3 +199,19 @@ def plan_buckets(files: Mapping[int, tuple[tuple[str, ...], int]],
                for shard, (found, rows) in files.items() if rows > 0
                for part in range(parts) if (shard, part) not in finished]
     return sorted(buckets, key=lambda b: (-b.est_rows, b.shard, b.part))
+
+
+def in_blocks(buckets: list[ScoreBucket], blocks: int) -> list[ScoreBucket]:
+    """``buckets`` reordered so that cutting the list into ``blocks`` contiguous slices as
+    Ray Data's ``from_items`` does (the first ``len % blocks`` slices one item longer)
+    gives every slice about the same rows: biggest first, each bucket to the slice with
+    the fewest rows that still has room."""
+    size, extra = divmod(len(buckets), blocks)
+    groups: list[list[ScoreBucket]] = [[] for _ in range(blocks)]
+    rows = [0] * blocks
+    for bucket in sorted(buckets, key=lambda b: (-b.est_rows, b.shard, b.part)):
+        i = min((i for i in range(blocks) if len(groups[i]) < size + (i < extra)),
+                key=lambda i: rows[i])
+        groups[i].append(bucket)
+        rows[i] += bucket.est_rows
+    return [b for group in groups for b in group]

@@ -35,12 +35,19 @@ class ScoreSettings:
     """File the halt hook creates when it stops (so a test knows when to kill)."""
     task_resources: str = ""
     """Custom Ray resources every scoring task asks for, ``name=amount[,…]``; empty = CPUs."""
+    blocks: int = 0
+    """Ray Data blocks (tasks) the buckets are grouped into, each running its buckets in
+    turn; 0 = one per CPU of the cluster. A task costs tens of milliseconds to schedule
+    and start, so on a small cluster fewer, larger tasks finish sooner; buckets are spread
+    so that the blocks get about the same rows."""
 
     def __post_init__(self) -> None:
         if self.buckets_per_shard < 1:
             raise ValidationError("buckets_per_shard must be >= 1")
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ValidationError("num_cpus must be >= 1")
+        if self.blocks < 0:
+            raise ValidationError("blocks must be >= 0 (0: one per CPU)")
         self.resources()
 
     def resources(self) -> dict[str, float]:

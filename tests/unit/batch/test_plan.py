@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.batch.plan import ModelPair, model_pairs, open_source, plan_buckets
+from engine.batch.plan import ModelPair, ScoreBucket, in_blocks, model_pairs, open_source, plan_buckets
 from registry import Registry, shard_of
 from training.errors import DataNotFound, InvalidTrainingInput
 
@@ -66,3 +67,18 @@ def test_buckets_biggest_first_with_their_models(tmp_path: Path) -> None:
     assert [(b.shard, b.part) for b in halves] == [(1, 1), (3, 0), (3, 1), (0, 0), (0, 1)]
     assert sum(len(b.models) for b in plan_buckets(files, pairs, SHARDS, 2)) <= len(pairs)
     assert isinstance(next(iter(pairs.values())), ModelPair)
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 7, 16])
+def test_in_blocks_balances_ray_datas_contiguous_slices(blocks: int) -> None:
+    rows = [900, 40, 500, 500, 30, 200, 10, 350, 700, 60, 5, 120, 80, 640, 300, 20]
+    buckets = [ScoreBucket(i, 0, 1, (), n, ()) for i, n in enumerate(rows)]
+    ordered = in_blocks(buckets, blocks)
+    assert sorted(b.shard for b in ordered) == list(range(len(rows)))  # each once
+    size, extra = divmod(len(rows), blocks)  # as ray.data.from_items cuts the list
+    cuts = np.cumsum([0] + [size + (i < extra) for i in range(blocks)])
+    loads = [sum(b.est_rows for b in ordered[lo:hi]) for lo, hi in zip(cuts, cuts[1:])]
+    # no slice exceeds the balanced share by more than the biggest bucket
+    assert max(loads) <= sum(rows) / blocks + max(rows)
+    if blocks == 2:
+        assert sorted(loads) == [2225, 2230]  # of 4,455 rows

@@ -22,9 +22,11 @@ def test_settings_from_env() -> None:
                                 "TENANTRY_SCORE_HALT_AFTER_BUCKETS": "1",
                                 "TENANTRY_SCORE_PROGRESS": "no",
                                 "TENANTRY_RAY_NUM_CPUS": "2", "RAY_ADDRESS": "auto",
-                                "TENANTRY_SCORE_TASK_RESOURCES": "batch=1"})
+                                "TENANTRY_SCORE_TASK_RESOURCES": "batch=1",
+                                "TENANTRY_SCORE_BLOCKS": "4"})
     assert (s.buckets_per_shard, s.halt_after_buckets, s.progress, s.num_cpus,
-            s.ray_address) == (3, 1, False, 2, "auto")
+            s.ray_address, s.blocks) == (3, 1, False, 2, "auto", 4)
+    assert ScoreSettings().blocks == 0  # one per CPU
     assert s.resources() == {"batch": 1.0}
     assert s.with_overrides(num_cpus=None, buckets_per_shard=2).buckets_per_shard == 2
     with pytest.raises(ValidationError, match="TENANTRY_SCORE_BUCKETS_PER_SHARD"):
@@ -33,6 +35,8 @@ def test_settings_from_env() -> None:
         ScoreSettings(task_resources="batch")
     with pytest.raises(ValidationError):
         ScoreSettings(buckets_per_shard=0)
+    with pytest.raises(ValidationError, match="blocks"):
+        ScoreSettings(blocks=-1)
 
 
 def test_report_json_round_trip() -> None:
