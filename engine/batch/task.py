@@ -93,11 +93,17 @@ class BucketResult:
 
 
 def _read(ctx: ScoreContext, bucket: ScoreBucket) -> pa.Table:
+    """The bucket's rows of the day: the columns its tenants' models read (plus tenant id
+    and row key; a missing one is each model's failure, not the bucket's)."""
     src = ctx.source
     if src.scan is not None:
         return read_scan(src, ctx.date, bucket.shard, bucket.part, bucket.parts,
                          ctx.registry.num_shards)
-    names = [n for n in src.schema.names if n not in (DATE_COLUMN, SHARD_COLUMN)]
+    wanted = {src.tenant_column, src.key_field.name}  # and the bucket's models' features
+    wanted.update(f for p in bucket.models for mv in (p.production, p.shadow) if mv is not None
+                  for f in mv.feature_names)
+    names = [n for n in src.schema.names
+             if n not in (DATE_COLUMN, SHARD_COLUMN) and n in wanted]
     if not src.direct:
         return src.delta().to_pyarrow_table(columns=names, filters=[
             (SHARD_COLUMN, "=", bucket.shard), (DATE_COLUMN, "=", ctx.date)])
