@@ -22,7 +22,8 @@ clients on loopback, arrivals on a fixed schedule) each scenario injects one fau
 
 For each: requests sent, requests failed (non-200 or no answer), recovery time (from the
 fault until the scenario's own check says the app is whole again), and data lost (shadow
-pairs of answered mirrored requests missing from the pair log after a flush; for
+pairs of answered mirrored requests missing from the pair log after a flush, and any
+logged twice; for
 ``disk_full_*``, also how far the failed run got: its publish state, ``none`` when nothing
 of it is visible). Prints the table and
 writes it to ``--out``. ``tests/integration/test_faults.py`` runs the cheap scenarios
@@ -212,6 +213,7 @@ class Row:
     notes: str = ""
     failed_after_recovery: int = 0  # failed requests due more than 1 s after recovery
     stale_seen: bool | None = None  # registry_unreadable: /readyz said stale meanwhile
+    duplicated: int = 0  # answered mirrored requests whose pair is in the log more than once
 
 
 def wait_until(cond: Callable[[], Any], limit_s: float = RECOVERY_LIMIT_S,
@@ -225,26 +227,28 @@ def wait_until(cond: Callable[[], Any], limit_s: float = RECOVERY_LIMIT_S,
     return None
 
 
-def lost_pairs(target: Target, load: SteadyLoad) -> tuple[int, int]:
-    """(missing, answered): shadowed-tenant requests answered 200 whose pair is not in the
-    pair log once every worker has had time to flush."""
+def lost_pairs(target: Target, load: SteadyLoad) -> tuple[int, int, int]:
+    """(missing, answered, duplicated): shadowed-tenant requests answered 200 whose pair is
+    not in the pair log once every worker has had time to flush, and those logged twice."""
     answered = {o.request_id for o in load.outcomes if o.tenant == SHADOWED and o.status == 200}
     if not answered:
-        return 0, 0
+        return 0, 0, 0
     tables = ShadowTables.for_registry(Registry.open(target.registry_root))
 
-    def missing() -> set[str]:
+    def logged() -> list[str]:
         log = tables.query(PAIRS, where=f"request_id LIKE '{load.prefix}-%'",
                            columns="request_id")
-        return answered - set(log.column("request_id").to_pylist())
+        return [str(r) for r in log.column("request_id").to_pylist()]
 
-    wait_until(lambda: not missing(), limit_s=target.flush_s * 2 + 10, every=1.0)
-    return len(missing()), len(answered)
+    wait_until(lambda: not answered - set(logged()), limit_s=target.flush_s * 2 + 10,
+               every=1.0)
+    ids = logged()
+    return len(answered - set(ids)), len(answered), len(ids) - len(set(ids))
 
 
 def _row(name: str, target: Target, load: SteadyLoad, recovery: float | None,
          notes: str = "", recovered_at: float | None = None) -> Row:
-    missing, answered = lost_pairs(target, load)
+    missing, answered, duplicated = lost_pairs(target, load)
     late = 0 if recovered_at is None else sum(o.due > recovered_at + 1.0 for o in load.failed)
     kinds: dict[str, int] = {}
     for o in load.failed:
@@ -253,8 +257,10 @@ def _row(name: str, target: Target, load: SteadyLoad, recovery: float | None,
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
     return Row(name, len(load.outcomes), len(load.failed),
                None if recovery is None else round(recovery, 1),
-               f"{missing} of {answered} shadow pairs",
-               "; ".join(p for p in (notes, detail and f"failures {detail}") if p), late)
+               f"{missing} of {answered} shadow pairs"
+               + (f" ({duplicated} logged twice)" if duplicated else ""),
+               "; ".join(p for p in (notes, detail and f"failures {detail}") if p), late,
+               duplicated=duplicated)
 
 
 def _fault(name: str, target: Target, inject: Callable[[], Callable[[], bool]],
@@ -552,6 +558,40 @@ def _setup_registry(root: str, tenants: list[str]) -> None:
     ConfigStore(ShadowTables.for_registry(reg)).set(build_config(SHADOWED, 1.0))
 
 
+def _scenarios(target: Target, only: set[str]) -> list[Row]:
+    """The in-app scenarios (those in ``only``, or all), each printed as it ends."""
+    rows: list[Row] = []
+    for scenario in (kill_host, kill_ingress, kill_shadow_worker, kill_directory,
+                     registry_unreadable, publish_promote_rollback):
+        if only and scenario.__name__ not in only:
+            continue
+        try:
+            rows.append(scenario(target))
+        except Exception as exc:  # noqa: BLE001 - one broken scenario: say so, go on
+            rows.append(Row(scenario.__name__, 0, 0, None, "-",
+                            f"scenario error: {type(exc).__name__}: {exc}"[:300]))
+        print(_table(rows[-1:]).splitlines()[-1], flush=True)
+        wait_until(target.whole)
+    return rows
+
+
+def _disk_full_rows(target: Target, work: Path, mount: Path, root: str) -> list[Row]:
+    """disk_full_start and disk_full_mid_run over a generated feature table."""
+    data = str(work / "features")
+    gen = subprocess.run([sys.executable, "-m", "engine.cli", "data", "generate",
+                          "--out", data, "--tenants", "6", "--days", "2", "--seed", "5",
+                          "--shards", "4", "--mean-rows", "800", "--registry", root],
+                         cwd=ROOT, capture_output=True, text=True, check=False)
+    if gen.returncode != 0:
+        print(f"disk_full skipped: data generate failed: {gen.stderr[-300:]}")
+        return []
+    rows = []
+    for when in ("start", "mid-run"):
+        rows.append(disk_full(target, data, str(mount), when))
+        print(_table(rows[-1:]).splitlines()[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every scenario once; print and write the table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -593,31 +633,11 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(lambda: "pid" in target.shadow_stats().get("worker", {})
                    or _poke(target), limit_s=120, every=1.0)
         only = {n.strip() for n in args.only.split(",") if n.strip()}
-        for scenario in (kill_host, kill_ingress, kill_shadow_worker, kill_directory,
-                         registry_unreadable, publish_promote_rollback):
-            if only and scenario.__name__ not in only:
-                continue
-            try:
-                rows.append(scenario(target))
-            except Exception as exc:  # noqa: BLE001 - one broken scenario: say so, go on
-                rows.append(Row(scenario.__name__, 0, 0, None, "-",
-                                f"scenario error: {type(exc).__name__}: {exc}"[:300]))
-            print(_table(rows[-1:]).splitlines()[-1], flush=True)
-            wait_until(target.whole)
+        rows += _scenarios(target, only)
         if only and "disk_full" not in only:
             pass
         elif mounted:
-            data = str(work / "features")
-            gen = subprocess.run([sys.executable, "-m", "engine.cli", "data", "generate",
-                                  "--out", data, "--tenants", "6", "--days", "2", "--seed", "5",
-                                  "--shards", "4", "--mean-rows", "800", "--registry", root],
-                                 cwd=ROOT, capture_output=True, text=True, check=False)
-            if gen.returncode == 0:
-                for when in ("start", "mid-run"):
-                    rows.append(disk_full(target, data, str(mount), when))
-                    print(_table(rows[-1:]).splitlines()[-1], flush=True)
-            else:
-                print(f"disk_full skipped: data generate failed: {gen.stderr[-300:]}")
+            rows += _disk_full_rows(target, work, mount, root)
         else:
             print("disk_full skipped: needs root to mount a tmpfs")
     finally:
@@ -627,6 +647,12 @@ def main(argv: list[str] | None = None) -> int:
         if mounted:
             subprocess.run(["umount", "-l", str(mount)], check=False)
         shutil.rmtree(work, ignore_errors=True)
+    _write(args, rows)
+    return 0
+
+
+def _write(args: argparse.Namespace, rows: list[Row]) -> None:
+    """Print the table (and each row's notes) and write it to ``--out``."""
     print(_table(rows))
     for r in rows:
         if r.notes:
@@ -634,9 +660,15 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "rate_rps": args.rate, "phase_s": args.phase, "outage_s": args.outage,
-        "tenants": args.tenants, "replicas": 2, "rows": [asdict(r) for r in rows]},
-        indent=2) + "\n")
-    return 0
+        "tenants": args.tenants, "replicas": 2, "load_average": _loadavg(),
+        "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def _poke(target: Target) -> bool:

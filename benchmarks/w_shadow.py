@@ -1,20 +1,23 @@
 """W-shadow: production p99 with and without shadow mode at 50% of capacity.
 
-    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 8] [--rounds 8]
-                                  [--shadow-worker actor|thread] [--synthetic]
+    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 8] [--rounds 6]
+                                  [--aa-rounds 4] [--shadow-worker actor|thread] [--synthetic]
 
 W-serve's setup (Zipf(1.1) single-row requests over loopback HTTP, 2 model-host replicas,
 a cache that fits ~25% of the tenants per replica, open-loop arrivals from the
 ``engine.loadtest`` library). Every tenant gets a second version under its ``shadow``
 alias (a different model), then the script finds the capacity (highest rate with
 p99 <= 50 ms; skipped with ``--rate``), and at half of it runs ``--rounds`` rounds of one
-phase with shadow off and one with shadow on, the order alternating from round to round
-(an A/A run, ``--aa``, where both phases have shadow off, showed the second phase of a
-round slower by ~8%). Shadow on mirrors 100% of the hottest tenant and 10% of every other
-tenant. Prints the median p99 over the phases of each kind and their ratio (target
-<= 1.1), plus the median of the rounds' own on/off ratios, and writes JSON to
+phase with shadow off and one with shadow on, the order alternating from round to round,
+then ``--aa-rounds`` A/A rounds in the same invocation (both phases with shadow off: this
+box's noise, printed as a band beside the A/B ratios; ``--aa`` makes every round A/A).
+Shadow on mirrors 100% of the hottest tenant and 10% of every other tenant. Prints the
+median p99 over the phases of each kind and their ratio (target <= 1.1), the median of
+the rounds' own on/off ratios, and per phase the p99 of the event-loop lag of the hot
+tenant's replica (``tenantry_event_loop_lag_seconds``, from that replica's own
+histogram: the upper bound of the bucket holding the 99th percentile), and writes JSON to
 ``benchmarks/results/`` (every phase: p50/p99, statuses, generator lag, mirror outcomes,
-and what the dispatch steps cost one replica's event loop).
+loop lag).
 
 Requests are sent unmarked (without ``x-tenantry-synthetic: 1``), so every mirrored
 request is predicted by the shadow *and* written to the pair log, as real traffic would be;
@@ -91,13 +94,24 @@ def _shadow_counts(url: str) -> dict[str, float]:
 
 
 def _replica_shadow(url: str, tenant: str) -> dict[str, Any]:
-    """One replica's shadow counters: transport and what dispatch steps cost its loop."""
+    """The replica serving ``tenant``: its pid, spool, and loop-lag histogram buckets."""
     import urllib.request
 
     doc = json.loads(urllib.request.urlopen(f"{url}/v1/tenants/{tenant}/shadow",
                                             timeout=10).read())
     replica = doc["replica"]
-    return {"transport": replica["worker"].get("transport"), "dispatch": replica["dispatch"]}
+    return {"pid": replica["pid"], "spool": replica["spool"],
+            "loop_lag": [(float(le), float(n)) for le, n in replica["loop_lag"]]}
+
+
+def lag_p99_ms(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
+    """p99 of the loop lag observed between two cumulative histogram readings (the upper
+    bound of the bucket holding it; inf: beyond the last bound)."""
+    deltas = [(le, n - dict(before).get(le, 0.0)) for le, n in after]
+    total = deltas[-1][1] if deltas else 0.0
+    if total <= 0:
+        return float("nan")
+    return next(le for le, n in deltas if n >= 0.99 * total) * 1e3
 
 
 def _pairs_logged(reg: Registry) -> int:
@@ -117,24 +131,94 @@ def _stage(url: str, tenants: list[str], rate: float, hold: float, seed: int,
     return run_loadtest(cfg).stages[0]
 
 
-def main() -> int:
+def _capacity(url: str, tenants: list[str], rates: str, synthetic: bool) -> float | None:
+    """Highest rate with p99 <= 50 ms (W-serve's search, caches warmed first)."""
+    _stage(url, tenants, 50.0, 10.0, 0, synthetic)
+    run = run_loadtest(LoadTestConfig(url, tuple(tenants), (len(FEATURE_NAMES),) * len(tenants),
+                                      rates=tuple(float(r) for r in rates.split(",")),
+                                      hold_s=10.0, synthetic=synthetic))
+    for st in run.stages:
+        print(f"  capacity stage {st.offered_rps:.0f} req/s: achieved {st.achieved_rps:.0f}, "
+              f"p99 {st.p99_ms:.1f} ms, errors {st.error_rate:.2%} {st.status_counts}",
+              flush=True)
+    return max_within_slo(run.stages)
+
+
+def _phase(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: float,
+           args: argparse.Namespace, r: int, shadow: bool, aa: bool) -> dict[str, Any]:
+    """One measured phase (shadow on unless ``aa``: then both phases of its round are off)."""
+    if shadow and not aa:
+        store.set_many([build_config(t, 1.0 if t == hot else 0.1) for t in tenants])
+    else:
+        store.clear_many(tenants)
+    time.sleep(3.0)  # replicas re-read the config table every ~1 s
+    before, lag0 = _shadow_counts(url), _replica_shadow(url, hot)
+    res = _stage(url, tenants, rate, args.hold, 0, args.synthetic)
+    after, lag1 = _shadow_counts(url), _replica_shadow(url, hot)
+    mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    same = lag0["pid"] == lag1["pid"]  # the hot tenant's replica did not change meanwhile
+    lag = lag_p99_ms(lag0["loop_lag"], lag1["loop_lag"]) if same else float("nan")
+    phase = {"shadow": shadow, "aa": aa, "round": r, "p50_ms": res.p50_ms,
+             "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
+             "error_rate": res.error_rate, "hit_rate": res.hit_rate,
+             "generator_behind_max_ms": res.behind_schedule_max_ms,
+             "status_counts": res.status_counts, "shadow_outcomes": mirrored,
+             "loop_lag_p99_ms": lag, "spool": lag1["spool"]}
+    print(f"  {'A/A ' if aa else ''}round {r} shadow {'on ' if shadow else 'off'}: p50 "
+          f"{res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms at {res.achieved_rps:.0f} req/s, "
+          f"errors {res.error_rate:.3%}, generator behind by up to "
+          f"{res.behind_schedule_max_ms:.0f} ms, hot replica loop lag p99 <= {lag:.2f} ms, "
+          f"shadow {mirrored}", flush=True)
+    return phase
+
+
+def _rounds(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: float,
+            args: argparse.Namespace, first: int, count: int, aa: bool) -> list[dict[str, Any]]:
+    """Rounds of an off and an on phase, the order alternating (whatever favours the first
+    or second phase of a round hits both alike)."""
+    phases = []
+    for r in range(first, first + count):
+        for shadow in ((False, True) if r % 2 == 0 else (True, False)):
+            phases.append(_phase(url, store, tenants, hot, rate, args, r, shadow, aa))
+    return phases
+
+
+def _summary(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median p99s of each kind of phase, their ratio (pooled), each round's own ratio
+    (neighbouring phases share the box's state) and their median, loop-lag medians."""
+    p99 = {(p["round"], p["shadow"]): p["p99_ms"] for p in phases}
+    ratios = [p99[(r, True)] / p99[(r, False)] for r in sorted({r for r, _ in p99})]
+    off = float(np.median([v for (_, on), v in p99.items() if not on]))
+    on = float(np.median([v for (_, on), v in p99.items() if on]))
+    lag = {k: float(np.nanmedian([p["loop_lag_p99_ms"] for p in phases if p["shadow"] == k]))
+           for k in (False, True)}
+    return {"p99_ms_without_shadow": off, "p99_ms_with_shadow": on, "ratio": on / off,
+            "median_round_ratio": float(np.median(ratios)), "round_ratios": ratios,
+            "loop_lag_p99_ms_off": lag[False], "loop_lag_p99_ms_on": lag[True]}
+
+
+def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tenants", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=None, help="skip the capacity search")
-    ap.add_argument("--capacity-rates", default="1000,1500,2000,2500,3000,3500,4000")
+    ap.add_argument("--capacity-rates", default="1000,1500,2000,2500,3000")
     ap.add_argument("--hold", type=float, default=8.0, help="seconds per measured phase")
-    ap.add_argument("--rounds", type=int, default=8, help="off/on pairs")
+    ap.add_argument("--rounds", type=int, default=6, help="off/on pairs")
+    ap.add_argument("--aa-rounds", type=int, default=4,
+                    help="A/A rounds after them (shadow off in both phases): the noise band")
     ap.add_argument("--shadow-worker", choices=("actor", "thread"), default="actor",
                     help="where shadow predictions run (default: a Ray actor per replica)")
     ap.add_argument("--synthetic", action="store_true",
                     help="mark requests synthetic (shadowed but never logged as pairs)")
     ap.add_argument("--aa", action="store_true",
-                    help="A/A calibration: 'on' phases keep shadow off too, so the ratio "
-                         "shows this box's noise floor")
+                    help="every round A/A: 'on' phases keep shadow off too")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def main() -> int:
+    args = _parse()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="w-shadow-"))
     tenants = [f"t{i:05d}" for i in range(args.tenants)]
     started = time.time()
@@ -144,87 +228,63 @@ def main() -> int:
     per_model = float(np.mean([load_model(reg, production[t]).nbytes for t in sample]))
     cache_mb = args.tenants * 0.25 * per_model / 2**20  # measured footprint, as W-serve
     print(f"registry of {args.tenants} tenants x 2 versions in {time.time() - started:.0f}s; "
-          f"cache {cache_mb:.1f} MB per replica", flush=True)
+          f"cache {cache_mb:.1f} MB per replica; load average {_loadavg()}", flush=True)
     settings = ServeSettings.from_env(registry=reg.root, port=_free_port(), replicas=2,
                                       cache_mb=cache_mb, shadow_worker=args.shadow_worker)
     handle = start_serving(settings, app_name="w-shadow")
     store = ConfigStore(ShadowTables.for_registry(reg))
     hot = tenants[int(ZipfSampler(len(tenants), 1.1, seed=0).rank_to_index[0])]
     try:
-        rate = args.rate
-        capacity = None
-        if rate is None:
-            _stage(handle.url, tenants, 50.0, 10.0, 0, args.synthetic)  # warm caches first
-            rates = tuple(float(r) for r in args.capacity_rates.split(","))
-            run = run_loadtest(LoadTestConfig(handle.url, tuple(tenants),
-                                              (len(FEATURE_NAMES),) * len(tenants),
-                                              rates=rates, hold_s=10.0,
-                                              synthetic=args.synthetic))
-            for st in run.stages:
-                print(f"  capacity stage {st.offered_rps:.0f} req/s: achieved "
-                      f"{st.achieved_rps:.0f}, p99 {st.p99_ms:.1f} ms, errors "
-                      f"{st.error_rate:.2%} {st.status_counts}", flush=True)
-            capacity = max_within_slo(run.stages)
-            if capacity is None:
-                print("no stage met the SLO; pass --rate", file=sys.stderr)
-                return 1
-            rate = round(capacity * 0.5)
+        capacity = None if args.rate is not None else \
+            _capacity(handle.url, tenants, args.capacity_rates, args.synthetic)
+        if args.rate is None and capacity is None:
+            print("no stage met the SLO; pass --rate", file=sys.stderr)
+            return 1
+        rate = args.rate if args.rate is not None else round(capacity * 0.5)  # type: ignore[operator]
         print(f"capacity {capacity} req/s -> measuring at {rate} req/s; hot tenant {hot}",
               flush=True)
         # Same seed everywhere: same hot tenant, same request sequence in every phase.
         _stage(handle.url, tenants, rate, max(5.0, args.hold / 2), 0, args.synthetic)  # warm
-        phases: list[dict[str, Any]] = []
-        for r in range(args.rounds):
-            # Off first in even rounds, on first in odd ones: whatever favours the first
-            # (or second) phase of a round hits both alike (an A/A run showed such a bias).
-            for shadow in ((False, True) if r % 2 == 0 else (True, False)):
-                if shadow and not args.aa:
-                    store.set_many([build_config(t, 1.0 if t == hot else 0.1)
-                                    for t in tenants])
-                else:
-                    store.clear_many(tenants)
-                time.sleep(3.0)  # replicas re-read the config table every ~1 s
-                before = _shadow_counts(handle.url)
-                res = _stage(handle.url, tenants, rate, args.hold, 0, args.synthetic)
-                after = _shadow_counts(handle.url)
-                mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-                replica = _replica_shadow(handle.url, hot)  # after every phase: same steps
-                phases.append({"shadow": shadow, "round": r, "p50_ms": res.p50_ms,
-                               "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
-                               "error_rate": res.error_rate, "hit_rate": res.hit_rate,
-                               "generator_behind_max_ms": res.behind_schedule_max_ms,
-                               "status_counts": res.status_counts,
-                               "shadow_outcomes": mirrored, "replica": replica})
-                print(f"  round {r} shadow {'on ' if shadow else 'off'}: p50 "
-                      f"{res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms at {res.achieved_rps:.0f} "
-                      f"req/s, errors {res.error_rate:.3%}, generator behind by up to "
-                      f"{res.behind_schedule_max_ms:.0f} ms, shadow {mirrored} {replica}",
-                      flush=True)
+        phases = _rounds(handle.url, store, tenants, hot, rate, args, 0, args.rounds, args.aa)
+        calibration = _rounds(handle.url, store, tenants, hot, rate, args, args.rounds,
+                              args.aa_rounds, True) if args.aa_rounds else []
         store.clear_many(tenants)
     finally:
         handle.shutdown()
-    off = float(np.median([p["p99_ms"] for p in phases if not p["shadow"]]))
-    on = float(np.median([p["p99_ms"] for p in phases if p["shadow"]]))
-    # Each round's on/off ratio (neighbouring phases share the box's state), then the median.
-    by_round = {(p["round"], p["shadow"]): p["p99_ms"] for p in phases}
-    paired = float(np.median([by_round[(r, True)] / by_round[(r, False)]
-                              for r in range(args.rounds)]))
+    return _report(args, reg, capacity, rate, hot, phases, calibration)
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _report(args: argparse.Namespace, reg: Registry, capacity: float | None, rate: float,
+            hot: str, phases: list[dict[str, Any]], calibration: list[dict[str, Any]]) -> int:
+    ab = _summary(phases)
+    aa = _summary(calibration) if calibration else None
+    band = (f"A/A band: pooled {aa['ratio']:.3f}, rounds {min(aa['round_ratios']):.3f}-"
+            f"{max(aa['round_ratios']):.3f} (median {aa['median_round_ratio']:.3f})"
+            if aa else "no A/A rounds")
     pairs = _pairs_logged(reg)
     doc = {"workload": "W-shadow", "tenants": args.tenants, "capacity_rps": capacity,
            "shadow_worker": args.shadow_worker, "synthetic": args.synthetic, "aa": args.aa,
-           "pairs_logged": pairs,
-           "rate_rps": rate, "hot_tenant": hot, "hold_s": args.hold, "phases": phases,
-           "p99_ms_without_shadow": off, "p99_ms_with_shadow": on, "ratio": on / off,
-           "median_round_ratio": paired,
-           "target_ratio": 1.1}
+           "pairs_logged": pairs, "rate_rps": rate, "hot_tenant": hot, "hold_s": args.hold,
+           "load_average_end": _loadavg(), "phases": phases + calibration, **ab,
+           "aa_calibration": aa, "target_ratio": 1.1}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = ("w_shadow" + ("_thread" if args.shadow_worker == "thread" else "")
             + ("_synthetic" if args.synthetic else "") + ("_aa" if args.aa else "") + ".json")
     (out / name).write_text(json.dumps(doc, indent=2))
-    print(f"W-shadow: production p99 {off:.2f} ms without shadow, {on:.2f} ms with shadow "
-          f"-> ratio {on / off:.3f} (target <= 1.1; median of the rounds' ratios {paired:.3f}); "
-          f"{pairs} pairs logged; {out / name}")
+    print(f"W-shadow: production p99 {ab['p99_ms_without_shadow']:.2f} ms without shadow, "
+          f"{ab['p99_ms_with_shadow']:.2f} ms with shadow -> ratio {ab['ratio']:.3f}, median "
+          f"of the rounds' ratios {ab['median_round_ratio']:.3f} (target <= 1.1); {band}; "
+          f"hot replica loop lag p99 {ab['loop_lag_p99_ms_off']:.2f} ms off, "
+          f"{ab['loop_lag_p99_ms_on']:.2f} ms on; {pairs} pairs logged; load average "
+          f"{_loadavg()}; {out / name}")
     return 0
 
 

@@ -65,8 +65,7 @@ class World:
 
     def settings(self, **kw: Any) -> ServeSettings:
         base: dict[str, Any] = {"registry": self.root, "shadow_flush_s": 0.2,
-                                "shadow_config_refresh_s": 0.2, "shadow_worker": "thread",
-                                "shadow_batch_interval_s": 0.01}
+                                "shadow_config_refresh_s": 0.2, "shadow_worker": "thread"}
         base.update(kw)
         return ServeSettings(**base)
 

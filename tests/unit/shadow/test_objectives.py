@@ -94,7 +94,7 @@ def world(tmp_path: Path) -> dict[str, Any]:
         _publish(reg, tenant, shadow, f"{tenant}-2", "shadow", objective=objective, **extra)
         models[tenant] = (prod, shadow)
     settings = ServeSettings(registry=root, shadow_flush_s=0.2, shadow_worker="thread",
-                             shadow_config_refresh_s=0.2, shadow_batch_interval_s=0.01)
+                             shadow_config_refresh_s=0.2)
     return {"root": root, "reg": reg, "models": models, "settings": settings}
 
 
