@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,7 +46,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        # Quiet: "Connecting to existing Ray cluster" reads as a mistake when the cluster is
+        # the private node `tenantry serve` has just started; failures still raise.
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                 logging_level=logging.WARNING)
     else:
         # A private Ray stays on loopback. Ray 2.60 replaces 127.0.0.1 with the host's
         # routable address, but keeps the rest of 127.0.0.0/8 (Linux routes all of it to lo).
@@ -146,6 +151,26 @@ def public_url(settings: ServeSettings) -> str:
     return f"http://{host}:{settings.port}"
 
 
+class _DropReconnectNotice(logging.Filter):
+    """Drops Serve's "Connecting to existing Serve app … New http_options will not be
+    applied": serve.run says it of the instance serve.start (proxy disabled, as meant)
+    started a moment before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Connecting to existing Serve app")
+
+
+@contextlib.contextmanager
+def _without_reconnect_notice() -> Iterator[None]:
+    serve_logger = logging.getLogger("ray.serve")
+    notice = _DropReconnectNotice()
+    serve_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        serve_logger.removeFilter(notice)
+
+
 def start_serving(settings: ServeSettings, app_name: str = DEFAULT_APP_NAME,
                   address: str | None = None, timeout_s: float = 180.0) -> ServingHandle:
     """Deploy ``settings.replicas`` model hosts (each node's ingress comes with them);
@@ -162,7 +187,8 @@ def start_serving(settings: ServeSettings, app_name: str = DEFAULT_APP_NAME,
     serve.start(proxy_location="Disabled")
     args: dict[str, Any] = asdict(settings)
     args["app_name"] = app_name
-    serve.run(build_app(args), name=app_name, route_prefix=None, blocking=False)
+    with _without_reconnect_notice():
+        serve.run(build_app(args), name=app_name, route_prefix=None, blocking=False)
     url = public_url(settings)
     wait_ready(url, settings.replicas, timeout_s)
     return ServingHandle(url, app_name, settings)
