@@ -11,13 +11,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.cli.output import Reply
+from engine.cli.output import Reply, cli_actor
 
 __all__ = ["add_commands"]
 
 
 def _set(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
-    from engine.cli.output import cli_actor
     from engine.shadow import ConfigStore, ShadowTables, build_config
     from registry import Alias, Registry
     from registry.errors import ValidationError
@@ -47,7 +46,6 @@ def _set(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
 
 
 def _clear(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
-    from engine.cli.output import cli_actor
     from engine.shadow import ConfigStore, ShadowTables
     from registry import Registry
 
