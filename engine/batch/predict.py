@@ -43,17 +43,17 @@ class Request:
 def score_requests(requests: Sequence[Request], columns: BucketColumns) -> list[Scored]:
     """Score every request (forests stacked, the rest one by one), in order."""
     results: list[Scored | None] = [None] * len(requests)
-    walkable: list[int] = []
+    walkable: list[tuple[int, CompiledForest]] = []
     for i, req in enumerate(requests):
         forest = forest_of(req.model)
         missing = _missing_column(req, columns) if forest is not None else None
         if forest is not None and missing is None:
-            walkable.append(i)
+            walkable.append((i, forest))
         else:
             results[i] = _mismatch(req, missing) if missing else _score_one(req, columns)
     if walkable:
-        for i, scored in zip(walkable, _score_stacked([requests[i] for i in walkable], columns),
-                             strict=True):
+        stacked = _score_stacked([(requests[i], forest) for i, forest in walkable], columns)
+        for (i, _), scored in zip(walkable, stacked, strict=True):
             results[i] = scored
     return results  # type: ignore[return-value]  # every slot is filled above
 
@@ -93,34 +93,31 @@ def _score_one(req: Request, columns: BucketColumns) -> Scored:
     return scores, bad
 
 
-def _score_stacked(requests: Sequence[Request], columns: BucketColumns) -> list[Scored]:
+def _score_stacked(items: Sequence[tuple[Request, CompiledForest]],
+                   columns: BucketColumns) -> list[Scored]:
     """Forest models, walked together over one widened matrix of the columns they use."""
     names: dict[str, int] = {}
-    for req in requests:
+    for req, _ in items:
         for name in req.model.feature_names:
             names.setdefault(name, len(names))
     x = np.empty((columns.num_rows, max(len(names), 1)), np.float32)
     for name, c in names.items():
         x[:, c] = columns.numeric(name)
     wide = widen(x)
-    groups: dict[int, list[int]] = defaultdict(list)
-    forests: list[CompiledForest] = []
-    for i, req in enumerate(requests):
-        forest = forest_of(req.model)
-        assert forest is not None  # only forests come here
-        forests.append(forest)
+    groups: dict[int, list[int]] = defaultdict(list)  # tree count -> items
+    for i, (_, forest) in enumerate(items):
         groups[forest.roots.size].append(i)
-    results: list[Scored] = [(np.empty(0), np.empty(0, bool))] * len(requests)
+    results: list[Scored] = [(np.empty(0), np.empty(0, bool))] * len(items)
     for members in groups.values():
-        maps = [np.array([names[n] for n in requests[i].model.feature_names], np.intp)
+        maps = [np.array([names[n] for n in items[i][0].model.feature_names], np.intp)
                 for i in members]
-        stack = stack_forests([forests[i] for i in members], maps, x.shape[1])
-        sizes = [len(requests[i].rows) for i in members]
-        rows = np.concatenate([requests[i].rows for i in members])
+        stack = stack_forests([items[i][1] for i in members], maps, x.shape[1])
+        sizes = [len(items[i][0].rows) for i in members]
+        rows = np.concatenate([items[i][0].rows for i in members])
         scores = walk_stack(stack, wide, rows, np.repeat(np.arange(len(members)), sizes))
         parts = np.split(scores.astype(np.float64), np.cumsum(sizes)[:-1])
         for i, part in zip(members, parts, strict=True):
-            results[i] = _null_inf(requests[i], columns, part)
+            results[i] = _null_inf(items[i][0], columns, part)
     return results
 
 
