@@ -57,8 +57,7 @@ class GcReport:
 
 def protected_versions(snap: RegistrySnapshot, tenant_id: str, keep: int) -> set[int]:
     """Versions of a tenant gc must keep: the newest ``keep``, every alias, rollback target."""
-    newest = [m.version for m in snap.versions(tenant_id)[: max(keep, 1)]]
-    keep_set = set(newest)
+    keep_set = set(snap.version_numbers(tenant_id)[: max(keep, 1)])
     for alias in Alias:
         stack = snap.alias_stack(tenant_id, alias)
         if stack.current is not None:
@@ -113,6 +112,7 @@ class _References:
     shadow: dict[str, int]
     leases: dict[str, Lease]
     _protected: dict[str, set[int]] = field(default_factory=dict)
+    _known: dict[str, set[int]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, reg: Registry, keep: int, now: float) -> _References:
@@ -120,6 +120,17 @@ class _References:
         # candidate picked from the walk before it, and those are re-checked anyway.
         leases = reg.leases.live(now)
         return cls(reg.snapshot(refresh=True), keep, shadow_config_versions(reg), leases)
+
+    def _indexed(self, tenant: str) -> set[int]:
+        """The versions of ``tenant`` the index has rows for (numbers only, per tenant once)."""
+        known = self._known.get(tenant)
+        if known is None:
+            try:
+                known = set(self.snap.version_numbers(tenant))
+            except NotFound:
+                known = set()
+            self._known[tenant] = known
+        return known
 
     def pinned(self, tenant: str, version: int, run_id: str | None) -> bool:
         """True if a live lease holds the run or pins the version."""
@@ -129,12 +140,9 @@ class _References:
     def verdict(self, reg: Registry, vdir: _VersionDir, now: float,
                 orphan_grace_s: float) -> str | None:
         """``"old"``, ``"orphan"`` or None (keep)."""
-        try:
-            mv = self.snap.version(vdir.tenant, vdir.version)
-        except NotFound:
-            mv = None
-        if mv is not None:
-            if self.pinned(vdir.tenant, vdir.version, mv.run_id):
+        if vdir.version in self._indexed(vdir.tenant):
+            if self.leases and self.pinned(vdir.tenant, vdir.version,
+                                           self.snap.version(vdir.tenant, vdir.version).run_id):
                 return None
             if vdir.tenant not in self._protected:
                 kept = protected_versions(self.snap, vdir.tenant, self.keep)

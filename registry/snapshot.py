@@ -157,6 +157,15 @@ class RegistrySnapshot:
             raise UnknownTenant(f"unknown tenant {tenant_id!r}")
         return [self._versions.version_of(r) for r in reversed(rows)]
 
+    def version_numbers(self, tenant_id: str) -> list[int]:
+        """Every version number of a tenant, newest first, building no ModelVersion (gc asks
+        this of every tenant); raises UnknownTenant."""
+        number = self._tenants.find(tenant_id)
+        numbers = self._versions.versions_of(number) if number is not None else []
+        if not numbers:
+            raise UnknownTenant(f"unknown tenant {tenant_id!r}")
+        return numbers[::-1]
+
     def tenant_models(self, tenant_id: str) -> TenantModels:
         """Production and shadow versions of a tenant; raises UnknownTenant."""
         versions = self.versions(tenant_id)

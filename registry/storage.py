@@ -272,10 +272,11 @@ class ArtifactStore:
     def walk(self, rel: str) -> Iterator[FileEntry]:
         """Every file below ``rel``, recursively."""
         selector = pafs.FileSelector(self.full(rel), allow_not_found=True, recursive=True)
+        skip = len(self._base.rstrip("/")) + 1  # entries are full paths below the base
         for info in self._fs.get_file_info(selector):
             if info.type == pafs.FileType.File:
-                mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
-                yield FileEntry(posixpath.relpath(info.path, self._base), info.size or 0, mtime)
+                mtime = info.mtime_ns / 1e9 if info.mtime_ns is not None else 0.0
+                yield FileEntry(info.path[skip:], info.size or 0, mtime)
 
     def delete(self, rel: str) -> None:
         """Remove the file ``rel``; missing is fine."""

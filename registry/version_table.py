@@ -193,6 +193,12 @@ class VersionTable:
         lo, hi = keys.searchsorted([tenant << 32, (tenant + 1) << 32])
         return rows[lo:hi].tolist()
 
+    def versions_of(self, tenant: int) -> list[int]:
+        """The version numbers of a tenant number, ascending (empty: no versions)."""
+        keys, _ = self._lookup
+        lo, hi = keys.searchsorted([tenant << 32, (tenant + 1) << 32])
+        return (keys[lo:hi] & 0xFFFFFFFF).tolist()
+
     def tenant_numbers(self) -> np.ndarray:
         """The numbers of the tenants that have at least one row, ascending."""
         return np.unique(self._lookup[0] >> 32)

@@ -205,3 +205,13 @@ def test_digests_take_lowercase_hex_only() -> None:
     raw, ok = digests(pa.array([good, good.upper(), None, "z" * 64, good[:-1]]))
     assert ok.tolist() == [True, False, False, False, False]
     assert raw[0].tobytes().hex() == good
+
+
+def test_version_numbers_match_versions(reg: Registry, model_bytes: bytes) -> None:
+    for step in STEPS[:3]:
+        step(reg, model_bytes)
+    snap = reg.snapshot()
+    for tid in snap.tenants():
+        assert snap.version_numbers(tid) == [m.version for m in snap.versions(tid)]
+    with pytest.raises(UnknownTenant):
+        snap.version_numbers("nobody")
