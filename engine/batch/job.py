@@ -15,27 +15,25 @@ its manifests record and scores only the rest.
 
 from __future__ import annotations
 
-import pickle
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, TextIO
+from typing import Any
 
 from engine.batch.output import OutputTable
 from engine.batch.plan import (
     DataSource,
     ModelPair,
     ScoreBucket,
-    in_blocks,
     model_pairs,
     open_source,
     plan_buckets,
 )
 from engine.batch.report import ScoreReport
+from engine.batch.runner import Runner, ray_runner, run_buckets
 from engine.batch.scan import open_spec_source
 from engine.batch.settings import ScoreSettings
-from engine.batch.task import BucketResult, ScoreContext, score_bucket
+from engine.batch.task import BucketResult, ScoreContext
 from engine.serving.model import MULTICLASS
 from registry import Alias, Registry, validate_run_id
 from registry.errors import Conflict, ValidationError
@@ -50,75 +48,9 @@ __all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "Runner", "default_run_id", "ray_runn
 LEASE_TTL_S = 600.0
 LEASE_RENEW_S = 30.0
 
-Runner = Callable[[ScoreContext, list[ScoreBucket], dict[str, float]], Iterator[BucketResult]]
-"""Runs buckets and yields their results as they finish (Ray Data, or in-process in tests)."""
-
-
 def default_run_id(date: str, alias: str = "production") -> str:
     """``score-<date>`` (``score-<date>-shadow`` with the shadow alias): a retry resumes it."""
     return f"score-{date}" + ("-shadow" if alias == Alias.SHADOW.value else "")
-
-
-@dataclass(frozen=True)
-class _BucketFn:
-    """The Ray Data map function: a picklable callable around :func:`score_bucket`."""
-
-    ctx: ScoreContext
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"result": pickle.dumps(score_bucket(self.ctx, pickle.loads(row["bucket"])))}
-
-
-def ray_runner(settings: ScoreSettings) -> Runner:
-    """Buckets as Ray Data tasks (one CPU each), on the Ray this process joins or starts."""
-    def run(ctx: ScoreContext, buckets: list[ScoreBucket],
-            resources: dict[str, float]) -> Iterator[BucketResult]:
-        import ray.data
-
-        from training.job import _quiet_unthrottled_data_context, ensure_ray
-        from training.settings import TrainingSettings
-
-        ensure_ray(TrainingSettings(num_cpus=settings.num_cpus, ray_address=settings.ray_address))
-        remote_args: dict[str, Any] = {"num_cpus": 1}
-        if resources:
-            remote_args["resources"] = resources
-        blocks = min(len(buckets), settings.blocks or int(ray.cluster_resources().get("CPU", 1)))
-        with _quiet_unthrottled_data_context():  # buckets return KBs: no backpressure needed
-            items = ray.data.from_items([{"bucket": pickle.dumps(b)}
-                                         for b in in_blocks(buckets, max(blocks, 1))],
-                                        override_num_blocks=max(blocks, 1))
-            for row in items.map(_BucketFn(ctx), **remote_args).iter_rows():
-                yield pickle.loads(row["result"])
-    return run
-
-
-class _Progress:
-    """One line on stderr per finished bucket (stdout stays clean for ``--json``)."""
-
-    def __init__(self, enabled: bool, total: int, stream: TextIO | None = None) -> None:
-        self.enabled, self.total, self.done = enabled, total, 0
-        self.stream = stream or sys.stderr
-        self.t0 = time.perf_counter()
-
-    def bucket_done(self, results: list[BucketResult]) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        rows = sum(r.rows for r in results)
-        rate = rows / max(time.perf_counter() - self.t0, 1e-9)
-        print(f"[score] bucket {self.done}/{self.total}  tenants "
-              f"{sum(r.tenants for r in results)}  rows {rows}  failed "
-              f"{sum(len(r.failed) for r in results)}  {rate:,.0f} rows/s",
-              file=self.stream, flush=True)
-
-
-def _halt(settings: ScoreSettings) -> None:
-    """Crash-test hook: announce, then wait to be killed before anything is committed."""
-    if settings.halt_marker:
-        with open(settings.halt_marker, "w", encoding="utf-8") as fh:
-            fh.write("halted")
-    time.sleep(600)
-    raise SystemExit("halted before committing (halt_after_buckets)")
 
 
 def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
@@ -170,9 +102,7 @@ def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
 
     src = source()
     pairs = model_pairs(reg, alias == "shadow")
-    output = OutputTable(out, src.key_field)
-    if _multiclass(pairs) or output.has_class_scores():
-        output = OutputTable(out, src.key_field, class_scores=True)
+    output = _output_table(out, src, pairs)
     prior = output.run_record(validate_run_id(run_id)) if run_id else None
     date = parse_date(date) if date else (prior["date"] if prior else _latest(src))
     run_id = validate_run_id(run_id or default_run_id(date, alias))
@@ -180,51 +110,85 @@ def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
     if stored is not None:
         return replace(ScoreReport.from_json({**stored, "run_id": run_id, "output": out}),
                        already_published=True, elapsed_s=time.perf_counter() - t0)
+    run = _Run(reg, output, data_path, date, alias, run_id, t0)
+    return _score_day(run, settings, runner, source, src, pairs)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one scoring run was asked for, resolved."""
+
+    reg: Registry
+    output: OutputTable
+    data_path: str
+    date: str
+    alias: str
+    run_id: str
+    t0: float  # when it started (perf_counter)
+
+
+def _score_day(run: _Run, settings: ScoreSettings, runner: Runner | None,
+               source: Callable[[int | None], DataSource], src: DataSource,
+               pairs: dict[str, ModelPair]) -> ScoreReport:
+    """Record (or resume) the run, score its buckets and publish them in one commit.
+
+    ``src`` is the table as opened at the start; a resumed run reopens it (``source``) at
+    the version its first attempt read.
+    """
+    reg, output, run_id, date = run.reg, run.output, run.run_id, run.date
     output.check_compatible()
-    params = {"run_id": run_id, "date": date, "alias": alias, "data": data_path,
+    params = {"run_id": run_id, "date": date, "alias": run.alias, "data": run.data_path,
               "data_version": src.version, "row_key": src.key_field.name,
               "parts": settings.buckets_per_shard}
-    prior = output.run_record(run_id)
-    if prior is None:
-        output.record_run(run_id, params)
-        prior = params
-    else:  # a killed attempt: same parameters, and read the table as it read it
-        _check_same(run_id, prior, params)
+    prior = _attempt(output, run_id, params)
+    if prior is not params:  # a killed attempt: read the table as it read it
         src = source(int(prior["data_version"]))
     if date not in src.dates():
-        raise DataNotFound(f"feature table {data_path!r} has no rows on {date}")
+        raise DataNotFound(f"feature table {run.data_path!r} has no rows on {date}")
     if src.scan is None:
-        FeatureTable(data_path).check_shards(reg.num_shards)
+        FeatureTable(run.data_path).check_shards(reg.num_shards)
     done = output.manifests(run_id)
     buckets = plan_buckets(src.shard_files(date, reg.num_shards), pairs, reg.num_shards,
                            int(prior["parts"]), done)
-    ctx = ScoreContext(run_id, date, src, reg, output, alias == "shadow")
+    ctx = ScoreContext(run_id, date, src, reg, output, run.alias == "shadow")
     # gc keeps the versions this run scores with while it lasts (and a TTL after a crash).
     lease = LeaseKeeper(reg.leases, f"score-{run_id}", LEASE_TTL_S, LEASE_RENEW_S).start()
     try:
         lease.pin(_pins(buckets))
         results = [BucketResult.from_manifest(doc) for doc in done.values()]
         t_run = time.perf_counter()
-        progress = _Progress(settings.progress, len(buckets) + len(results))
-        progress.done = len(results)
-        ran = 0
         if buckets:
-            for result in (runner or ray_runner(settings))(ctx, buckets, settings.resources()):
-                results.append(result)
-                ran += 1
-                progress.bucket_done(results)
-                if settings.halt_after_buckets and ran >= settings.halt_after_buckets:
-                    _halt(settings)
-        timings = {"buckets_s": time.perf_counter() - t_run, "plan_s": t_run - t0}
-        return _publish(output, run_id, date, alias, src, results, len(done), t0, timings)
+            run_buckets(settings, runner or ray_runner(settings), ctx, buckets, results)
+        timings = {"buckets_s": time.perf_counter() - t_run, "plan_s": t_run - run.t0}
+        return _publish(output, run_id, date, run.alias, src, results, len(done), run.t0,
+                        timings)
     finally:
         lease.stop()
 
 
-def _multiclass(pairs: dict[str, ModelPair]) -> bool:
-    """Whether a version the run scores with predicts class probabilities."""
-    return any(mv is not None and mv.objective == MULTICLASS
-               for p in pairs.values() for mv in (p.production, p.shadow))
+def _attempt(output: OutputTable, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The run's recorded parameters: ``params``, recorded now, on its first attempt.
+
+    Raises:
+        Conflict: an earlier attempt of ``run_id`` had other parameters.
+    """
+    prior = output.run_record(run_id)
+    if prior is None:
+        output.record_run(run_id, params)
+        return params
+    _check_same(run_id, prior, params)
+    return prior
+
+
+def _output_table(out: str, src: DataSource, pairs: dict[str, ModelPair]) -> OutputTable:
+    """The predictions table, with the class-probability columns when a version the run
+    scores with predicts classes or the table already has them."""
+    output = OutputTable(out, src.key_field)
+    if output.has_class_scores() or any(mv is not None and mv.objective == MULTICLASS
+                                        for p in pairs.values()
+                                        for mv in (p.production, p.shadow)):
+        output = OutputTable(out, src.key_field, class_scores=True)
+    return output
 
 
 def _latest(src: DataSource) -> str:
