@@ -5,7 +5,8 @@ Flow (the driver holds per-bucket metadata only, never rows)::
     feature table at version V (pinned in the run's record, so a resumed run reads the same)
       -> plan: one bucket per shard (x part) with rows that day, biggest first, each with
          its tenants' production (and shadow) versions from the registry snapshot
-      -> Ray Data: from_items(buckets).map(score_bucket)   # no shuffle: a task reads its shard
+      -> Ray Data: from_items(buckets).map(score_bucket)   # no shuffle: a bucket reads its
+         shard; one block (task) of buckets per CPU, about equal rows each
       -> each task stages one Parquet file + a manifest in the output table's directory
       -> one Delta commit adding every file, marked tenantry-score-<run_id>
 
