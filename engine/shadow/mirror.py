@@ -193,7 +193,8 @@ class ShadowMirror:
                           "max_bytes": self.spool.max_segments * self.spool.segment_bytes},
                 "worker": {"kind": self.executor.kind if self.executor else "starting",
                            **doc},
-                "loop_lag": self.metrics.loop_lag_buckets(),
+                "loop_lag": [(le if le != float("inf") else "+Inf", n)  # JSON has no inf
+                             for le, n in self.metrics.loop_lag_buckets()],
                 "last_error": doc.get("last_error", "")}
 
     def close(self) -> None:
