@@ -1,7 +1,7 @@
-"""Scoring configuration, read once from the environment (``TENANTRY_SCORE_*``, ``TENANTRY_RAY_*``).
+"""Scoring configuration (``TENANTRY_SCORE_*``, ``TENANTRY_RAY_*``).
 
-Nothing else in the package reads ``os.environ``: the job takes a :class:`ScoreSettings`
-and the CLI builds one with :meth:`ScoreSettings.from_env`, then applies its flags.
+The job takes a :class:`ScoreSettings`; the CLI builds one with
+:meth:`ScoreSettings.from_env` from the environment ``main`` read, then applies its flags.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Monitoring configuration, read once from the environment (``TENANTRY_MONITOR_*``,
-``TENANTRY_RAY_*``). The job takes a :class:`MonitorSettings`; nothing else reads
-``os.environ``.
+"""Monitoring configuration (``TENANTRY_MONITOR_*``, ``TENANTRY_RAY_*``).
+
+The job takes a :class:`MonitorSettings`; the CLI builds one with
+:meth:`MonitorSettings.from_env` from the environment ``main`` read, then applies its flags.
 """
 
 from __future__ import annotations
