@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.batch.plan import ModelPair, ScoreBucket, in_blocks, model_pairs, open_source, plan_buckets
+from engine.batch.plan import (
+    ModelPair,
+    ScoreBucket,
+    in_blocks,
+    model_pairs,
+    open_source,
+    plan_buckets,
+)
 from registry import Registry, shard_of
 from training.errors import DataNotFound, InvalidTrainingInput
 
@@ -77,7 +85,7 @@ def test_in_blocks_balances_ray_datas_contiguous_slices(blocks: int) -> None:
     assert sorted(b.shard for b in ordered) == list(range(len(rows)))  # each once
     size, extra = divmod(len(rows), blocks)  # as ray.data.from_items cuts the list
     cuts = np.cumsum([0] + [size + (i < extra) for i in range(blocks)])
-    loads = [sum(b.est_rows for b in ordered[lo:hi]) for lo, hi in zip(cuts, cuts[1:])]
+    loads = [sum(b.est_rows for b in ordered[lo:hi]) for lo, hi in pairwise(cuts)]
     # no slice exceeds the balanced share by more than the biggest bucket
     assert max(loads) <= sum(rows) / blocks + max(rows)
     if blocks == 2:

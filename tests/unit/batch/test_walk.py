@@ -100,3 +100,12 @@ def test_stack_refuses_mixed_tree_counts_and_bad_maps() -> None:
         stack_forests([small], [np.arange(3)], 4)
     with pytest.raises(ValueError, match="column map"):
         stack_forests([small], [np.arange(1, 5)], 4)
+
+
+def test_walk_refuses_rows_and_models_out_of_range() -> None:
+    forest = compile_forest(bytes(_model(33, 3, 4, 3)[0].save_raw("ubj")))
+    stack = stack_forests([forest], [np.arange(3)], 3)
+    wide = widen(np.zeros((5, 3), np.float32))
+    for rows, models in (([5], [0]), ([-1], [0]), ([0], [1]), ([0, 1], [0])):
+        with pytest.raises(ValueError, match="out of range"):
+            walk_stack(stack, wide, np.array(rows), np.array(models))
