@@ -90,11 +90,17 @@ class SpoolWriter:
 
     def __init__(self, root: Path, max_bytes: int = SPOOL_MAX_BYTES,
                  segment_bytes: int = SEGMENT_BYTES) -> None:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root = root
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path = root / self.id
-        self.path.mkdir(mode=0o700)
+        for attempt in range(3):  # the root goes when its last spool closes
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                self.path.mkdir(mode=0o700)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         fd = try_lock(self.path / "lock")
         if fd is None:
             raise OSError(f"spool {self.path} is locked by another process")
@@ -164,6 +170,8 @@ class SpoolWriter:
         removed = not self.pending()
         if removed:
             shutil.rmtree(self.path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.root.rmdir()  # the last spool of this registry on the node
         os.close(self._lock_fd)
         self._lock_fd = None
         return removed

@@ -116,5 +116,6 @@ def test_orphaned_spools_are_adopted_once_live_ones_never(tmp_path: Path) -> Non
     assert r.finished()
     r.remove()
     assert not me.pending() and me.close() and not me.path.exists()
+    assert root.exists()  # other spools are left in it
     fd = try_lock(live.path / "lock")
     assert fd is None
