@@ -150,14 +150,15 @@ class ActorExecutor:
             "num_cpus": 0, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 2,
             "scheduling_strategy": NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=False)}
+        self.close_error = ""  # why the last close could not wait for the worker
         self.actor: Any = ray.remote(ShadowWorkerActor).options(**options).remote(
             registry_root, asdict(settings), replica, str(spool), loader)
 
     def close(self, timeout_s: float) -> None:
         try:
             self._ray.get(self.actor.close.remote(timeout_s), timeout=timeout_s + 2.0)
-        except Exception:  # noqa: BLE001 - a dead or hung worker: the spool keeps the rest
-            pass
+        except Exception as exc:  # noqa: BLE001 - a dead or hung worker: the spool keeps the rest
+            self.close_error = f"{type(exc).__name__}: {exc}"[:500]
         self._ray.kill(self.actor, no_restart=True)
 
 
