@@ -60,8 +60,13 @@ def digests(sha: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """
     n = len(sha)
     ok = pc.fill_null(pc.equal(pc.binary_length(sha), 64), False).to_numpy(zero_copy_only=False)
-    raw = b"".join(s.encode() for s in pc.filter(sha, pa.array(ok)).to_pylist())
-    nibbles = _HEX[np.frombuffer(raw, np.uint8)].reshape(-1, 64)
+    # 64-byte strings back to back: the data buffer between the first and last offsets
+    good = pc.filter(sha, pa.array(ok)).cast(pa.string())
+    offsets = np.frombuffer(good.buffers()[1], np.int32)[good.offset:good.offset + len(good) + 1]
+    data = good.buffers()[2]
+    raw = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None \
+        else np.empty(0, np.uint8)
+    nibbles = _HEX[raw].reshape(-1, 64)
     good = (nibbles != 255).all(axis=1)
     out = np.zeros((n, 32), np.uint8)
     out[ok] = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]

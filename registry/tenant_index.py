@@ -17,6 +17,8 @@ import numpy as np
 
 __all__ = ["TenantIndex"]
 
+_hash = hash  # a name of the module's own, so tests can make ids collide
+
 
 class TenantIndex:
     """Numbers tenants ``0..n-1`` in the order they are first seen."""
@@ -51,7 +53,7 @@ class TenantIndex:
 
     def find(self, tenant_id: str) -> int | None:
         """The number of ``tenant_id``, or None if it was never added."""
-        h = hash(tenant_id)
+        h = _hash(tenant_id)
         hashes, numbers = self._sorted
         i = int(hashes.searchsorted(h))
         if i == len(hashes) or hashes[i] != h:
@@ -67,16 +69,29 @@ class TenantIndex:
 
     def numbers(self, tenant_ids: Sequence[str]) -> np.ndarray:
         """The number of each id, numbering the ids not seen before (in order)."""
-        out = np.empty(len(tenant_ids), np.int64)
-        new: dict[str, int] = {}
-        base = len(self)
-        for i, tid in enumerate(tenant_ids):
-            number = self.find(tid)
-            if number is None:
-                number = new.setdefault(tid, base + len(new))
-            out[i] = number
+        unique = list(dict.fromkeys(tenant_ids))
+        found = self._find_all(unique)
+        new = [tid for tid, number in zip(unique, found.tolist(), strict=True) if number < 0]
         if new:
-            self._append(list(new))
+            found[found < 0] = np.arange(len(self), len(self) + len(new))
+            self._append(new)
+        by_id = dict(zip(unique, found.tolist(), strict=True))
+        return np.fromiter((by_id[t] for t in tenant_ids), np.int64, len(tenant_ids))
+
+    def _find_all(self, tenant_ids: list[str]) -> np.ndarray:
+        """:meth:`find` of every id at once (-1: not added); one binary search in C."""
+        hashes, numbers = self._sorted
+        out = np.full(len(tenant_ids), -1, np.int64)
+        if not len(hashes) or not tenant_ids:
+            return out
+        wanted = np.fromiter(map(_hash, tenant_ids), np.int64, len(tenant_ids))
+        at = np.minimum(hashes.searchsorted(wanted), len(hashes) - 1)
+        for i in np.flatnonzero(hashes[at] == wanted).tolist():  # equal hash: compare ids
+            candidate = int(numbers[at[i]])
+            # Another id with the same hash sorted first: look further along the run.
+            number = candidate if self.name(candidate) == tenant_ids[i] \
+                else self.find(tenant_ids[i])
+            out[i] = -1 if number is None else number
         return out
 
     def _append(self, tenant_ids: list[str]) -> None:
@@ -85,7 +100,7 @@ class TenantIndex:
         self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lengths)])
         self._blob += b"".join(encoded)
         hashes = np.concatenate([self._sorted[0],
-                                 np.fromiter((hash(t) for t in tenant_ids), np.int64,
+                                 np.fromiter((_hash(t) for t in tenant_ids), np.int64,
                                              len(tenant_ids))])
         first = len(self) - len(tenant_ids)
         numbers = np.concatenate([self._sorted[1],

@@ -215,3 +215,15 @@ def test_version_numbers_match_versions(reg: Registry, model_bytes: bytes) -> No
         assert snap.version_numbers(tid) == [m.version for m in snap.versions(tid)]
     with pytest.raises(UnknownTenant):
         snap.version_numbers("nobody")
+
+
+def test_tenant_index_tells_apart_ids_whose_hashes_collide(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import registry.tenant_index as tenant_index
+
+    monkeypatch.setattr(tenant_index, "_hash", len)  # every id of a length collides
+    index = TenantIndex()
+    assert index.numbers(["ab", "cd", "x", "ab"]).tolist() == [0, 1, 2, 0]
+    assert index.numbers(["cd", "ef", "ab"]).tolist() == [1, 3, 0]
+    assert [index.find(t) for t in ("ab", "cd", "ef", "gh", "x", "y")] == [0, 1, 3, None, 2,
+                                                                           None]
