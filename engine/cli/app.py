@@ -27,6 +27,7 @@ from engine.cli import (
     training,
 )
 from engine.cli.output import Handler, Reply, common_parent, emit
+from engine.errors import http_status
 from registry.errors import TenantryError
 from registry.settings import RegistrySettings
 
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _quiet_broken_pipe()
     except TenantryError as exc:
         print(f"tenantry: error: {exc}", file=sys.stderr)
-        return 2 if exc.status_code in _USER_ERRORS else 1
+        return 2 if http_status(exc) in _USER_ERRORS else 1
     except KeyboardInterrupt:
         print("tenantry: interrupted", file=sys.stderr)
         return 130

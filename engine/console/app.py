@@ -19,7 +19,8 @@ from engine.console.forms import add_forms
 from engine.console.pages import add_pages
 from engine.console.settings import ConsoleSettings
 from engine.console.state import Console, build_console
-from registry.errors import TenantryError, Unauthorized
+from engine.errors import Unauthorized, http_status
+from registry.errors import TenantryError
 
 __all__ = ["Console", "build_console", "create_app"]
 
@@ -53,8 +54,9 @@ def create_app(settings: ConsoleSettings, console: Console | None = None,
 
     @app.exception_handler(TenantryError)
     async def on_error(request: Request, exc: TenantryError) -> Response:
-        resp = con.render("error.html", status=exc.status_code, error=str(exc),
-                          kind=type(exc).__name__, status_code=exc.status_code)
+        status = http_status(exc)
+        resp = con.render("error.html", status=status, error=str(exc),
+                          kind=type(exc).__name__, status_code=status)
         if isinstance(exc, Unauthorized) and request.method == "GET":
             resp.headers["www-authenticate"] = 'Basic realm="tenantry console"'
         return resp

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from engine.errors import Forbidden, Unauthorized
 from engine.serving.auth import KeyStore, hash_key
-from registry.errors import Forbidden, Unauthorized
 
 __all__ = ["ADMIN", "ConsoleAuth", "Viewer"]
 

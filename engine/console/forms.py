@@ -19,16 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.console.auth import ConsoleAuth
 from engine.console.state import Console
+from engine.errors import PayloadTooLarge
 from registry import validate_tenant_id
-from registry.errors import TenantryError, ValidationError
+from registry.errors import ValidationError
 
 __all__ = ["add_forms"]
-
-
-class PayloadTooLarge(TenantryError):
-    """A form body over the console's limit."""
-
-    status_code = 413
 
 
 async def _form(request: Request, limit: int) -> dict[str, str]:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from engine.errors import http_status
 from engine.metrics import Metrics
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
@@ -201,7 +202,7 @@ def route_label(path: str) -> str:
 def error_response(exc: TenantryError) -> Response:
     """The JSON error body every route answers with."""
     return JSONResponse({"error": type(exc).__name__, "detail": str(exc)},
-                        status_code=exc.status_code)
+                        status_code=http_status(exc))
 
 
 async def answer_predict(state: ModelHostState, keys: KeyStore, tenant_id: str,
@@ -215,7 +216,7 @@ async def answer_predict(state: ModelHostState, keys: KeyStore, tenant_id: str,
         pred = await state.predict(tenant_id, body, request_id(headers.get("x-request-id")),
                                    headers.get("x-tenantry-synthetic") == "1")
     except TenantryError as exc:
-        return exc.status_code, json.dumps({"error": type(exc).__name__,
+        return http_status(exc), json.dumps({"error": type(exc).__name__,
                                             "detail": str(exc)}).encode(), {}
     payload = json.dumps({"tenant_id": pred.tenant_id, "model_version": pred.version,
                           "predictions": pred.predictions}).encode()

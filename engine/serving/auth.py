@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registry.errors import Forbidden, NotFound, Unauthorized, ValidationError
+from engine.errors import Forbidden, Unauthorized
+from registry.errors import NotFound, ValidationError
 
 __all__ = ["KeyStore", "add_key", "hash_key", "new_key", "revoke_key"]
 

@@ -29,6 +29,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from engine.errors import PayloadTooLarge, http_status
 from engine.serving.auth import KeyStore
 from engine.serving.host import ModelHostState
 from engine.serving.model import MULTICLASS
@@ -95,15 +96,9 @@ def v2_route_label(path: str) -> str | None:
 
 def v2_error(exc: TenantryError) -> Response:
     """The V2 error body, ``{"error": message}``; input errors (422 on /v1) answer 400."""
-    status = 400 if exc.status_code == 422 else exc.status_code
+    status = http_status(exc)
+    status = 400 if status == 422 else status
     return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=status)
-
-
-class _BodyTooLarge(TenantryError):
-    """A request body over ``ingress_max_body_bytes`` (the ingress's cap, for direct
-    clients)."""
-
-    status_code = 413
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -113,7 +108,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _BodyTooLarge(f"request body over {limit} bytes")
+            raise PayloadTooLarge(f"request body over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -127,7 +122,8 @@ def _pinned(version: str | None) -> int | None:
 
 
 def _error_answer(exc: TenantryError) -> tuple[int, bytes, dict[str, str]]:
-    status = 400 if exc.status_code == 422 else exc.status_code
+    status = http_status(exc)
+    status = 400 if status == 422 else status
     return status, json.dumps({"error": str(exc) or type(exc).__name__}).encode(), {}
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import UnsupportedMediaType, ValidationError
+from engine.errors import UnsupportedMediaType
+from registry.errors import ValidationError
 
 __all__ = ["category_code", "check_json_content_type", "parse_body", "request_id", "to_matrix"]
 

@@ -5,10 +5,10 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.errors import Forbidden, Unauthorized
 from engine.metrics import Metrics
 from engine.serving.aggregate import merge_metrics
 from engine.serving.auth import KeyStore, add_key, hash_key
-from registry.errors import Forbidden, Unauthorized
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:

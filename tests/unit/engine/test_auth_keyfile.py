@@ -17,7 +17,8 @@ import pytest
 from engine.cli import main
 from engine.serving import auth
 from engine.serving.auth import KeyStore, add_key, hash_key, revoke_key
-from registry.errors import NotFound, Unauthorized
+from engine.errors import Unauthorized
+from registry.errors import NotFound
 
 WRITER = """
 import sys, time
