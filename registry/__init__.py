@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from registry.errors import ChecksumMismatch, RegistryNotFound, TenantryError
-from registry.ids import ModelKey, TenantId, shard_of, validate_tenant_id
+from registry.ids import ModelKey, shard_of, validate_tenant_id
 from registry.registry import Registry, validate_run_id
 from registry.settings import RegistrySettings
 from registry.snapshot import RegistrySnapshot
@@ -22,6 +22,6 @@ from registry.types import (
 __all__ = [
     "Alias", "AliasMove", "ChecksumMismatch", "ModelKey", "ModelVersion", "NewVersion",
     "PublishResult", "PublishState", "Registry", "RegistryNotFound", "RegistrySettings",
-    "RegistrySnapshot", "StagedArtifact", "TenantId", "TenantModels", "TenantSummary",
+    "RegistrySnapshot", "StagedArtifact", "TenantModels", "TenantSummary",
     "TenantryError", "shard_of", "validate_run_id", "validate_tenant_id",
 ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from registry.errors import InvalidTenantId
 
-__all__ = ["TENANT_ID_PATTERN", "ModelKey", "TenantId", "shard_of", "validate_tenant_id"]
+__all__ = ["TENANT_ID_PATTERN", "ModelKey", "shard_of", "validate_tenant_id"]
 
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -55,19 +55,6 @@ def shard_of(tenant_id: str, num_shards: int) -> int:
         raise ValueError("num_shards must be >= 1")
     digest = hashlib.sha256(tenant_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % num_shards
-
-
-@dataclass(frozen=True, slots=True)
-class TenantId:
-    """A validated tenant id."""
-
-    value: str
-
-    def __post_init__(self) -> None:
-        validate_tenant_id(self.value)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True, order=True)
