@@ -26,10 +26,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.loadtest import LoadTestConfig, run_loadtest  # noqa: E402
-from engine.loadtest.tenants import registry_tenants  # noqa: E402
-from engine.loadtest.workload import WireProtocol  # noqa: E402
-from registry import Registry  # noqa: E402
+from engine.loadtest import LoadTestConfig, run_loadtest
+from engine.loadtest.tenants import registry_tenants
+from engine.loadtest.workload import WireProtocol
+from registry import Registry
 
 BIN = Path(sys.executable).parent
 
@@ -104,8 +104,8 @@ def main() -> int:
     tenants = registry_tenants(reg.root, None)
     proc = serve(reg.root, args.port)
     try:
-        base = dict(url=f"http://127.0.0.1:{args.port}", tenants=tenants.ids,
-                    widths=tenants.widths, zipf_s=1.1, hold_s=args.hold)
+        base = {"url": f"http://127.0.0.1:{args.port}", "tenants": tenants.ids,
+                "widths": tenants.widths, "zipf_s": 1.1, "hold_s": args.hold}
         phase(base, WireProtocol.V1, args.rate / 2)  # warm the caches for both
         rounds = []
         for i in range(args.rounds):

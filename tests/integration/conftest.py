@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -72,12 +73,10 @@ def ray_session() -> Iterator[None]:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.2", namespace="tenantry")  # 127.0.0.1 is rewritten
     yield
-    try:
-        from ray import serve
+    from ray import serve
 
+    with contextlib.suppress(Exception):  # Serve may never have started
         serve.shutdown()
-    except Exception:  # noqa: BLE001 - Serve may never have started
-        pass
     ray.shutdown()
 
 

@@ -67,8 +67,8 @@ def _run(config: LoadTestConfig,
 
 def _config(url: str, rates: tuple[float, ...], **kw: object) -> LoadTestConfig:
     tenants = tuple(synthetic_tenants(100))
-    base: dict[str, object] = dict(url=url, tenants=tenants, widths=(20,) * 100, rates=rates,
-                                   hold_s=2.0, ramp_s=0.5, cooldown_s=0.3, slo_p99_ms=50.0)
+    base: dict[str, object] = {"url": url, "tenants": tenants, "widths": (20,) * 100, "rates": rates,
+                                   "hold_s": 2.0, "ramp_s": 0.5, "cooldown_s": 0.3, "slo_p99_ms": 50.0}
     base.update(kw)
     return LoadTestConfig(**base)  # type: ignore[arg-type]  # test helper
 
