@@ -295,6 +295,11 @@ class Steady:
                 i += 1
                 time.sleep(0.01)
 
+    def answered(self, more: int, timeout: float = 60) -> None:
+        """Wait until ``more`` further requests have been answered (or failed)."""
+        target = len(self.statuses) + more
+        _wait_for(f"{more} more requests", lambda: len(self.statuses) >= target, timeout, 0.05)
+
     def stop(self) -> list[int]:
         """Stop; the failed requests' statuses."""
         self._stop.set()
@@ -357,7 +362,7 @@ def test_two_nodes_train_serve_and_survive_losing_one(cluster: TwoNodes, tmp_pat
     (haproxy,) = [pid for pid in _session_pids({cluster.node2.pid})
                   if b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     steady = Steady(urls["head"], token, tenants, width)
-    time.sleep(1.0)
+    steady.answered(50)
     os.kill(haproxy, signal.SIGKILL)
     _wait_for("node 2's ingress to come back", lambda: httpx.get(
         f"{urls['node2']}/readyz", timeout=5).json()["replicas"] == 2, 30, 0.25)
@@ -366,14 +371,14 @@ def test_two_nodes_train_serve_and_survive_losing_one(cluster: TwoNodes, tmp_pat
 
     # -- kill node 2 under steady traffic to the head's ingress ------------------------------
     steady = Steady(urls["head"], token, tenants, width)
-    time.sleep(1.0)
+    steady.answered(50)
     assert _kill_sessions({cluster.node2.pid}) == []
     # HAProxy's health checks take the dead host out within a second or two; the directory
     # forgets it once its heartbeats lapse (3 s TTL; longer if the directory actor lived on
     # node 2: Ray must declare the node dead and restart it on the head).
     _wait_for("the head's ingress to drop the dead model host", lambda: httpx.get(
         f"{urls['head']}/readyz", timeout=5).json()["replicas"] == 1, 90, 0.5)
-    time.sleep(1.0)
+    steady.answered(50)  # traffic goes on through the survivor
     failed = steady.stop()
     assert len(failed) <= 2, f"{len(failed)}/{len(steady.statuses)} failed " \
                              f"({sorted(set(failed))}): only requests in flight on the dead " \

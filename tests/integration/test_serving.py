@@ -15,7 +15,7 @@ import pytest
 import xgboost as xgb
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import FEATURES, publish, train_bytes
+from .conftest import FEATURES, publish, train_bytes, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -179,14 +179,11 @@ def test_hot_swap_under_load_fails_nothing(serving: Any, served_registry: Any) -
             time.sleep(0.2)
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(hammer) for _ in range(4)]
-        time.sleep(1.0)
+        wait_for(lambda: len(results) >= 50, timeout=30)  # traffic on version 1
         publish(served_registry, {"swap-1": train_bytes(61)}, "swap-v2")
-        swap_deadline = time.monotonic() + 20
-        while time.monotonic() < swap_deadline:
-            if results and results[-1][1] == "2":
-                break
-            time.sleep(0.1)
-        time.sleep(1.0)
+        wait_for(lambda: results[-1][1] == "2", timeout=20)
+        swapped = len(results)
+        wait_for(lambda: len(results) >= swapped + 50, timeout=30)  # and on version 2
         stop.set()
         for f in futures:
             f.result()
@@ -216,9 +213,12 @@ def test_killed_replica_recovers_and_only_in_flight_fail(serving: Any) -> None:
 
     worker = threading.Thread(target=steady)
     worker.start()
-    time.sleep(1.0)
+    wait_for(lambda: len(statuses) >= 50, timeout=30)
     ray.kill(victim, no_restart=False)
-    time.sleep(4.0)
+    killed = len(statuses)
+    # traffic goes on until its tenants are answered again: 50 answers in a row are 200
+    wait_for(lambda: len(statuses) >= killed + 50 and set(statuses[-50:]) == {200},
+             timeout=60, what=lambda: f"{statuses[killed:][-10:]}")
     stop.set()
     worker.join()
     failed = [s for s in statuses if s != 200]
