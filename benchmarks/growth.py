@@ -14,7 +14,7 @@ tenants); one ``registry gc`` pass and the index's files before and after it; th
 move a model host in or out of a running HAProxy's slot (runtime API, as the ingress does).
 ``serve``: ``tenantry serve`` (2 replicas) over that registry through W-serve's machinery
 (``benchmarks/w_serve.py``), its cache sized so Zipf(1.1) traffic hits ``--hit-rate`` at
-every N; the highest rate with p99 <= 50 ms. ``train``: the real training job over 10k
+every N, warmed by ``--warmup`` s of load; the highest rate with p99 <= 50 ms. ``train``: the real training job over 10k
 generated tenants (W-train's data, 8 days), end to end. Writes
 ``benchmarks/results/growth.json`` and prints a markdown table.
 """
@@ -51,6 +51,7 @@ def serve_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any
     """W-serve's tenantry measurement over the N-tenant registry, at equal hit rate."""
     import w_serve
 
+    from engine.loadtest import LoadTestConfig, run_loadtest
     from engine.loadtest.tenants import registry_tenants
     from engine.serving.model import load_model
 
@@ -64,7 +65,11 @@ def serve_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any
                          (tenant_set.ids[-1], tenant_set.widths[-1]), workdir / "logs")
     ns = argparse.Namespace(hold=args.hold, seed=0, workers=1, quick=False,
                             fixed_rate=args.fixed_rate)
-    try:
+    try:  # warm the caches first: a short stage over 100k tenants is mostly cold misses
+        run_loadtest(LoadTestConfig(url=f"http://127.0.0.1:{w_serve.PORTS['tenantry']}",
+                                    tenants=tenant_set.ids, widths=tenant_set.widths,
+                                    rates=(args.warmup_rate,), hold_s=args.warmup, refine=False,
+                                    stop_on_fail=False))
         res = w_serve.measure("tenantry", tenant_set, ns, None)
     finally:
         w_serve.stop(proc, graceful=True)
@@ -150,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hit-rate", type=float, default=0.8)
     ap.add_argument("--hold", type=float, default=3.0, help="seconds per load stage")
     ap.add_argument("--fixed-rate", type=float, default=500.0)
+    ap.add_argument("--warmup", type=float, default=20.0, help="seconds of load before measuring")
+    ap.add_argument("--warmup-rate", type=float, default=300.0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "growth.json"))
     args = ap.parse_args(argv)
     try:
