@@ -31,7 +31,8 @@ pool's workers are set to the same, so on a shared box both yield alike to other
 Also measured, per call at the median tenant's row count, on one model in this process:
 model load (serving's ``load_model`` of the version as published and of the same version
 without its publish-time record, i.e. with the load-time self-check; compile vs Booster) and
-predict (the batch walk of one forest, serving's ``predict`` and ``inplace_predict``), to
+predict (the batch walk of one forest alone and, per tenant, of 110 tenants' forests
+walked together as a bucket walks them; serving's ``predict``; ``inplace_predict``), to
 show where the ratio comes from; and each side's work CPU (:func:`summary`) with the load
 average before and after every run. The default size is DESIGN.md's: W-train's 2,000
 tenants, one day (~236k rows), where neither side's start-up dominates. Prints both rates
@@ -64,7 +65,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import w_train  # W-train's data preparation, imported rather than copied
 
 from engine.batch import ScoreSettings, run_scoring
-from engine.batch.walk import walk_forest
+from engine.batch.walk import stack_forests, walk_forest, walk_stack, widen
 from engine.cli import register_checks
 from engine.serving.forest import compile_forest
 from engine.serving.model import load_model
@@ -168,7 +169,26 @@ def per_call(tasks: list[Task], reg: Registry) -> dict[str, float]:
             "walk_us": us(lambda: walk_forest(forest, x)),
             "forest_predict_us": us(lambda: forest.predict(x)),
             "inplace_predict_us": us(lambda: booster.inplace_predict(
-                x, validate_features=False))}
+                x, validate_features=False)),
+            "stacked_walk_us_per_tenant": _stacked_walk_us(tasks[:110], reg)}
+
+
+def _stacked_walk_us(tasks: list[Task], reg: Registry) -> float:
+    """Microseconds per tenant when ``tasks``' forests walk together, as a bucket's do."""
+    forests = [compile_forest(reg.read_artifact(mv)) for _, mv, _ in tasks]
+    keep = [i for i, f in enumerate(forests) if f.roots.size == forests[0].roots.size]
+    names = list(tasks[0][1].feature_names)
+    stack = stack_forests([forests[i] for i in keep],
+                          [np.array([names.index(n) for n in tasks[i][1].feature_names])
+                           for i in keep], len(names))
+    x = np.concatenate([tasks[i][2] for i in keep])  # every tenant has W-train's features
+    wide, rows = widen(x), np.arange(len(x))
+    models = np.repeat(np.arange(len(keep)), [len(tasks[i][2]) for i in keep])
+    walk_stack(stack, wide, rows, models)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        walk_stack(stack, wide, rows, models)
+    return (time.perf_counter() - t0) / 20 / len(keep) * 1e6
 
 
 def _rounds(tasks: list[Task], data: str, root: str, date: str, workdir: Path, repeat: int,
@@ -242,9 +262,10 @@ def report(result: dict[str, Any], out: str) -> None:
     print("  per call, median tenant ({rows} rows): serving load_model {load_model_us:.0f} us "
           "(read+sha256 {read_verify_us:.0f}, compile {compile_forest_us:.0f}; "
           "{load_model_selfcheck_us:.0f} us with the load-time self-check) vs "
-          "registry Booster load {booster_load_us:.0f} us; walk {walk_us:.0f} us, "
-          "forest.predict {forest_predict_us:.0f} us, inplace_predict {inplace_predict_us:.0f} us"
-          .format(**calls))
+          "registry Booster load {booster_load_us:.0f} us; walk {walk_us:.0f} us alone, "
+          "{stacked_walk_us_per_tenant:.0f} us per tenant walked with 110 others (as in a "
+          "bucket), forest.predict {forest_predict_us:.0f} us, inplace_predict "
+          "{inplace_predict_us:.0f} us".format(**calls))
 
 
 def main(argv: list[str] | None = None) -> int:
