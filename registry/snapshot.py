@@ -92,6 +92,11 @@ class RegistrySnapshot:
         """Every tenant with at least one version, sorted."""
         return sorted(self._tenants.name(n) for n in self._versions.tenant_numbers().tolist())
 
+    def tenant_count(self) -> int:
+        """How many tenants have at least one version: ``len(tenants())`` without building
+        the list (status documents ask for it every second)."""
+        return self._versions.tenant_count
+
     def alias_version(self, tenant_id: str, alias: str | Alias = Alias.PRODUCTION) -> int | None:
         """The version ``alias`` points at, or None."""
         return self._current(self._tenants.find(tenant_id), alias)

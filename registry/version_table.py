@@ -71,6 +71,7 @@ class VersionTable:
         self._lookup: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64),
                                                        np.empty(0, np.int32))
         self._memo: dict[int, ModelVersion] = {}
+        self.tenant_count = 0  # tenants with at least one row
 
     def __len__(self) -> int:
         return len(self._version)
@@ -176,6 +177,8 @@ class VersionTable:
         last = np.ones(len(ordered), bool)
         last[:-1] = ordered[1:] != ordered[:-1]  # of equal keys, the row added last wins
         self._lookup = (ordered[last], order[last].astype(np.int32))
+        tenants = ordered[last] >> 32
+        self.tenant_count = int(np.count_nonzero(tenants[1:] != tenants[:-1])) + bool(len(tenants))
 
     # -- reading ----------------------------------------------------------------------
     def find(self, tenant: int, version: int) -> int | None:

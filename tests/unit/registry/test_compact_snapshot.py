@@ -219,7 +219,7 @@ def test_version_numbers_match_versions(reg: Registry, model_bytes: bytes) -> No
 
 def test_tenant_index_tells_apart_ids_whose_hashes_collide(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import registry.tenant_index as tenant_index
+    from registry import tenant_index
 
     monkeypatch.setattr(tenant_index, "_hash", len)  # every id of a length collides
     index = TenantIndex()
@@ -227,3 +227,13 @@ def test_tenant_index_tells_apart_ids_whose_hashes_collide(
     assert index.numbers(["cd", "ef", "ab"]).tolist() == [1, 3, 0]
     assert [index.find(t) for t in ("ab", "cd", "ef", "gh", "x", "y")] == [0, 1, 3, None, 2,
                                                                            None]
+
+
+def test_tenant_count_is_the_number_of_tenants(reg: Registry, model_bytes: bytes) -> None:
+    snap = reg.new_snapshot()
+    assert snap.tenant_count() == len(snap.tenants()) == 0
+    for step in STEPS:
+        step(reg, model_bytes)
+        snap.refresh()
+        assert snap.tenant_count() == len(snap.tenants())
+    assert snap.tenant_count() == 5
