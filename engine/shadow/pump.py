@@ -1,7 +1,8 @@
 """The shadow worker's loop: read the spools, predict, commit the pair log, acknowledge.
 
 One :class:`Pump` per worker, on one thread of the worker's process: it reads the
-replica's spool and the spools the replica adopted (``adopted/*``), hands the records to
+replica's spool and the spools it adopted (``adopted/*``; it looks for orphans on the node
+every second), hands the records to
 its :class:`~engine.shadow.worker.ShadowWorker`, and when the pair log is due flushes it
 to Delta and only then acknowledges the spools (so a record is never reclaimed before its
 pair is committed). Records the pair log already holds (sent again after a restart) are
@@ -28,6 +29,7 @@ import numpy as np
 
 from engine.metrics import DIFF_BUCKETS
 from engine.shadow.records import Counts, PairRecord
+from engine.shadow.spool import adopt_orphans
 from engine.shadow.spool_reader import SpoolReader
 from engine.shadow.worker import ShadowWorker
 
@@ -86,6 +88,9 @@ class Pump:
         if time.monotonic() - self._discovered < DISCOVER_S and self.readers:
             return
         self._discovered = time.monotonic()
+        # Spools of replicas that died on this node since this one started are taken over
+        # too (not only at start): their replacement may run on another node.
+        adopt_orphans(self.spool.parent, self.spool)
         paths = [(self.spool, False)]
         adopted = self.spool / "adopted"
         if adopted.is_dir():

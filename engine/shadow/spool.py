@@ -93,18 +93,7 @@ class SpoolWriter:
         self.root = root
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path = root / self.id
-        for attempt in range(3):  # the root goes when its last spool closes
-            root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                self.path.mkdir(mode=0o700)
-                break
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-        fd = try_lock(self.path / "lock")
-        if fd is None:
-            raise OSError(f"spool {self.path} is locked by another process")
-        self._lock_fd: int | None = fd
+        self._lock_fd: int | None = self._create()
         self.max_segments = max(2, max_bytes // segment_bytes)
         self.segment_bytes = segment_bytes
         self.seq = 0
@@ -113,6 +102,24 @@ class SpoolWriter:
         self._size = 0
         self._fd = self._open(0)
         self._full_since = 0.0  # monotonic; 0: not full
+
+    def _create(self) -> int:
+        """Make and lock the spool under a hidden name, then show it: nobody can take it
+        for an orphan between its creation and its lock. Returns the lock's fd."""
+        hidden = self.root / f".{self.id}"
+        for attempt in range(3):  # the root goes when its last spool closes
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                hidden.mkdir(mode=0o700)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        fd = try_lock(hidden / "lock")
+        if fd is None:
+            raise OSError(f"spool {hidden} is locked by another process")
+        hidden.rename(self.path)
+        return fd
 
     def _open(self, index: int) -> int:
         return os.open(segment_path(self.path, index),
@@ -201,7 +208,8 @@ def adopt_orphans(root: Path, into: Path) -> list[str]:
     ``into/adopted``, with the spools it had adopted itself; returns their ids."""
     taken: list[str] = []
     try:
-        candidates = [p for p in root.iterdir() if p.is_dir() and p != into]
+        candidates = [p for p in root.iterdir()
+                      if p.is_dir() and p != into and not p.name.startswith(".")]
     except FileNotFoundError:
         return taken
     for spool in candidates:

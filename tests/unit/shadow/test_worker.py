@@ -64,6 +64,23 @@ def test_pump_logs_each_record_once_even_when_sent_again(fresh: Any, h: Any,
     assert read_totals(writer.path) == {}  # the spool is gone with everything committed
 
 
+def test_a_running_worker_adopts_a_dead_replicas_spool(fresh: Any, h: Any,
+                                                      tmp_path: Path) -> None:
+    dead = SpoolWriter(tmp_path)
+    for i in range(4):
+        dead.append(_record(fresh, h, dead, i))
+    mine = SpoolWriter(tmp_path)
+    pump = build_pump(fresh.root, fresh.settings(), "unit:2", mine.path)
+    assert pump.step() == 0  # the other replica is alive: its spool is not touched
+    os.close(dead._lock_fd)  # type: ignore[arg-type]  # it dies
+    dead._lock_fd = None
+    pump._discovered = 0.0
+    assert pump.step() == 4 and pump.drain(10)
+    assert ShadowTables.for_registry(fresh.reg).query(PAIRS).num_rows == 8
+    assert not dead.path.exists() and not (mine.path / "adopted" / dead.id).exists()
+    assert mine.close()
+
+
 def test_watchdog_restarts_a_hung_worker_and_shadowing_resumes(fresh: Any, h: Any) -> None:
     state = fresh.host(shadow_max_age_s=0.5)
     release, hung = threading.Event(), threading.Event()
