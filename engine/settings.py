@@ -87,8 +87,6 @@ class ServeSettings:
     ray_address: str = ""
     """Ray cluster to join (``TENANTRY_RAY_ADDRESS``, else ``RAY_ADDRESS``); empty starts a
     private local Ray on loopback."""
-    shadow_queue_size: int = 1024
-    """Mirrored requests a replica buffers for its shadow worker; more are dropped."""
     shadow_flush_rows: int = 20000
     """Shadow pairs buffered before the pair log is written (also every ``shadow_flush_s``)."""
     shadow_flush_s: float = 10.0
@@ -96,23 +94,23 @@ class ServeSettings:
     write is a Delta commit: fewer, larger ones disturb production less)."""
     shadow_config_refresh_s: float = 1.0
     """How often replicas re-read the shadow configuration table."""
-    shadow_cache_mb: float = 16.0
-    """Separate LRU budget for shadow models, so shadowing never evicts production models."""
+    shadow_cache_mb: float = 64.0
+    """Separate byte budget for shadow models (the production cache's class), so shadowing
+    never evicts production models; 64 MB holds W-shadow's 10% of 2,000 tenants (~1,000
+    models of ~35 KB per replica)."""
+    shadow_spool_mb: float = 64.0
+    """Largest spool a replica keeps for its shadow worker (mirrored requests not yet
+    committed to the pair log); a mirrored request that does not fit is counted dropped."""
+    shadow_spool_dir: str = ""
+    """Where the node's spools live; empty: ``/dev/shm`` (memory), else the temp dir."""
     shadow_max_age_s: float = 10.0
     """A mirrored request older than this when the worker reaches it is discarded (timeout);
     a worker busy with one batch for longer is considered hung and restarted."""
     shadow_worker: str = "auto"
-    """Where shadow predictions run: ``actor`` (a Ray actor process per replica), ``thread``
-    (inside the replica; no isolation), ``auto`` (actor when running in Ray)."""
+    """Where shadow predictions run: ``actor`` (a Ray actor process per replica, on its
+    node), ``thread`` (inside the replica; no isolation), ``auto`` (actor when in Ray)."""
     shadow_idle_priority: bool = True
     """Run the shadow actor's process under ``SCHED_IDLE``: only CPU production leaves idle."""
-    shadow_worker_resources: str = ""
-    """Custom Ray resources for shadow actors, ``name=amount[,…]``; empty: the replica's node."""
-    shadow_transport: str = "auto"
-    """How a replica hands batches to its shadow actor: ``auto`` over a local Unix socket
-    when the actor runs on the replica's node (Ray calls otherwise), ``ray`` always Ray calls."""
-    shadow_batch_interval_s: float = 0.25
-    """How often a replica sends its mirrored requests to its shadow worker, as one batch."""
     log_sample: float = 0.01
     """Share of each tenant's production requests a replica writes to the prediction log
     ``<registry>/predictions`` (after its first ``log_first_per_hour`` of each hour); 0
@@ -173,10 +171,6 @@ class ServeSettings:
     def resources(self) -> dict[str, float]:
         """``replica_resources`` parsed into a dict."""
         return _parse_resources(self.replica_resources)
-
-    def shadow_resources(self) -> dict[str, float]:
-        """``shadow_worker_resources`` parsed into a dict."""
-        return _parse_resources(self.shadow_worker_resources)
 
 
 def is_loopback(host: str) -> bool:

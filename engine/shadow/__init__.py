@@ -58,7 +58,8 @@ def create_mirror(state: ModelHostState, settings: ServeSettings, loader: Loader
         the mirror, already set as ``state.shadow``, and its config watcher.
     """
     tables = ShadowTables.for_registry(state.registry)
-    spool = SpoolWriter(spool_root or default_root(state.registry.root))
+    spool = SpoolWriter(spool_root or default_root(state.registry.root, settings.shadow_spool_dir),
+                        max_bytes=int(settings.shadow_spool_mb * 2**20))
     adopt_orphans(spool.root, spool.path)
     # On a stop the worker's last pair-log write gets what the host's shutdown budget
     # leaves after the HTTP server stops.

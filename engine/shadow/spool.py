@@ -43,9 +43,14 @@ FULL_RECHECK_S = 0.1  # a full spool looks again for reclaimed space this often
 _SUFFIX = ".seg"
 
 
-def default_root(registry_root: str) -> Path:
-    """This node's spool root for one registry (``/dev/shm`` when there is one)."""
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+def default_root(registry_root: str, base_dir: str = "") -> Path:
+    """This node's spool root for one registry, under ``base_dir`` (empty: ``/dev/shm`` when
+    there is one, else the temp dir)."""
+    if base_dir:
+        base = Path(base_dir)
+    else:
+        base = (Path("/dev/shm") if os.access("/dev/shm", os.W_OK)
+                else Path(tempfile.gettempdir()))
     key = hashlib.sha256(registry_root.encode()).hexdigest()[:16]
     return base / f"tenantry-shadow-{os.getuid()}" / key
 
