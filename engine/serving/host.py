@@ -264,7 +264,7 @@ class ModelHostState:
         return {"models": len(self.cache), "bytes": self.cache.nbytes,
                 "budget_bytes": self.cache.budget_bytes,
                 "snapshot_generation": self.snapshot.generation,
-                "tenants": len(self.snapshot.tenants())}
+                "tenants": self.snapshot.tenant_count()}
 
     def freshness(self) -> dict[str, Any]:
         """Age of the registry snapshot (seconds since its last successful refresh; None
