@@ -14,7 +14,8 @@ set, and a bucket reads the day's rows of the whole table and keeps its shard's 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -49,6 +50,11 @@ class DataSource:
     label_column: str = LABEL_COLUMN
     scan: TableSource | None = None
     """Set for a table not laid out by shard and date: buckets scan it for their tenants."""
+    opened: DeltaTable | None = field(default=None, compare=False, repr=False)
+    """The table as the planner opened it at ``version`` (kept for the plan, not pickled)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "opened": None}  # tasks open what they read themselves
 
     @property
     def key_field(self) -> pa.Field:
@@ -64,7 +70,9 @@ class DataSource:
         return tuple(n for n in self.schema.names if n not in keys and n != self.row_key)
 
     def delta(self) -> DeltaTable:
-        """The table at this version."""
+        """The table at this version (opened once per process that plans with it)."""
+        if self.opened is not None:
+            return self.opened
         return DeltaTable(self.path, version=self.version)
 
     def dates(self) -> list[str]:
@@ -135,7 +143,7 @@ def open_source(path: str, version: int | None = None,
         raise InvalidTrainingInput(f"{row_key!r} cannot be the row key")
     protocol = dt.protocol()
     return DataSource(path, dt.version(), schema, row_key,
-                      direct=protocol.min_reader_version <= 1)
+                      direct=protocol.min_reader_version <= 1, opened=dt)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from engine.batch.predict import Request, Scored, score_requests
 from engine.batch.report import FailureReason, TenantFailure
 from engine.batch.rows import ScoredTenant, output_rows
 from engine.batch.scan import read_scan
-from engine.serving.model import LoadedModel, load_model
+from engine.serving.model import LoadedModel, load_models
 from registry import ModelVersion, Registry, shard_of
 from registry.errors import ChecksumMismatch, TenantryError
 from training.bucket import bucket_part
@@ -112,17 +112,20 @@ def _read(ctx: ScoreContext, bucket: ScoreBucket) -> pa.Table:
         pa.schema([src.schema.field(n) for n in names]).empty_table()
 
 
-def _load(reg: Registry, mv: ModelVersion, alias: str, tenant_id: str,
-          rows: int) -> LoadedModel | TenantFailure:
-    try:
-        return load_model(reg, mv)
-    except ChecksumMismatch as exc:
+def _load(reg: Registry, versions: list[ModelVersion], alias: str,
+          rows: list[int]) -> list[LoadedModel | TenantFailure]:
+    """Each version's model, or its tenant's failure (with ``rows`` rows) and reason."""
+    return [got if isinstance(got, LoadedModel) else _failure(got, alias, mv.tenant_id, n)
+            for mv, n, got in zip(versions, rows, load_models(reg, versions), strict=True)]
+
+
+def _failure(exc: Exception, alias: str, tenant_id: str, rows: int) -> TenantFailure:
+    if isinstance(exc, ChecksumMismatch):
         return TenantFailure(tenant_id, FailureReason.CORRUPT_ARTIFACT.value, str(exc), alias, rows)
-    except TenantryError as exc:
+    if isinstance(exc, TenantryError):
         return TenantFailure(tenant_id, FailureReason.LOAD_FAILED.value, str(exc), alias, rows)
-    except Exception as exc:  # noqa: BLE001 - one tenant's model must not sink the bucket
-        return TenantFailure(tenant_id, FailureReason.LOAD_FAILED.value,
-                             f"{type(exc).__name__}: {exc}"[:500], alias, rows)
+    return TenantFailure(tenant_id, FailureReason.LOAD_FAILED.value,
+                         f"{type(exc).__name__}: {exc}"[:500], alias, rows)
 
 
 class _Loaded(NamedTuple):
@@ -149,30 +152,33 @@ def _group(table: pa.Table, column: str) -> tuple[list[str], np.ndarray, np.ndar
 def _production(ctx: ScoreContext, bucket: ScoreBucket, names: list[str], order: np.ndarray,
                 bounds: np.ndarray, failed: list[TenantFailure]) -> list[_Loaded]:
     """Load every tenant's production model (a failure each for those that cannot be)."""
-    pairs = {p.tenant_id: p for p in bucket.models}
+    pairs = {p.tenant_id: p for p in bucket.models}  # planned for this shard and part
     num_shards = ctx.registry.num_shards
-    tenants: list[_Loaded] = []
+    wanted: list[tuple[int, ModelPair, np.ndarray]] = []
     for k, tenant_id in enumerate(names):
-        if bucket_part(tenant_id, bucket.parts) != bucket.part:
+        pair = pairs.get(tenant_id)
+        if pair is None and bucket_part(tenant_id, bucket.parts) != bucket.part:
             continue
         rows = order[bounds[k]:bounds[k + 1]]
-        n = len(rows)
-        pair = pairs.get(tenant_id, ModelPair(tenant_id, None))
-        if shard_of(tenant_id, num_shards) != bucket.shard:
+        if pair is None and shard_of(tenant_id, num_shards) != bucket.shard:
             failed.append(TenantFailure(
                 tenant_id, FailureReason.WRONG_SHARD.value,
                 f"rows stored in shard {bucket.shard}, tenant hashes to "
-                f"{shard_of(tenant_id, num_shards)} of {num_shards}", "production", n))
-        elif pair.production is None:
+                f"{shard_of(tenant_id, num_shards)} of {num_shards}", "production", len(rows)))
+        elif pair is None or pair.production is None:
             failed.append(TenantFailure(tenant_id, FailureReason.NO_MODEL.value,
                                         f"tenant {tenant_id!r} has no production model",
-                                        "production", n))
+                                        "production", len(rows)))
         else:
-            model = _load(ctx.registry, pair.production, "production", tenant_id, n)
-            if isinstance(model, TenantFailure):
-                failed.append(model)
-            else:
-                tenants.append(_Loaded(k, pair, rows, model))
+            wanted.append((k, pair, rows))
+    models = _load(ctx.registry, [p.production for _, p, _ in wanted],  # type: ignore[misc]
+                   "production", [len(r) for _, _, r in wanted])
+    tenants: list[_Loaded] = []
+    for (k, pair, rows), model in zip(wanted, models, strict=True):
+        if isinstance(model, TenantFailure):
+            failed.append(model)
+        else:
+            tenants.append(_Loaded(k, pair, rows, model))
     return tenants
 
 
@@ -193,18 +199,21 @@ def _score_production(ctx: ScoreContext, tenants: list[_Loaded], columns: Bucket
 def _score_shadow(ctx: ScoreContext, tenants: list[ScoredTenant], columns: BucketColumns,
                   failed: list[TenantFailure]) -> int:
     """Score the scored tenants' shadow versions alongside; how many got shadow scores."""
-    requests, owners = [], []
-    for t in tenants:
-        mv = t.pair.shadow
-        if mv is None:
-            continue
-        tenant_id, n = t.pair.tenant_id, len(t.rows)
-        model = t.model if mv.version == t.model.version.version else _load(ctx.registry, mv, "shadow", tenant_id, n)
+    owners = [t for t in tenants if t.pair.shadow is not None]
+    shadows: list[ModelVersion] = [t.pair.shadow for t in owners]  # type: ignore[misc]
+    apart = [(t, mv) for t, mv in zip(owners, shadows, strict=True)
+             if mv.version != t.model.version.version]
+    loaded = iter(_load(ctx.registry, [mv for _, mv in apart], "shadow",
+                        [len(t.rows) for t, _ in apart]))
+    requests, kept = [], []
+    for t, mv in zip(owners, shadows, strict=True):
+        model = t.model if mv.version == t.model.version.version else next(loaded)
         if isinstance(model, TenantFailure):
             failed.append(model)
             continue
-        requests.append(Request(tenant_id, "shadow", model, t.rows))
-        owners.append(t)
+        requests.append(Request(t.pair.tenant_id, "shadow", model, t.rows))
+        kept.append(t)
+    owners = kept
     done = 0
     for t, req, got in zip(owners, requests, score_requests(requests, columns), strict=True):
         got = _fits(ctx, got, "shadow", t.pair.tenant_id, len(t.rows))

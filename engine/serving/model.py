@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ from registry.registry import booster_from_bytes
 
 __all__ = [
     "FOOTPRINT_FIXED_BYTES", "FOOTPRINT_PER_ARTIFACT_BYTE", "MULTICLASS", "SELFCHECK_TOLERANCE",
-    "LoadedModel", "SelfCheckMemo", "load_model", "publish_check",
+    "LoadedModel", "SelfCheckMemo", "load_model", "load_models", "publish_check",
 ]
 
 # Resident memory of a loaded Booster per byte of its UBJSON artifact, measured on this
@@ -141,6 +141,39 @@ def load_model(registry: Registry, mv: ModelVersion,
         ModelLoadError: missing artifact, not a valid XGBoost model, or feature names,
             objective, class count or categorical features that disagree with the index.
     """
+    return _load(registry, mv, selfchecked, {})
+
+
+def load_models(registry: Registry, versions: Sequence[ModelVersion],
+                selfchecked: SelfCheckMemo | None = None) -> list[LoadedModel | Exception]:
+    """:func:`load_model` of each version, in order, for a batch job's bucket.
+
+    Each version is read, verified and checked exactly as :func:`load_model` does it; its
+    refusal (the exception ``load_model`` would raise) takes its place in the answer, so
+    one bad artifact does not stop the others. Models sharing a feature list share one
+    column index.
+
+    Args:
+        registry: where the artifacts are read from.
+        versions: the versions to load.
+        selfchecked: artifacts already self-checked in this process (None: check).
+
+    Returns:
+        Per version, its :class:`LoadedModel` or the exception that refused it.
+    """
+    indexes: dict[tuple[str, ...], Mapping[str, int]] = {}
+    out: list[LoadedModel | Exception] = []
+    for mv in versions:
+        try:
+            out.append(_load(registry, mv, selfchecked, indexes))
+        except Exception as exc:  # noqa: BLE001 - the caller records each version's refusal
+            out.append(exc)
+    return out
+
+
+def _load(registry: Registry, mv: ModelVersion, selfchecked: SelfCheckMemo | None,
+          indexes: dict[tuple[str, ...], Mapping[str, int]]) -> LoadedModel:
+    """:func:`load_model`; ``indexes`` keeps the column index of each feature list seen."""
     data = registry.read_artifact(mv)
     key = ModelKey(mv.tenant_id, mv.version)
     try:
@@ -151,14 +184,14 @@ def load_model(registry: Registry, mv: ModelVersion,
         names = _forest_names(key, mv, forest)
         if mv.forest_check == FOREST_VERSION or (selfchecked is not None
                                                  and mv.sha256 in selfchecked):
-            return _forest_model(key, mv, forest, names)
+            return _forest_model(key, mv, forest, names, indexes)
     booster = booster_from_bytes(data, str(key))
     if forest is not None:
         diff = _selfcheck(forest, booster)
         if diff is None:
             if selfchecked is not None:
                 selfchecked.add(mv.sha256)
-            return _forest_model(key, mv, forest, names)
+            return _forest_model(key, mv, forest, names, indexes)
         log.warning("%s: compiled forest differs from XGBoost by %s on the self-check rows; "
                     "serving it with the XGBoost Booster", key, diff)
         return _booster_model(key, mv, booster, names, (forest.objective, 0), {}, fallback=True)
@@ -224,10 +257,13 @@ def publish_check(data: bytes, booster: Any) -> dict[str, str | None]:
 
 
 def _forest_model(key: ModelKey, mv: ModelVersion, forest: CompiledForest,
-                  names: tuple[str, ...]) -> LoadedModel:
+                  names: tuple[str, ...],
+                  indexes: dict[tuple[str, ...], Mapping[str, int]]) -> LoadedModel:
+    index = indexes.get(names)
+    if index is None:
+        index = indexes[names] = {n: i for i, n in enumerate(names)}
     return LoadedModel(key, mv, forest.predict, names, forest.nbytes + FOOTPRINT_FIXED_BYTES,
-                       "forest", {n: i for i, n in enumerate(names)},
-                       objective=forest.objective)
+                       "forest", index, objective=forest.objective)
 
 
 def _selfcheck(forest: CompiledForest, booster: Any) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from itertools import pairwise
 from pathlib import Path
 
@@ -40,6 +41,18 @@ def test_files_in_append_order_pinned_to_a_version(tmp_path: Path) -> None:
     old = open_source(path, version=0)
     assert len(old.shard_files(DATES[-1])[shard][0]) == 1
     assert src.feature_columns == ("amount", "age_days", "velocity", "risk")
+
+
+def test_the_plan_opens_the_table_once_and_tasks_get_none(tmp_path: Path) -> None:
+    path = str(tmp_path / "f")
+    write_features(path, feature_rows(["x0", "x1"], seed=1))
+    src = open_source(path)
+    assert src.delta() is src.delta() is src.opened  # dates and files read one open table
+    write_features(path, feature_rows(["x0", "x1"], seed=2))
+    assert src.delta().version() == src.version == 0  # still the planned version
+    shipped = pickle.loads(pickle.dumps(src))
+    assert shipped.opened is None and shipped == src
+    assert shipped.delta().version() == 0 and shipped.dates() == src.dates()
 
 
 def test_row_key_and_bad_tables(tmp_path: Path) -> None:
