@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from engine.serving.forest import compile_forest
+from engine.forest import compile_forest
 
 
 def _timed(fn: Callable[[], Any], reps: int) -> float:

@@ -65,9 +65,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import w_train  # W-train's data preparation, imported rather than copied
 
 from engine.batch import ScoreSettings, run_scoring
-from engine.batch.walk import stack_forests, walk_forest, walk_stack, widen
 from engine.cli import register_checks
-from engine.serving.forest import compile_forest
+from engine.forest import compile_forest, stack_forests, walk_forest, walk_stack, widen
 from engine.serving.model import load_model
 from registry import ModelVersion, Registry
 from training.features import DATE_COLUMN, TENANT_COLUMN

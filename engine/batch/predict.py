@@ -3,7 +3,7 @@ possible.
 
 Models served by a compiled forest (binary and regression gbtrees: nearly all) are
 stacked by tree count and walked together over one shared matrix of the bucket's columns
-(:mod:`engine.batch.walk`); the rest (multi-class, categorical, a forest that failed its
+(:mod:`engine.forest.stacked`); the rest (multi-class, categorical, a forest that failed its
 self-check) predict per tenant through the model's own predictor, with the tenant's
 feature matrix (categorical text coded with the model's categories). Either way the
 scores are what serving answers for those rows.
@@ -19,8 +19,7 @@ import numpy as np
 
 from engine.batch.columns import BucketColumns
 from engine.batch.report import FailureReason, TenantFailure
-from engine.batch.walk import forest_of, stack_forests, walk_stack, widen
-from engine.serving.forest import CompiledForest
+from engine.forest import CompiledForest, forest_of, stack_forests, walk_stack, widen
 from engine.serving.model import LoadedModel
 
 __all__ = ["Request", "Scored", "score_requests"]

@@ -1,13 +1,13 @@
 """A model loaded for serving: its predictor, feature names and memory footprint.
 
-Most artifacts compile to a :class:`~engine.serving.forest.CompiledForest` (flat numpy
+Most artifacts compile to a :class:`~engine.forest.CompiledForest` (flat numpy
 arrays walked per request: ~25 us for one row instead of ~200 us in
 ``Booster.inplace_predict``, a third of the memory, and an exact footprint). Models the
 forest does not handle (dart, multi-class, categorical splits, …) fall back to an
 ``xgboost.Booster``, and so does a forest whose predictions on 8 probe rows differ from
 the Booster's by more than 1e-6 (the self-check). The training job runs that check once,
 at publish time (:func:`publish_check`, registered by ``engine.cli``), and the index row
-records it (``forest_check`` = :data:`~engine.serving.forest.FOREST_VERSION`); a load
+records it (``forest_check`` = :data:`~engine.forest.FOREST_VERSION`); a load
 checks only versions without that record (older rows, another compiler version, a
 failed check). A load also refuses an
 artifact whose feature names differ from the index's, order included, and one whose
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.serving.forest import (
+from engine.forest import (
     FOREST_VERSION,
     CompiledForest,
     ForestUnsupported,
@@ -125,7 +125,7 @@ def load_model(registry: Registry, mv: ModelVersion,
 
     The index's feature names must equal the artifact's, in order (a model trained on
     another column order would answer wrong numbers). A compiled forest is served only if
-    it predicts like XGBoost on :func:`~engine.serving.forest.probe_rows`: checked here
+    it predicts like XGBoost on :func:`~engine.forest.probe_rows`: checked here
     unless the index row says this compiler checked it at publish time
     (``mv.forest_check == FOREST_VERSION``; the sha256 check ties the row to these bytes)
     or its artifact is in ``selfchecked`` (which then remembers it); otherwise the Booster

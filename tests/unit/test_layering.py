@@ -27,8 +27,9 @@ PACKAGES = ("registry", "training", "engine")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("registry",),                                     # the store: imports no other package
     ("training",),                                     # trains and publishes into the registry
-    ("engine", "engine.settings", "engine.metrics"),   # engine's shared ground
-    ("engine.serving",),                               # model format, cache, model host, API
+    ("engine", "engine.settings", "engine.metrics",
+     "engine.forest"),                                 # engine's shared ground, model format
+    ("engine.serving",),                               # model loading, cache, model host, API
     ("engine.ingress", "engine.shadow", "engine.monitor", "engine.batch",
      "engine.loadtest"),                               # subsystems around serving, siblings
     ("engine.console",),                               # reads the registry and shadow tables
@@ -188,7 +189,8 @@ EDGES = all_edges()
 
 
 def test_every_module_is_parsed_and_in_a_layer() -> None:
-    assert {"registry.errors", "training.job", "engine.cli", "engine.serving.host"} <= set(MODULES)
+    assert {"registry.errors", "training.job", "engine.cli", "engine.serving.host",
+            "engine.forest.compiled"} <= set(MODULES)
     for module in MODULES:
         group_of(module)
 
@@ -223,6 +225,8 @@ def test_the_checks_can_fail() -> None:
     assert upward(Edge("engine.serving.api", "engine.shadow", 1, False))
     assert upward(Edge("engine.shadow.mirror", "engine.monitor.log", 1, False))
     assert not upward(Edge("engine.serving.app", "engine.shadow", 1, False))
+    assert upward(Edge("engine.forest.stacked", "engine.serving.model", 1, False))
+    assert not upward(Edge("engine.batch.predict", "engine.forest", 1, False))
     assert not upward(Edge("engine.cli.app", "registry", 1, False))
     made_up = [Edge("registry.ids", "registry.types", 1, False),
                Edge("registry.types", "registry.ids", 1, False)]

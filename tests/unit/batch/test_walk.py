@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from engine.batch.walk import stack_forests, walk_forest, walk_stack, widen
-from engine.serving.forest import compile_forest
+from engine.forest import compile_forest
+from engine.forest.stacked import stack_forests, walk_forest, walk_stack, widen
 
 
 def _model(seed: int, depth: int, trees: int, features: int,
@@ -50,7 +50,7 @@ def test_equals_serving_and_xgboost(seed: int, depth: int, trees: int, features:
 
 
 def test_chunks_match_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.batch import walk
+    from engine.forest import stacked as walk
 
     booster, x = _model(7, 5, 40, 8)
     forest = compile_forest(bytes(booster.save_raw("ubj")))

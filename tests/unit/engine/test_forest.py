@@ -12,9 +12,9 @@ import xgboost as xgb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import engine.serving._xgbtrees as xgbtrees
-from engine.serving._ubjson import TypedArray, UBJSONError, loads
-from engine.serving.forest import CompiledForest, ForestUnsupported, MalformedModel, compile_forest
+import engine.forest.trees as xgbtrees
+from engine.forest import CompiledForest, ForestUnsupported, MalformedModel, compile_forest
+from engine.forest.ubjson import TypedArray, UBJSONError, loads
 
 TOL = 1e-6
 

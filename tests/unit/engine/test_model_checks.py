@@ -13,8 +13,8 @@ import pytest
 import xgboost as xgb
 
 import engine.serving.model as model_mod
+from engine.forest import FOREST_VERSION, CompiledForest, compile_forest, probe_rows
 from engine.serving.api import create_app
-from engine.serving.forest import FOREST_VERSION, CompiledForest, compile_forest, probe_rows
 from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
 from registry import AliasMove, ModelVersion, NewVersion, Registry

@@ -16,7 +16,7 @@ import engine.serving.model as model_mod
 import training.checks as checks_mod
 import training.job as job_mod
 from engine.cli import register_checks
-from engine.serving.forest import FOREST_VERSION, CompiledForest
+from engine.forest import FOREST_VERSION, CompiledForest
 from registry import ModelVersion, Registry
 from training.bucket import BucketResult, BucketSpec, JobContext, train_bucket
 from training.generate import GeneratorConfig, generate

@@ -1,4 +1,4 @@
-"""Batch predictions from serving's compiled forests, for many rows of many models at once.
+"""Compiled forests stacked and walked together, for many rows of many models at once.
 
 :meth:`CompiledForest.predict` is tuned for a request's few rows. A scoring bucket holds
 a day of rows of a hundred-odd tenants, so here the forests of all its tenants are
@@ -10,23 +10,31 @@ dozen calls per tenant, and no per-tenant feature matrix. Gathers use ``intp`` i
 and fresh outputs (``take`` with ``out=`` or ``int32`` indices is 2-3x slower per element
 on numpy 2.x). The leaves, their float32 sum in tree order after the base margin, and
 the sigmoid are computed exactly as there, so the scores are bit-for-bit those serving
-answers (tests/unit/batch/test_walk.py). Models served by an XGBoost Booster (the
-forest's fallback: multi-class, categorical splits, …) are predicted through it instead.
+answers (tests/unit/engine/forest/test_stacked.py). Batch scoring (:mod:`engine.batch.predict`)
+stacks a bucket's forests; models served by an XGBoost Booster (the forest's fallback:
+multi-class, categorical splits, …) are predicted through it instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-from engine.serving.forest import CompiledForest
-from engine.serving.model import LoadedModel
+from engine.forest.compiled import CompiledForest
 
 __all__ = ["ForestStack", "forest_of", "stack_forests", "walk_forest", "walk_stack", "widen"]
 
 _CHUNK_ELEMENTS = 1 << 15  # bounds the (rows x trees) temporaries of one step (L2-sized)
+
+
+class Served(Protocol):
+    """A loaded model as serving holds it (``engine.serving.model.LoadedModel``)."""
+
+    @property
+    def predictor(self) -> Callable[..., Any]: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +52,7 @@ class ForestStack:
     sigmoid: np.ndarray  # (models,) bool
 
 
-def forest_of(model: LoadedModel) -> CompiledForest | None:
+def forest_of(model: Served) -> CompiledForest | None:
     """The compiled forest behind a loaded model (None when it is served by a Booster).
 
     ``load_model`` hands out the forest's bound ``predict`` as the model's predictor.

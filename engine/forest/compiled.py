@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.serving._ubjson import UBJSONError, loads
-from engine.serving._xgbtrees import FIELD_DTYPES, NotNumerical, TreeFields, read_trees
+from engine.forest.trees import FIELD_DTYPES, NotNumerical, TreeFields, read_trees
+from engine.forest.ubjson import UBJSONError, loads
 
 __all__ = [
     "FOREST_VERSION", "CompiledForest", "ForestUnsupported", "MalformedModel", "compile_forest",
@@ -40,7 +40,7 @@ FOREST_VERSION = "1"
 """The compiler's semantics, as a version's index row records them (``forest_check``) when
 the training job found the compiled forest equal to XGBoost on the probe rows; serving
 skips its own self-check for such rows. Bump it whenever what a forest predicts or how it
-is checked may change (this module, ``_xgbtrees``, ``_ubjson``, :func:`probe_rows`, the
+is checked may change (this module, :mod:`engine.forest.trees`, :mod:`engine.forest.ubjson`, :func:`probe_rows`, the
 self-check in :mod:`engine.serving.model`): rows checked by an older compiler are then
 checked again at load."""
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.serving._ubjson import TypedArray, UBJSONError, read_int, read_value
+from engine.forest.ubjson import TypedArray, UBJSONError, read_int, read_value
 
 __all__ = ["FIELDS", "FIELD_DTYPES", "NotNumerical", "TreeFields", "read_trees"]
 
