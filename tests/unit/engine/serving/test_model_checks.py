@@ -159,7 +159,7 @@ def test_a_correct_forest_passes_its_self_check(reg: Registry) -> None:
     {"max_depth": 8, "missing_share": 0.4}, {"features": 30, "dead_columns": 3},
 ])
 def test_self_check_passes_on_correct_forests(params: dict[str, object]) -> None:
-    from .test_forest import train
+    from ..forest.test_forest import train
 
     params = dict(params)
     missing = float(params.pop("missing_share", 0.1))  # type: ignore[arg-type]  # test param

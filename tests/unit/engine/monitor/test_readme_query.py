@@ -9,7 +9,7 @@ from pathlib import Path
 
 from registry import NewVersion, Registry
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def _query() -> str:
