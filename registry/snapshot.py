@@ -130,15 +130,32 @@ class RegistrySnapshot:
         number = self._tenants.find(tenant_id)
         version = self._current(number, name)
         if version is None:
-            if self._has_versions(tenant_id):
-                raise UnknownTenant(f"tenant {tenant_id!r} has no {name} model")
-            raise UnknownTenant(f"unknown tenant {tenant_id!r}")
+            raise self._no_alias(tenant_id, name)
         row = self._versions.find(number, version)  # type: ignore[arg-type]  # set with version
         mv = self.version(tenant_id, version) if row is None else self._versions.version_of(row)
         if len(self._resolved) >= RESOLVED_SIZE:
             self._resolved.clear()
         self._resolved[(tenant_id, name)] = (generation, mv)
         return mv
+
+    def resolve_version(self, tenant_id: str, alias: str | Alias = Alias.PRODUCTION) -> int:
+        """The version number ``alias`` of a tenant points at, building no
+        :class:`ModelVersion` (the request path finds its cached model by this alone).
+
+        Raises:
+            UnknownTenant: no such tenant or no version under that alias (as
+                :meth:`resolve`).
+        """
+        name = _alias_name(alias)
+        version = self._current(self._tenants.find(tenant_id), name)
+        if version is None:
+            raise self._no_alias(tenant_id, name)
+        return version
+
+    def _no_alias(self, tenant_id: str, alias: str) -> UnknownTenant:
+        if self._has_versions(tenant_id):
+            return UnknownTenant(f"tenant {tenant_id!r} has no {alias} model")
+        return UnknownTenant(f"unknown tenant {tenant_id!r}")
 
     def _has_versions(self, tenant_id: str) -> bool:
         number = self._tenants.find(tenant_id)

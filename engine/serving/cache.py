@@ -77,6 +77,10 @@ class ModelCache(Generic[K, V]):
         """Cached keys, least recently used first."""
         return list(self._lru.keys())
 
+    def peek(self, key: K) -> V | None:
+        """The cached value of ``key`` or None, never loading (a found key counts as used)."""
+        return self._lru.get(key)  # type: ignore[no-any-return]  # cachetools is untyped
+
     async def get(self, key: K) -> tuple[V, Lookup]:
         """The value for ``key`` and how it was found; loads it on a miss.
 
@@ -125,5 +129,5 @@ class ModelCache(Generic[K, V]):
 
     def evict_where(self, predicate: Callable[[K], bool]) -> int:
         """Drop every cached key for which ``predicate`` holds; returns how many."""
-        doomed = [k for k in self._lru.keys() if predicate(k)]
+        doomed = [k for k in self._lru if predicate(k)]
         return sum(self.evict(k) for k in doomed)

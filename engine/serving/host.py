@@ -7,6 +7,7 @@ plain asyncio and knows nothing of HTTP or Ray, so tests drive it directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from engine.serving.cache import Lookup, ModelCache
 from engine.serving.model import LoadedModel, SelfCheckMemo, load_model
 from engine.serving.validation import parse_body, to_matrix
 from engine.settings import ServeSettings
-from registry import Alias, ModelKey, ModelVersion, Registry, validate_tenant_id
+from registry import Alias, ModelKey, ModelVersion, Registry
 from registry.errors import ModelLoadError, TenantryError
 
 __all__ = ["ModelHostState", "Prediction", "RowBuilder", "ShadowHook"]
@@ -119,7 +120,10 @@ class ModelHostState:
 
     async def model_for(self, mv: ModelVersion) -> tuple[LoadedModel, Lookup]:
         """The loaded model for ``mv`` and how the cache answered."""
-        model, lookup = await self.cache.get(ModelKey(mv.tenant_id, mv.version))
+        return await self._cached(ModelKey(mv.tenant_id, mv.version))
+
+    async def _cached(self, key: ModelKey) -> tuple[LoadedModel, Lookup]:
+        model, lookup = await self.cache.get(key)
         if lookup is Lookup.MISS:
             self._update_gauges()
         return model, lookup
@@ -136,61 +140,69 @@ class ModelHostState:
                 self.metrics.cache_coalesced.inc()
 
     # -- the request path ---------------------------------------------------------------
+    # The API validates a tenant id once, at the edge, and hands it down; the host finds
+    # the production model by its version number alone (a cached model carries its
+    # ModelVersion), so a cache hit builds no registry row at any tenant count.
+    def production_key(self, tenant_id: str) -> ModelKey:
+        """The key of the tenant's production model; raises UnknownTenant."""
+        return ModelKey(tenant_id, self.snapshot.resolve_version(tenant_id, Alias.PRODUCTION))
+
+    def resolve(self, tenant_id: str, version: int | None = None) -> ModelVersion:
+        """The production model's version (the cached model's, when it is cached), or the
+        pinned ``version``; raises UnknownTenant / UnknownVersion."""
+        if version is not None:
+            return self.snapshot.version(tenant_id, version)
+        key = self.production_key(tenant_id)
+        model = self.cache.peek(key)
+        return model.version if model is not None else self.snapshot.version(tenant_id, key.version)
+
     async def predict(self, tenant_id: str, body: bytes, request_id: str = "",
                       synthetic: bool = False) -> Prediction:
-        """Answer one predict request with the tenant's production model.
+        """Answer one /v1 predict ``body`` with the tenant's production model; the caller
+        has validated ``tenant_id``; the hooks get ``request_id`` and ``synthetic``.
 
         Raises:
-            InvalidTenantId / UnknownTenant / ValidationError / ChecksumMismatch /
-            ModelLoadError: mapped to 422 / 404 / 422 / 503 / 503 by the API.
+            UnknownTenant / ValidationError / ChecksumMismatch / ModelLoadError: mapped to
+            404 / 422 / 503 / 503 by the API.
         """
         started = time.perf_counter()
-        validate_tenant_id(tenant_id)
-        mv = self.snapshot.resolve(tenant_id, Alias.PRODUCTION)
+        key = self.production_key(tenant_id)
         instances = parse_body(body, self.settings.max_rows)
-        model, lookup = await self.model_for(mv)
+        model, lookup = await self._cached(key)
         self._count(lookup)
         x = to_matrix(instances, model.feature_names, model.index, model.category_codes)
-        preds = model.predict(x)
-        if self.shadow is not None:
-            self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
-                                      time.perf_counter() - started)
-        for hook in self.hooks:
-            hook.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
-                               time.perf_counter() - started)
-        return Prediction(tenant_id, mv.version, preds.tolist())
+        return self._answer(model, x, True, request_id, synthetic, started)
 
-    async def predict_rows(self, tenant_id: str, rows: RowBuilder, version: int | None = None,
+    async def predict_rows(self, mv: ModelVersion, rows: RowBuilder, pinned: bool = False,
                            request_id: str = "", synthetic: bool = False) -> Prediction:
         """Like :meth:`predict`, for a body another wire format (e.g. Open Inference
-        Protocol tensors) has already parsed, optionally at a pinned version.
+        Protocol tensors) has already parsed, with the version the caller resolved.
 
         Args:
-            tenant_id: the tenant.
+            mv: the version to answer with (:meth:`resolve`); loaded into the same cache.
             rows: builds the ``(rows, n_features)`` float32 matrix for the loaded model.
-            version: a pinned version (loaded into the same cache); None: production.
-            request_id: passed to the shadow hook.
-            synthetic: passed to the shadow hook.
+            pinned: the caller asked for this version (not production): no hooks see it.
+            request_id: passed to the after-predict hooks.
+            synthetic: passed to the after-predict hooks.
 
         Raises:
-            InvalidTenantId / UnknownTenant / UnknownVersion / ValidationError /
-            ChecksumMismatch / ModelLoadError.
+            ValidationError / ChecksumMismatch / ModelLoadError.
         """
         started = time.perf_counter()
-        validate_tenant_id(tenant_id)
-        mv = (self.snapshot.resolve(tenant_id, Alias.PRODUCTION) if version is None
-              else self.snapshot.version(tenant_id, version))
-        model, lookup = await self.model_for(mv)
+        model, lookup = await self._cached(ModelKey(mv.tenant_id, mv.version))
         self._count(lookup)
-        x = rows(model)
+        return self._answer(model, rows(model), not pinned, request_id, synthetic, started)
+
+    def _answer(self, model: LoadedModel, x: np.ndarray, production: bool, request_id: str,
+                synthetic: bool, started: float) -> Prediction:
+        """Predict ``x``; production answers go to the shadow and the other hooks."""
+        mv = model.version
         preds = model.predict(x)
-        if self.shadow is not None and version is None:  # pinned calls are not production
-            self.shadow.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
-                                      time.perf_counter() - started)
-        for hook in self.hooks if version is None else ():  # production answers only
-            hook.after_predict(tenant_id, mv, x, preds, request_id, synthetic,
-                               time.perf_counter() - started)
-        return Prediction(tenant_id, mv.version, preds.tolist())
+        if production:
+            for hook in ([self.shadow] if self.shadow is not None else []) + self.hooks:
+                hook.after_predict(mv.tenant_id, mv, x, preds, request_id, synthetic,
+                                   time.perf_counter() - started)
+        return Prediction(mv.tenant_id, mv.version, preds.tolist())
 
     # -- keeping current ----------------------------------------------------------------
     def evict_stale(self) -> int:
@@ -220,10 +232,8 @@ class ModelHostState:
         """Refresh forever at the configured interval (cancel the task to stop)."""
         while True:
             await asyncio.sleep(self.settings.refresh_interval_s)
-            try:
+            with contextlib.suppress(Exception):  # keep serving the last good snapshot
                 await self.refresh_once()
-            except Exception:  # noqa: BLE001 - keep serving the last good snapshot
-                pass
 
     async def probe_loop_lag(self) -> None:
         """Forever: sleep ``LOOP_PROBE_S`` and record how much later than asked the loop
@@ -253,7 +263,7 @@ class ModelHostState:
             if self.cache.nbytes >= budget_bytes:
                 break
             try:
-                await self.model_for(self.snapshot.resolve(tenant))
+                await self._cached(self.production_key(tenant))
                 loaded += 1
             except TenantryError:
                 continue

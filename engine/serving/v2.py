@@ -13,7 +13,8 @@ The output is named after the registry row's objective: ``probability`` FP32 ``[
 (binary), ``predict`` FP32 ``[n]`` (regression) or ``probabilities`` FP32 ``[n, K]``
 (multi:softprob; ``data`` flat, row-major); the metadata's ``outputs`` says which.
 Without a version the tenant's production model answers; a pinned version is loaded into
-the same cache. Predictions go through :meth:`ModelHostState.predict_rows`, the same
+the same cache. A request validates its tenant and resolves its version once
+(:func:`_resolve`), then predicts through :meth:`ModelHostState.predict_rows`, the same
 cache, model and predictor as /v1. Errors are ``{"error": "..."}``: 400 where /v1 says
 422, 404 unknown tenant or version, 401/403 API keys, 413 body over the ingress cap, 415
 non-JSON Content-Type, 503 model cannot be loaded.
@@ -55,7 +56,7 @@ from engine.serving.v2_tensors import (
     output_name,
 )
 from engine.serving.validation import request_id
-from registry import Alias, ModelVersion, validate_tenant_id
+from registry import ModelVersion, validate_tenant_id
 from registry.errors import TenantryError, UnknownVersion
 
 __all__ = ["answer_infer", "install_v2", "v2_error", "v2_route_label"]
@@ -132,11 +133,7 @@ def _resolve(state: ModelHostState, keys: KeyStore, tenant: str, version: str | 
     """The tenant's production model, or the pinned version (404 if unknown)."""
     validate_tenant_id(tenant)
     keys.check_tenant(headers, tenant)
-    pinned = _pinned(version)
-    snap = state.snapshot
-    if pinned is None:
-        return snap.resolve(tenant, Alias.PRODUCTION)
-    return snap.version(tenant, pinned)
+    return state.resolve(tenant, _pinned(version))
 
 
 async def answer_infer(state: ModelHostState, keys: KeyStore, tenant: str,
@@ -152,7 +149,7 @@ async def answer_infer(state: ModelHostState, keys: KeyStore, tenant: str,
         output = output_name(mv.objective)
         req = parse_infer_request(body, headers, state.settings.max_rows, output)
         pred = await state.predict_rows(
-            tenant, req.matrix, None if version is None else mv.version,
+            mv, req.matrix, version is not None,
             request_id(req.id or headers.get("x-request-id")),
             headers.get("x-tenantry-synthetic") == "1")
     except TenantryError as exc:
