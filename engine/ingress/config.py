@@ -3,6 +3,8 @@
 Requests enter through HAProxy (no tenantry code parses or frames HTTP). The config is
 static; which model hosts fill its server slots changes at run time through the runtime
 API (:mod:`engine.ingress.runtime`), so a replica joining or leaving never reloads HAProxy.
+A restarted HAProxy gets the slots its ingress last applied in its config, in service
+from its first request.
 
 Routing: the tenant segment of ``/v1/tenants/{t}/…`` and ``/v2/models/{t}/…`` (the fourth
 ``/``-separated field) is hashed onto a consistent-hash ring of the slots
@@ -17,6 +19,7 @@ answered by HAProxy itself, ``/readyz`` and ``/metrics`` by the ingress's contro
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from engine.settings import ServeSettings
@@ -26,6 +29,7 @@ __all__ = [
     "HOSTS_BACKEND",
     "SLOT_PREFIX",
     "IngressConfig",
+    "SlotTarget",
     "render_config",
     "slot_name",
 ]
@@ -40,6 +44,14 @@ _RESERVED_REWRITE = 1024  # tune.maxrewrite: buffer space kept for header rewrit
 def slot_name(slot: int) -> str:
     """The HAProxy server name of slot ``slot`` (1-based)."""
     return f"{SLOT_PREFIX}{slot}"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotTarget:
+    """The model host a slot should point at."""
+
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -114,8 +126,20 @@ _ERRORS = {
 }
 
 
-def render_config(cfg: IngressConfig) -> str:
-    """The full ``haproxy.cfg`` text for ``cfg``."""
+def _slots(count: int, filled: Mapping[int, SlotTarget]) -> str:
+    """One server line per slot, its id fixed to the slot number (its place on the hash
+    ring); a slot in ``filled`` starts in service at its host, the others disabled."""
+    lines = []
+    for slot in range(1, count + 1):
+        target = filled.get(slot)
+        where = "127.0.0.1:1 disabled" if target is None else f"{target.host}:{target.port}"
+        lines.append(f"    server {slot_name(slot)} {where} id {slot}")
+    return "\n".join(lines)
+
+
+def render_config(cfg: IngressConfig, filled: Mapping[int, SlotTarget] | None = None) -> str:
+    """The full ``haproxy.cfg`` text for ``cfg``, with the slots in ``filled`` in service
+    from the start (a restarted HAProxy routes at once to the hosts it last knew)."""
     bind = f"[{cfg.bind_host}]" if ":" in cfg.bind_host else cfg.bind_host
     headroom = 64  # connections past the cap still accepted, to answer them a clear 503
     errors = "\n".join(
@@ -171,7 +195,7 @@ backend {HOSTS_BACKEND}
     http-check send meth GET uri /readyz ver HTTP/1.1 hdr host tenantry-ingress
     http-check expect status 200
     default-server check inter {check}ms fastinter {max(100, check // 2)}ms downinter {check}ms fall 2 rise 1 weight 64 observe layer4 error-limit 2 on-error mark-down maxconn {cfg.server_maxconn}
-    server-template {SLOT_PREFIX} 1-{cfg.slots} 127.0.0.1:1 disabled
+{_slots(cfg.slots, filled or {})}
 
 backend control
     server control 127.0.0.1:{cfg.control_port}

@@ -4,7 +4,7 @@ Every model host makes sure its node has one (:func:`ensure_ingress`), so each n
 hosts models has an entry point of its own and there is no single router. The actor
 
 - renders the config and runs HAProxy as its child (:class:`HaproxyProcess`), restarting
-  it if it dies;
+  it if it dies with the slots it last applied already in the new config;
 - every ``SYNC_INTERVAL_S`` reads the live replicas and their slots from the directory and
   applies the difference through HAProxy's runtime API (no reload, no dropped
   connection); health checks every ``ingress_check_interval_ms`` take a dead host out of
@@ -14,6 +14,7 @@ hosts models has an entry point of its own and there is no single router. The ac
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -23,10 +24,10 @@ from typing import Any
 
 import ray
 
-from engine.ingress.config import IngressConfig
+from engine.ingress.config import IngressConfig, SlotTarget
 from engine.ingress.control import ControlSources, create_control_app
 from engine.ingress.process import HaproxyProcess
-from engine.ingress.runtime import RuntimeError_, SlotTarget
+from engine.ingress.runtime import RuntimeError_
 from engine.ingress.stats import ingress_page
 from engine.serving.directory import NAMESPACE, Endpoint, find_directory
 from engine.serving.server import ThreadedServer
@@ -94,12 +95,8 @@ class _IngressNode:
             self._started.set()
         directory = None
         while not self._stop.wait(SYNC_INTERVAL_S):
-            if not proc.alive:
-                try:
-                    proc.start()
-                    self.applied = {}
-                except RuntimeError:
-                    continue
+            if not self._revive(proc):
+                continue
             try:
                 directory = directory or find_directory(self.app_name)
                 if directory is not None:
@@ -113,6 +110,17 @@ class _IngressNode:
         # thread that started it ends, which would cut the requests it is finishing.
         proc.stop(STOP_GRACE_S)
         shutil.rmtree(proc.workdir, ignore_errors=True)
+
+    def _revive(self, proc: HaproxyProcess) -> bool:
+        """Start HAProxy again if it died, with the slots last applied in its config (a
+        new HAProxy routes at once, not after the next sync); False if it did not start."""
+        if proc.alive:
+            return True
+        try:
+            proc.start(self.applied)
+        except RuntimeError:
+            return False
+        return True
 
     def _trust(self, live: list[Endpoint]) -> bool:
         """Whether to apply the directory's answer now.
@@ -160,10 +168,8 @@ class _IngressNode:
                   if name != ingress_name(self.app_name, self.node_id)]
         pages = []
         for actor in others:
-            try:
+            with contextlib.suppress(Exception):  # a node going away: its series drop out
                 pages.append(str(await actor.page.remote()))
-            except Exception:  # noqa: BLE001 - a node going away; its series drop out
-                continue
         return pages
 
     # -- actor methods ------------------------------------------------------------------------

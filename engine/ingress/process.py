@@ -13,9 +13,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from engine.ingress.config import IngressConfig, render_config
+from engine.ingress.config import IngressConfig, SlotTarget, render_config
 from engine.ingress.runtime import RuntimeApi, RuntimeError_
 
 __all__ = ["HaproxyProcess", "haproxy_binary"]
@@ -48,13 +49,15 @@ class HaproxyProcess:
         self.api = RuntimeApi(cfg.socket_path)
         self.starts = 0
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Write the config, check it, start HAProxy and wait for its runtime API.
+    def start(self, filled: Mapping[int, SlotTarget] | None = None,
+              timeout_s: float = 10.0) -> None:
+        """Write the config (``filled`` slots in service), check it, start HAProxy and wait
+        for its runtime API.
 
         Raises:
             RuntimeError: HAProxy refused the config or did not come up (its output says why).
         """
-        self.config_path.write_text(render_config(self.cfg))
+        self.config_path.write_text(render_config(self.cfg, filled))
         binary = haproxy_binary()
         check = subprocess.run([binary, "-c", "-q", "-f", str(self.config_path)],
                                capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -66,7 +69,8 @@ class HaproxyProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [binary, "-db", "-f", str(self.config_path)], stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent)  # noqa: PLW1509 - PDEATHSIG is set in the child
         self.starts += 1
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

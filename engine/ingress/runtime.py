@@ -9,9 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import socket
-from dataclasses import dataclass
 
-from engine.ingress.config import HOSTS_BACKEND, slot_name
+from engine.ingress.config import HOSTS_BACKEND, SlotTarget, slot_name
 
 __all__ = ["RuntimeApi", "RuntimeError_", "SlotTarget", "StatRow"]
 
@@ -22,12 +21,6 @@ class RuntimeError_(Exception):
     """HAProxy refused a runtime command or could not be reached."""
 
 
-@dataclass(frozen=True, slots=True)
-class SlotTarget:
-    """The model host a slot should point at."""
-
-    host: str
-    port: int
 
 
 class RuntimeApi:
