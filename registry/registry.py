@@ -32,7 +32,6 @@ from registry.index_rows import model_rows as _model_rows  # noqa: F401 - tests 
 from registry.index_rows import now
 from registry.leases import LeaseStore
 from registry.reading import AliasEvent, RegistryReading, booster_from_bytes
-from registry.settings import RegistrySettings
 from registry.snapshot import RegistrySnapshot
 from registry.storage import ArtifactStore
 from registry.writing import RegistryWriting, validate_run_id
@@ -59,14 +58,15 @@ class Registry(RegistryWriting, RegistryReading):
     @classmethod
     def create(cls, root: str, num_shards: int = 16,
                storage_options: Mapping[str, str] | None = None) -> Registry:
-        """Create a registry (or open it if it exists with the same shard count).
+        """Create a registry (or open it if it exists with the same shard count);
+        ``storage_options`` as for :meth:`open`.
 
         Raises:
             Conflict: a registry exists at ``root`` with a different shard count.
         """
         if num_shards < 1 or num_shards > 4096:
             raise ValidationError("num_shards must be between 1 and 4096")
-        opts = storage_options if storage_options is not None else _env_options(root)
+        opts = dict(storage_options or {})
         store = ArtifactStore(root, opts)
         meta = {"format_version": FORMAT_VERSION, "num_shards": num_shards,
                 "created_at": now().isoformat()}
@@ -82,8 +82,12 @@ class Registry(RegistryWriting, RegistryReading):
 
     @classmethod
     def open(cls, root: str, storage_options: Mapping[str, str] | None = None) -> Registry:
-        """Open an existing registry; raises RegistryNotFound if there is none."""
-        opts = storage_options if storage_options is not None else _env_options(root)
+        """Open an existing registry; raises RegistryNotFound if there is none.
+
+        ``storage_options`` reach an object store (``RegistrySettings.storage_options``
+        maps the ``AWS_*`` variables the caller read); a local root needs none.
+        """
+        opts = dict(storage_options or {})
         store = ArtifactStore(root, opts)
         try:
             meta = json.loads(store.read(META_FILE))
@@ -133,7 +137,3 @@ class Registry(RegistryWriting, RegistryReading):
     def shard_of(self, tenant_id: str) -> int:
         """Shard of a (validated) tenant id in this registry."""
         return shard_of(validate_tenant_id(tenant_id), self.num_shards)
-
-
-def _env_options(root: str) -> dict[str, str]:
-    return RegistrySettings.from_env().storage_options(root)

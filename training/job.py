@@ -17,7 +17,6 @@ import os
 import pickle
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +31,7 @@ from training.bucket import (
     train_bucket,
 )
 from training.checks import registered_checks
+from training.cluster import ensure_ray, quiet_unthrottled_data_context
 from training.errors import DataNotFound
 from training.gate import Decision, decide
 from training.progress import Progress, make_progress
@@ -43,8 +43,7 @@ from training.spec import SpecError, TrainingSpec, default_spec
 from training.table import parse_date, window_dates
 from training.versions import new_version, run_details
 
-__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "default_run_id", "ensure_ray", "plan_buckets",
-           "run_training"]
+__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "default_run_id", "plan_buckets", "run_training"]
 
 LEASE_TTL_S = 600.0
 """How long the run's registry lease outlives the driver's last renewal (gc waits that long
@@ -96,21 +95,6 @@ def plan_buckets(source: TableSource, dates: tuple[str, ...], reg: Registry,
     return sorted(specs, key=lambda b: (-b.est_rows, b.shard, b.part))
 
 
-def ensure_ray(settings: TrainingSettings) -> None:
-    """Start or join Ray unless this process is already connected (tests, notebooks)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if settings.ray_address is None:
-        # A private Ray for this job, on loopback as engine.serving.launch does (Ray 2.60
-        # swaps 127.0.0.1 for the host's routable IP but keeps the rest of 127.0.0.0/8).
-        ray.init(address="local", num_cpus=settings.num_cpus, include_dashboard=False,
-                 ignore_reinit_error=True, log_to_driver=False, _node_ip_address="127.0.0.2")
-    else:
-        ray.init(address=settings.ray_address, ignore_reinit_error=True, log_to_driver=False)
-
-
 @dataclass(frozen=True)
 class _BucketFn:
     """The Ray Data map function: a picklable callable around :func:`train_bucket`."""
@@ -122,38 +106,6 @@ class _BucketFn:
         return {"result": pickle.dumps(train_bucket(self.ctx, pickle.loads(row["bucket"])))}
 
 
-_BACKPRESSURE_KEY = "backpressure_policies.enabled"
-
-
-@contextmanager
-def _quiet_unthrottled_data_context() -> Iterator[None]:
-    """Ray Data settings for this job, restored afterwards.
-
-    Backpressure protects the object store from large block outputs; a bucket returns a few
-    KB of metadata, so it buys nothing here, and with it Ray Data runs a single task until
-    the first finishes (to learn output sizes) -- on 2 CPUs that idles half the machine for
-    a whole bucket. Ray Data's progress bars are replaced by our own display.
-    """
-    import ray.data
-
-    data_ctx = ray.data.DataContext.get_current()
-    saved = (data_ctx.enable_progress_bars, data_ctx.print_on_execution_start,
-             data_ctx.enable_auto_log_stats, data_ctx.get_config(_BACKPRESSURE_KEY, None))
-    data_ctx.enable_progress_bars = False
-    data_ctx.print_on_execution_start = False
-    data_ctx.enable_auto_log_stats = False
-    data_ctx.set_config(_BACKPRESSURE_KEY, [])
-    try:
-        yield
-    finally:
-        (data_ctx.enable_progress_bars, data_ctx.print_on_execution_start,
-         data_ctx.enable_auto_log_stats) = saved[:3]
-        if saved[3] is None:
-            data_ctx.remove_config(_BACKPRESSURE_KEY)
-        else:
-            data_ctx.set_config(_BACKPRESSURE_KEY, saved[3])
-
-
 def _run_buckets(ctx: JobContext, buckets: list[BucketSpec],
                  resources: dict[str, float]) -> Iterator[BucketResult]:
     import ray.data
@@ -161,7 +113,7 @@ def _run_buckets(ctx: JobContext, buckets: list[BucketSpec],
     remote_args: dict[str, Any] = {"num_cpus": 1}
     if resources:  # placement: only nodes offering these (e.g. training=1) run buckets
         remote_args["resources"] = resources
-    with _quiet_unthrottled_data_context():
+    with quiet_unthrottled_data_context():
         items = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
                                     override_num_blocks=len(buckets))
         for row in items.map(_BucketFn(ctx), **remote_args).iter_rows():
@@ -202,7 +154,8 @@ def run_training(data_path: str | None, registry: Registry | str, *, date: str |
         date: the run's date (the window's last day); default the latest date in the table.
         run_id: default ``train-<date>``; re-running a published run id does nothing, and
             re-running an interrupted one resumes it without duplicate versions.
-        settings: job settings (default: from the environment).
+        settings: job settings (default: :class:`TrainingSettings`' defaults; the
+            ``tenantry`` command reads them from the environment).
         progress: where to report finished buckets (default per ``settings.progress``).
         spec: the training spec (default :func:`~training.spec.default_spec`: the synthetic
             table with ``settings``' model parameters, as before specs existed).
@@ -219,7 +172,7 @@ def run_training(data_path: str | None, registry: Registry | str, *, date: str |
         RegistryNotFound: no registry at ``registry``.
         ValidationError: a malformed run id.
     """
-    settings = settings or TrainingSettings.from_env()
+    settings = settings or TrainingSettings()
     t0 = time.perf_counter()
     if spec is None:
         if data_path is None:
@@ -269,7 +222,7 @@ def _train_and_publish(plan: RunPlan, reg: Registry, run_id: str, date: str,
     ctx = JobContext(plan.source.path, reg, run_id, date, dates, reg.num_shards, plan.model,
                      plan.data, plan.source, registered_checks())
     t_ray = time.perf_counter()
-    ensure_ray(settings)
+    ensure_ray(settings.ray_address, settings.num_cpus)
     t_train = time.perf_counter()
     progress = progress or make_progress(settings.progress)
     progress.start(len(buckets))

@@ -302,12 +302,12 @@ def default_spec(table: str, settings: TrainingSettings | None = None) -> Traini
 
     Args:
         table: the feature table.
-        settings: job settings (default: from the environment).
+        settings: job settings (default: :class:`TrainingSettings`' defaults).
 
     Returns:
         The :class:`TrainingSpec`.
     """
-    s = settings or TrainingSettings.from_env()
+    s = settings or TrainingSettings()
     return TrainingSpec(
         table=table, tenant_column="tenant_id", time_column="date", label_column="label",
         features=FeatureSelection(columns=FEATURE_NAMES), missing_features="keep",

@@ -69,7 +69,7 @@ def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
         alias: ``production``, or ``shadow`` to also score each tenant's shadow version.
         run_id: default :func:`default_run_id`; a published id is a no-op, a killed one resumes.
         row_key: the row-identity column (default ``row_id`` if present, else ordinals).
-        settings: job settings (default: from the environment).
+        settings: job settings (default: :class:`ScoreSettings`' defaults).
         runner: how buckets run (default: Ray Data).
         spec: a training spec: the table's tenant and time columns (and format); a table
             not laid out by shard and date is scanned (:mod:`engine.batch.scan`).
@@ -85,7 +85,7 @@ def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
             with other columns.
         RegistryNotFound: no registry at ``registry``.
     """
-    settings = settings or ScoreSettings.from_env()
+    settings = settings or ScoreSettings()
     t0 = time.perf_counter()
     try:
         alias = Alias.parse(alias).value

@@ -36,15 +36,14 @@ def ray_runner(settings: ScoreSettings) -> Runner:
             resources: dict[str, float]) -> Iterator[BucketResult]:
         import ray.data
 
-        from training.job import _quiet_unthrottled_data_context, ensure_ray
-        from training.settings import TrainingSettings
+        from training.cluster import ensure_ray, quiet_unthrottled_data_context
 
-        ensure_ray(TrainingSettings(num_cpus=settings.num_cpus, ray_address=settings.ray_address))
+        ensure_ray(settings.ray_address, settings.num_cpus)
         remote_args: dict[str, Any] = {"num_cpus": 1}
         if resources:
             remote_args["resources"] = resources
         blocks = min(len(buckets), settings.blocks or int(ray.cluster_resources().get("CPU", 1)))
-        with _quiet_unthrottled_data_context():  # buckets return KBs: no backpressure needed
+        with quiet_unthrottled_data_context():  # buckets return KBs: no backpressure needed
             items = ray.data.from_items([{"bucket": pickle.dumps(b)}
                                          for b in in_blocks(buckets, max(blocks, 1))],
                                         override_num_blocks=max(blocks, 1))

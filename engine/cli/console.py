@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import emit
+from engine.cli.output import emit, storage_options
 
 __all__ = ["add_commands"]
 
@@ -26,7 +26,8 @@ def _console(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     problem = settings.exposure_problem()
     if problem:
         raise ValidationError(problem)
-    console = build_console(settings)  # fails fast: no registry, unreadable key file
+    # fails fast: no registry, unreadable key file
+    console = build_console(settings, storage_options=storage_options(settings.registry, env))
     app = create_app(settings, console)
     url = f"http://{settings.host}:{settings.port}/"
     tenants = len(console.index.view.entries)

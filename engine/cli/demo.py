@@ -16,7 +16,12 @@ import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from engine.cli.output import open_registry
+
+if TYPE_CHECKING:
+    from registry import Registry
 
 __all__ = ["add_commands", "run_demo"]
 
@@ -25,7 +30,7 @@ def _say(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def _train(data: str, registry: str, env: Mapping[str, str]) -> list[str]:
+def _train(data: str, registry: Registry, env: Mapping[str, str]) -> list[str]:
     from training import FeatureTable, run_training
     from training.settings import TrainingSettings
 
@@ -92,7 +97,6 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
     """
     from engine.serving.launch import start_serving
     from engine.settings import ServeSettings
-    from registry import Registry
     from training import FeatureTable, GeneratorConfig, generate
 
     root = Path(workdir)
@@ -106,9 +110,8 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
 
     shutil.rmtree(registry_root, ignore_errors=True)
     # Training never creates a registry: make it with the table's shard count first.
-    Registry.create(registry_root, num_shards=FeatureTable(data).num_shards() or 16)
-    _train(data, registry_root, env)
-    reg = Registry.open(registry_root)
+    reg = open_registry(registry_root, env, FeatureTable(data).num_shards() or 16)
+    _train(data, reg, env)
     rows = reg.list_tenants()
     _say("3. registry")
     print(f"{len(rows)} tenants, {sum(r.production_version is not None for r in rows)} in "
@@ -118,7 +121,8 @@ def run_demo(tenants: int, days: int, workdir: str, registry_root: str, port: in
               f"shadow {('v' + str(r.shadow_version)) if r.shadow_version else '-'}")
     _say("4. serving: an HAProxy ingress + 2 model-host replicas on Ray Serve")
     handle = start_serving(ServeSettings(registry=registry_root, port=port, replicas=2,
-                                         cache_mb=4.0, shadow_flush_s=2.0))
+                                         cache_mb=4.0, shadow_flush_s=2.0),
+                           storage_options=reg.storage_options)
     try:
         print(f"serving at {handle.url}")
         _say("5. a burst of Zipf(1.1) open-loop traffic")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.cli.output import Reply
+from engine.cli.output import Reply, storage_options
 from engine.loadtest.capacity import is_lower_bound, max_within_slo, recommend, target_curve
 from engine.loadtest.footprint import measure_footprint, registry_artifact
 from engine.loadtest.progress import ProgressDisplay
@@ -122,7 +122,7 @@ def _check_out(out: str) -> None:
                               f"{exc.strerror or exc}") from None
 
 
-def _tenants(args: argparse.Namespace) -> TenantSet:
+def _tenants(args: argparse.Namespace, env: Mapping[str, str]) -> TenantSet:
     """The tenants to load. ``auto`` falls back to synthetic ids only when ``--registry``
     is the built-in default and nothing is there; a registry that was named (flag or
     ``TENANTRY_REGISTRY``) or a path that exists must be a registry."""
@@ -131,18 +131,19 @@ def _tenants(args: argparse.Namespace) -> TenantSet:
     if source == "auto" and (root != DEFAULT_ROOT or Path(root).exists()):
         source = "registry"
     try:
-        return choose_tenants(source, root, args.tenants, args.features, args.seed)
+        return choose_tenants(source, root, args.tenants, args.features, args.seed,
+                              storage_options(root, env))
     except RegistryNotFound:
         raise RegistryNotFound(f"--registry {root}: no tenantry registry there; name the "
                                f"registry the server serves, or pass --tenant-source "
                                f"synthetic") from None
 
 
-def _loadtest(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
+def _loadtest(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     if args.footprint:
         return _footprint(args)
     rates = _validate(args)
-    tenants = _tenants(args)
+    tenants = _tenants(args, env)
     _check_reachable(args.url)
     _check_out(args.out)
     config = LoadTestConfig(

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import Reply
+from engine.cli.output import Reply, open_registry
 
 __all__ = ["add_commands"]
 
@@ -18,7 +18,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     settings = MonitorSettings.from_env(env).with_overrides(
         min_rows=args.min_rows, num_cpus=args.num_cpus,
         progress=False if args.no_progress else None)
-    report = run_monitoring(args.registry, date=args.date, run_id=args.run_id,
+    report = run_monitoring(open_registry(args.registry, env), date=args.date, run_id=args.run_id,
                             settings=settings)
     return Reply(report.to_json(), report.summary_text)
 
@@ -26,9 +26,9 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
 def _report(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     from engine.monitor.report import tenant_report
     from engine.monitor.tables import MONITORING, DeltaAppender
-    from registry import Registry, validate_tenant_id
+    from registry import validate_tenant_id
 
-    reg = Registry.open(args.registry)
+    reg = open_registry(args.registry, env)
     report = tenant_report(DeltaAppender.for_registry(reg, MONITORING),
                            validate_tenant_id(args.tenant), args.last)
     return Reply(report.to_json(), report.text)

@@ -9,9 +9,13 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Handler", "Reply", "cli_actor", "common_parent", "emit"]
+if TYPE_CHECKING:
+    from registry import Registry
+
+__all__ = ["Handler", "Reply", "cli_actor", "common_parent", "emit", "open_registry",
+           "storage_options"]
 
 Text = str | Callable[[], str]
 """A command's human output, or a function building it (only called without ``--json``)."""
@@ -59,3 +63,19 @@ def cli_actor() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (a bare container)
         return "unknown"
+
+
+def storage_options(root: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Object-store options for ``root`` from the ``AWS_*`` variables ``main`` read."""
+    from registry.settings import RegistrySettings
+
+    return RegistrySettings.from_env(env).storage_options(root)
+
+
+def open_registry(root: str, env: Mapping[str, str], shards: int | None = None) -> Registry:
+    """The registry at ``root`` with the storage options of ``env``; with ``shards``,
+    created first if there is none (:meth:`Registry.create`)."""
+    from registry import Registry
+
+    opts = storage_options(root, env)
+    return Registry.open(root, opts) if shards is None else Registry.create(root, shards, opts)

@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import Reply, cli_actor
+from engine.cli.output import Reply, cli_actor, open_registry
 from registry.gc import collect_garbage
-from registry.registry import AliasEvent, Registry
+from registry.registry import AliasEvent
 from registry.types import Alias, ModelVersion
 
 __all__ = ["add_commands"]
@@ -29,8 +29,8 @@ def _version_line(mv: ModelVersion | None) -> str:
             f"{mv.created_at:%Y-%m-%d %H:%M})")
 
 
-def _list(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
-    rows = Registry.open(args.registry).list_tenants()
+def _list(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    rows = open_registry(args.registry, env).list_tenants()
 
     def text() -> str:
         lines = [f"{'tenant':<24} {'shard':>5} {'production':>10} {'shadow':>7} {'latest':>7}"]
@@ -43,8 +43,8 @@ def _list(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     return Reply([r.to_json() for r in rows], text)
 
 
-def _show(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
-    tm = Registry.open(args.registry).get(args.tenant)
+def _show(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    tm = open_registry(args.registry, env).get(args.tenant)
     return Reply(tm.to_json(), f"tenant {tm.tenant_id} (shard {tm.shard})\n"
                  f"  production: {_version_line(tm.production)}\n"
                  f"  shadow:     {_version_line(tm.shadow)}")
@@ -57,8 +57,8 @@ def _event_line(e: AliasEvent) -> str:
     return f"{at}  {e.alias:<10} {e.action:<8} {target:>5}  by {who}: {e.reason or ''}"
 
 
-def _history(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
-    reg = Registry.open(args.registry)
+def _history(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    reg = open_registry(args.registry, env)
     if args.events:
         reg.history(args.tenant)  # an unknown tenant is an error, not an empty list
         events = reg.alias_events(args.tenant)
@@ -72,8 +72,8 @@ def _history(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
 _SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def _trend(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
-    points = Registry.open(args.registry).trend(args.tenant, args.metric)
+def _trend(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    points = open_registry(args.registry, env).trend(args.tenant, args.metric)
     values = [p.value for p in points if p.value is not None]
     change = values[-1] - values[0] if len(values) > 1 else None
     doc = {"tenant_id": args.tenant, "metric": args.metric,
@@ -100,8 +100,8 @@ def _trend(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
     return Reply(doc, text)
 
 
-def _promote(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
-    reg = Registry.open(args.registry)
+def _promote(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    reg = open_registry(args.registry, env)
     shadow_before = reg.snapshot().alias_version(args.tenant, Alias.SHADOW)
     mv = reg.promote(args.tenant, args.version, args.alias, reason=args.reason,
                      actor=cli_actor())
@@ -112,22 +112,22 @@ def _promote(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
           + (" (it was the shadow version: shadow cleared)" if cleared else ""))
 
 
-def _rollback(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
-    mv = Registry.open(args.registry).rollback(args.tenant, actor=cli_actor(),
+def _rollback(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    mv = open_registry(args.registry, env).rollback(args.tenant, actor=cli_actor(),
                                                reason=args.reason)
     return Reply({"tenant_id": args.tenant, "alias": "production", "version": mv.version},
                  f"{args.tenant}: production rolled back to v{mv.version}")
 
 
-def _gc(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
-    report = collect_garbage(Registry.open(args.registry), keep=args.keep,
+def _gc(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    report = collect_garbage(open_registry(args.registry, env), keep=args.keep,
                              orphan_grace_s=args.orphan_grace, vacuum_hours=args.vacuum_hours)
     doc: dict[str, Any] = report.to_json()
     return Reply(doc, " ".join(f"{k}={v}" for k, v in doc.items()))
 
 
-def _init(args: argparse.Namespace, _env: Mapping[str, str]) -> Reply:
-    reg = Registry.create(args.registry, args.shards)
+def _init(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
+    reg = open_registry(args.registry, env, args.shards)
     return Reply({"root": reg.root, "num_shards": reg.num_shards},
                  f"registry at {reg.root} with {reg.num_shards} shards")
 

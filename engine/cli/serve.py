@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from engine.cli.output import Reply, emit
+from engine.cli.output import Reply, emit, open_registry, storage_options
 
 __all__ = ["add_commands"]
 
@@ -117,10 +117,11 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     connected = clean = False
     try:
         from engine.cli.private_ray import PrivateRay
-        from engine.serving.launch import ensure_ray, start_serving
+        from engine.serving.directory import NAMESPACE
+        from engine.serving.launch import start_serving
         from engine.settings import ServeSettings
-        from registry import Registry
         from registry.errors import ValidationError
+        from training.cluster import ensure_ray
 
         settings = ServeSettings.from_env(env, registry=args.registry, host=args.host,
                                           port=args.port, replicas=args.replicas,
@@ -130,16 +131,18 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         problem = settings.exposure_problem()
         if problem:
             raise ValidationError(problem)
-        Registry.open(args.registry)  # fail fast with a clear message
+        open_registry(args.registry, env)  # fail fast with a clear message
+        storage = storage_options(args.registry, env)
         address = args.address or settings.ray_address or None
         if address is None:
             node = PrivateRay(temp_dir=settings.ray_temp_dir)
             node.start()
             address = node.address
         with signals.held():
-            ensure_ray(address)
+            ensure_ray(address, namespace=NAMESPACE)
             connected = True
-        handle = start_serving(settings, app_name=args.app_name, address=address)
+        handle = start_serving(settings, app_name=args.app_name, address=address,
+                               storage_options=storage)
         signals.started = True
         if signals.event.is_set():  # a signal between the start returning and here
             raise _StopDuringStart

@@ -11,17 +11,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.cli.output import Reply, cli_actor
+from engine.cli.output import Reply, cli_actor, open_registry
 
 __all__ = ["add_commands"]
 
 
 def _set(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     from engine.shadow import ConfigStore, ShadowTables, build_config
-    from registry import Alias, Registry
+    from registry import Alias
     from registry.errors import ValidationError
 
-    reg = Registry.open(args.registry)
+    reg = open_registry(args.registry, env)
     snap = reg.snapshot()
     snap.versions(args.tenant)  # UnknownTenant before writing anything
     production = snap.alias_version(args.tenant, Alias.PRODUCTION)
@@ -47,9 +47,8 @@ def _set(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
 
 def _clear(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     from engine.shadow import ConfigStore, ShadowTables
-    from registry import Registry
 
-    ConfigStore(ShadowTables.for_registry(Registry.open(args.registry))).clear(
+    ConfigStore(ShadowTables.for_registry(open_registry(args.registry, env))).clear(
         args.tenant, actor=cli_actor(), reason=args.reason)
     return Reply({"tenant_id": args.tenant, "cleared": True}, f"{args.tenant}: shadow cleared")
 
@@ -57,9 +56,8 @@ def _clear(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
 def _report(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
     from engine.shadow import shadow_report
     from engine.shadow.config import parse_time
-    from registry import Registry
 
-    reg = Registry.open(args.registry)
+    reg = open_registry(args.registry, env)
     reg.snapshot().versions(args.tenant)  # an unknown tenant is an error, not an empty report
     report = shadow_report(reg, args.tenant, parse_time(args.since), args.shadow_version)
     return Reply(report.to_json(), report.text)

@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import Reply
-from registry import Registry, RegistryNotFound
+from engine.cli.output import Reply, open_registry
+from registry import RegistryNotFound
 from training.errors import InvalidTrainingInput
 from training.generate import GeneratorConfig, generate
 from training.importer import import_file
@@ -18,15 +18,15 @@ from training.spec import load_spec
 __all__ = ["add_commands"]
 
 
-def _registry_shards(root: str) -> int:
+def _registry_shards(root: str, env: Mapping[str, str]) -> int:
     try:
-        return Registry.open(root).num_shards
+        return open_registry(root, env).num_shards
     except RegistryNotFound:
         return 16
 
 
 def _generate(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
-    shards = args.shards if args.shards is not None else _registry_shards(args.registry)
+    shards = args.shards if args.shards is not None else _registry_shards(args.registry, env)
     config = GeneratorConfig(tenants=args.tenants, days=args.days, seed=args.seed,
                              num_shards=shards, start_date=args.start, mean_rows=args.mean_rows)
     s = generate(args.out, config, overwrite=args.overwrite)
@@ -48,13 +48,14 @@ def _train(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
         spec = load_spec(args.spec, {k: v for k, v in overrides.items() if v is not None})
     elif not args.data:
         raise InvalidTrainingInput("train needs --data PATH or --spec FILE")
-    report = run_training(args.data, args.registry, date=args.date, run_id=args.run_id,
+    report = run_training(args.data, open_registry(args.registry, env), date=args.date, run_id=args.run_id,
                           settings=settings, spec=spec, spec_name=args.spec or "<spec>")
     return Reply(report.to_json(), report.summary_text)
 
 
 def _import(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
-    report = import_file(args.source, args.out, load_spec(args.spec), args.registry,
+    report = import_file(args.source, args.out, load_spec(args.spec),
+                         open_registry(args.registry, env),
                          spec_name=args.spec)
     return Reply(report.to_json(), report.summary_text)
 

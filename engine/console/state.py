@@ -4,6 +4,7 @@ actions, templates) and how it is built from the settings."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,14 +64,16 @@ def _when(value: datetime | None) -> str:
     return "–" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
 
 
-def build_console(settings: ConsoleSettings, keys: KeyStore | None = None) -> Console:
-    """Open the registry and build the console (the index is loaded once here).
+def build_console(settings: ConsoleSettings, keys: KeyStore | None = None,
+                  storage_options: Mapping[str, str] | None = None) -> Console:
+    """Open the registry (``storage_options`` reach an object store) and build the console
+    (the index is loaded once here).
 
     Raises:
         RegistryNotFound: there is no registry at ``settings.registry``.
         ValidationError: the key file cannot be read.
     """
-    registry = Registry.open(settings.registry)
+    registry = Registry.open(settings.registry, storage_options)
     lock = threading.Lock()
     keys = keys if keys is not None else KeyStore.load(settings.api_keys_file)
     # One snapshot, refreshed incrementally, serves the index and the actions alike.

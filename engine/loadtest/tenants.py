@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +22,10 @@ class TenantSet:
     source: str  # "registry" or "synthetic"
 
 
-def registry_tenants(root: str, limit: int | None, seed: int = 0) -> TenantSet:
-    """Production tenants of the registry at ``root`` (a seeded sample of ``limit``).
+def registry_tenants(root: str, limit: int | None, seed: int = 0,
+                     storage_options: Mapping[str, str] | None = None) -> TenantSet:
+    """Production tenants of the registry at ``root`` (a seeded sample of ``limit``;
+    ``storage_options`` reach an object store).
 
     Raises:
         RegistryNotFound: there is no registry at ``root``.
@@ -30,7 +33,7 @@ def registry_tenants(root: str, limit: int | None, seed: int = 0) -> TenantSet:
     """
     from registry import Registry
 
-    production = Registry.open(root).production_versions()
+    production = Registry.open(root, storage_options).production_versions()
     if not production:
         raise ValidationError(f"registry {root} has no production models to load-test")
     ids = sorted(production)
@@ -42,7 +45,8 @@ def registry_tenants(root: str, limit: int | None, seed: int = 0) -> TenantSet:
 
 
 def choose_tenants(source: str, registry_root: str, count: int | None, features: int,
-                   seed: int = 0) -> TenantSet:
+                   seed: int = 0, storage_options: Mapping[str, str] | None = None
+                   ) -> TenantSet:
     """Resolve ``--tenant-source`` (auto: the registry if one exists, else synthetic).
 
     Args:
@@ -51,13 +55,14 @@ def choose_tenants(source: str, registry_root: str, count: int | None, features:
         count: ``--tenants`` (None: all registry tenants, or 100 synthetic).
         features: feature width of synthetic tenants.
         seed: sampling seed.
+        storage_options: the registry's object-store options (none: a local root).
 
     Returns:
         the tenant set.
     """
     if source in ("auto", "registry"):
         try:
-            return registry_tenants(registry_root, count, seed)
+            return registry_tenants(registry_root, count, seed, storage_options)
         except RegistryNotFound:
             if source == "registry":
                 raise

@@ -66,11 +66,10 @@ def ray_runner(settings: MonitorSettings) -> Runner:
     def run(ctx: MonitorContext, buckets: list[MonitorBucket]) -> Iterator[BucketResult]:
         import ray.data
 
-        from training.job import _quiet_unthrottled_data_context, ensure_ray
-        from training.settings import TrainingSettings
+        from training.cluster import ensure_ray, quiet_unthrottled_data_context
 
-        ensure_ray(TrainingSettings(num_cpus=settings.num_cpus, ray_address=settings.ray_address))
-        with _quiet_unthrottled_data_context():  # buckets return KBs: no backpressure needed
+        ensure_ray(settings.ray_address, settings.num_cpus)
+        with quiet_unthrottled_data_context():  # buckets return KBs: no backpressure needed
             items = ray.data.from_items([{"bucket": pickle.dumps(b)} for b in buckets],
                                         override_num_blocks=len(buckets))
             for row in items.map(_BucketFn(ctx), num_cpus=1).iter_rows():

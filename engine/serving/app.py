@@ -12,6 +12,7 @@ lifecycle: placement, health checks, restarts, scaling (``num_replicas``) and
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import asdict
 from typing import Any
@@ -28,6 +29,7 @@ from engine.serving.server import ThreadedServer
 from engine.serving.v2 import install_v2
 from engine.settings import ServeSettings
 from registry import Registry
+from registry.settings import RegistrySettings
 
 __all__ = ["DEFAULT_APP_NAME", "ModelHost", "build_app"]
 
@@ -52,13 +54,15 @@ def _extra_routes(settings: ServeSettings) -> tuple[list[RouteHook], Any]:
 class ModelHost:
     """One model-host replica: snapshot, LRU cache and the HTTP API on its own port."""
 
-    def __init__(self, settings: dict[str, Any], app_name: str = DEFAULT_APP_NAME) -> None:
+    def __init__(self, settings: dict[str, Any], app_name: str = DEFAULT_APP_NAME,
+                 storage_options: dict[str, str] | None = None) -> None:
         self.settings = ServeSettings(**settings)
         problem = self.settings.exposure_problem()
         if problem:
             raise ValueError(problem)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        self.state = ModelHostState(self.settings, Registry.open(self.settings.registry))
+        self.state = ModelHostState(self.settings,
+                                    Registry.open(self.settings.registry, storage_options))
         hooks, install = _extra_routes(self.settings)
         if install is not None:
             hooks.append(install(self.state, self.settings))
@@ -160,7 +164,13 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     """
     args = dict(args or {})
     app_name = str(args.pop("app_name", DEFAULT_APP_NAME))
-    settings = ServeSettings.from_env(**args)
+    # The Serve entry point (``serve run``/``serve deploy`` import it): it reads this
+    # process's environment, once, here; ``args`` win over it.
+    environ = dict(os.environ)
+    settings = ServeSettings.from_env(environ, **args)
+    storage = args.pop("storage_options", None)
+    if storage is None:
+        storage = RegistrySettings.from_env(environ).storage_options(settings.registry)
     problem = settings.exposure_problem()
     if problem:
         raise ValueError(problem)
@@ -176,4 +186,4 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     return ModelHost.options(  # type: ignore[attr-defined]  # @serve.deployment adds it
         num_replicas=settings.replicas, ray_actor_options=actor_opts,
         graceful_shutdown_timeout_s=settings.shutdown_timeout_s,
-        graceful_shutdown_wait_loop_s=0.5).bind(sdict, app_name)
+        graceful_shutdown_wait_loop_s=0.5).bind(sdict, app_name, dict(storage))

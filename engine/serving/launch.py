@@ -15,7 +15,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,11 +27,11 @@ from engine.serving.app import DEFAULT_APP_NAME, build_app
 from engine.serving.directory import NAMESPACE, directory_name
 from engine.settings import ServeSettings
 from registry.errors import Unavailable
+from training.cluster import ensure_ray
 
 __all__ = [
     "ServingHandle",
     "delete_app",
-    "ensure_ray",
     "public_url",
     "start_serving",
     "stop_ingresses",
@@ -39,22 +39,6 @@ __all__ = [
 ]
 
 DELETE_MARGIN_S = 5.0  # on top of shutdown_timeout_s, for Serve to notice and report
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` or start a local Ray bound to loopback, once per process."""
-    if ray.is_initialized():
-        return
-    if address:
-        # Quiet: "Connecting to existing Ray cluster" reads as a mistake when the cluster is
-        # the private node `tenantry serve` has just started; failures still raise.
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                 logging_level=logging.WARNING)
-    else:
-        # A private Ray stays on loopback. Ray 2.60 replaces 127.0.0.1 with the host's
-        # routable address, but keeps the rest of 127.0.0.0/8 (Linux routes all of it to lo).
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.2", namespace=NAMESPACE)
 
 
 def wait_ready(url: str, replicas: int, timeout_s: float = 120.0) -> dict[str, Any]:
@@ -172,9 +156,11 @@ def _without_reconnect_notice() -> Iterator[None]:
 
 
 def start_serving(settings: ServeSettings, app_name: str = DEFAULT_APP_NAME,
-                  address: str | None = None, timeout_s: float = 180.0) -> ServingHandle:
+                  address: str | None = None, timeout_s: float = 180.0,
+                  storage_options: Mapping[str, str] | None = None) -> ServingHandle:
     """Deploy ``settings.replicas`` model hosts (each node's ingress comes with them);
-    return once the local ingress routes to all of them.
+    return once the local ingress routes to all of them. ``storage_options`` reach an
+    object-store registry (none: a local one).
 
     Raises:
         ValueError: the settings would expose predictions without API keys.
@@ -183,10 +169,11 @@ def start_serving(settings: ServeSettings, app_name: str = DEFAULT_APP_NAME,
     problem = settings.exposure_problem()
     if problem:
         raise ValueError(problem)
-    ensure_ray(address or settings.ray_address or None)
+    ensure_ray(address or settings.ray_address or None, namespace=NAMESPACE)
     serve.start(proxy_location="Disabled")
     args: dict[str, Any] = asdict(settings)
     args["app_name"] = app_name
+    args["storage_options"] = dict(storage_options or {})
     with _without_reconnect_notice():
         serve.run(build_app(args), name=app_name, route_prefix=None, blocking=False)
     url = public_url(settings)

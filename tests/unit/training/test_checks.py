@@ -47,7 +47,7 @@ def contexts(monkeypatch: pytest.MonkeyPatch) -> list[JobContext]:
         for bucket in buckets:
             yield train_bucket(shipped, bucket)
 
-    monkeypatch.setattr(job_mod, "ensure_ray", lambda settings: None)
+    monkeypatch.setattr(job_mod, "ensure_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(job_mod, "_run_buckets", run_here)
     return seen
 
