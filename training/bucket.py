@@ -8,7 +8,6 @@ production model on the same holdout for the gate, and returns small typed metad
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -32,6 +31,7 @@ from training.model import (
     score,
     train_tenant,
 )
+from training.parts import bucket_part
 from training.source import Layout, TableSource
 from training.table import window_dates
 
@@ -41,7 +41,6 @@ __all__ = [
     "JobContext",
     "Status",
     "TenantOutcome",
-    "bucket_part",
     "train_bucket",
 ]
 
@@ -141,14 +140,6 @@ class BucketResult:
     started_at: float = 0.0
     pid: int = 0
     cpu_s: float = 0.0
-
-
-def bucket_part(tenant_id: str, parts: int) -> int:
-    """Which part of its shard a tenant falls in (independent of the shard hash)."""
-    if parts == 1:
-        return 0
-    digest = hashlib.blake2b(tenant_id.encode(), digest_size=8, person=b"tnt-part").digest()
-    return int.from_bytes(digest, "big") % parts
 
 
 def _model_info(booster: Any) -> tuple[str, dict[str, tuple[str, ...]]]:

@@ -34,6 +34,7 @@ from training.checks import registered_checks
 from training.cluster import ensure_ray, quiet_unthrottled_data_context
 from training.errors import DataNotFound
 from training.gate import Decision, decide
+from training.parts import bucket_part
 from training.progress import Progress, make_progress
 from training.report import TenantFailure, TrainingReport
 from training.resolve import RunPlan, resolve
@@ -82,8 +83,6 @@ def plan_buckets(source: TableSource, dates: tuple[str, ...], reg: Registry,
     Returns:
         The bucket specs.
     """
-    from training.bucket import bucket_part
-
     counts = source.row_counts(dates)
     scan = source.layout is Layout.SCAN
     production: dict[tuple[int, int], list[Any]] = {}

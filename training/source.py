@@ -32,6 +32,7 @@ from deltalake import DeltaTable
 from training.errors import DataNotFound
 from training.features import DATE_COLUMN, SHARD_COLUMN, TENANT_COLUMN
 from training.frame import DAY, TIME_KEY
+from training.parts import bucket_part
 from training.table import FeatureTable
 from training.timecol import normalize_time, window_filter
 
@@ -57,7 +58,6 @@ def is_delta(path: str) -> bool:
 
 def part_of(tenant_ids: pa.Array | pa.ChunkedArray, parts: int) -> np.ndarray:
     """Each row's bucket part (:func:`training.bucket.bucket_part` of its tenant id)."""
-    from training.bucket import bucket_part
 
     encoded = pc.dictionary_encode(tenant_ids)
     if isinstance(encoded, pa.ChunkedArray):

@@ -17,8 +17,6 @@ from training.errors import InvalidTrainingInput
 
 __all__ = ["is_time_type", "normalize_time", "window_filter"]
 
-_US_PER_DAY = 86_400_000_000
-
 
 def is_time_type(t: pa.DataType) -> bool:
     """Whether a column of type ``t`` can be the time column."""

@@ -21,9 +21,9 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from registry import Alias, ModelVersion, Registry
-from training.bucket import bucket_part
 from training.errors import DataNotFound, InvalidTrainingInput
 from training.features import DATE_COLUMN, LABEL_COLUMN, SHARD_COLUMN, TENANT_COLUMN
+from training.parts import bucket_part
 from training.source import TableSource
 
 __all__ = ["ROW_ID_COLUMN", "ROW_INDEX_COLUMN", "DataSource", "ModelPair", "ScoreBucket",

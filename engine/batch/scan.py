@@ -21,8 +21,8 @@ from deltalake import DeltaTable
 
 from engine.batch.plan import ROW_ID_COLUMN, DataSource, open_source
 from registry import shard_of
-from training.bucket import bucket_part
 from training.errors import InvalidTrainingInput
+from training.parts import bucket_part
 from training.source import Layout, TableSource
 from training.spec import TrainingSpec
 from training.timecol import normalize_time, window_filter

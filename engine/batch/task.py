@@ -35,8 +35,8 @@ from engine.batch.scan import read_scan
 from engine.serving.model import LoadedModel, load_models
 from registry import ModelVersion, Registry, shard_of
 from registry.errors import ChecksumMismatch, TenantryError
-from training.bucket import bucket_part
 from training.features import DATE_COLUMN, SHARD_COLUMN
+from training.parts import bucket_part
 
 __all__ = ["BucketResult", "ScoreContext", "score_bucket"]
 

@@ -227,14 +227,3 @@ def ensure_ingress(app_name: str, settings: ServeSettings) -> Any:
         lifetime="detached",
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
     ).remote(asdict(settings), app_name)
-
-
-def wait_ingress(actor: Any, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Block until ``actor`` answers; its :meth:`info`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return dict(ray.get(actor.info.remote(), timeout=max(1.0, deadline - time.monotonic())))
-        except ray.exceptions.GetTimeoutError:
-            if time.monotonic() > deadline:
-                raise

@@ -12,6 +12,7 @@ lifecycle: placement, health checks, restarts, scaling (``num_replicas``) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from dataclasses import asdict
@@ -21,6 +22,7 @@ import ray
 from ray import serve
 
 from engine.ingress.node import ensure_ingress
+from engine.monitor.log import attach_prediction_log
 from engine.serving.api import RouteHook, create_app
 from engine.serving.auth import KeyStore
 from engine.serving.directory import Endpoint, get_or_create_directory, head_node_id
@@ -28,6 +30,7 @@ from engine.serving.host import ModelHostState
 from engine.serving.server import ThreadedServer
 from engine.serving.v2 import install_v2
 from engine.settings import ServeSettings
+from engine.shadow import install as install_shadow
 from registry import Registry
 from registry.settings import RegistrySettings
 
@@ -38,14 +41,6 @@ HELD_REPORT_EVERY = 10  # heartbeats between reports of the tenants a replica ho
 INGRESS_CHECK_EVERY = 5  # heartbeats between checks that this node's ingress runs
 
 
-def _extra_routes(settings: ServeSettings) -> tuple[list[RouteHook], Any]:
-    """The Open Inference Protocol's routes, and shadow mode's hook factory when that part
-    of tenantry is installed."""
-    try:
-        from engine.shadow import install
-    except ModuleNotFoundError:
-        return [install_v2], None
-    return [install_v2], install
 
 
 @serve.deployment(name="ModelHost", health_check_period_s=2, health_check_timeout_s=10,
@@ -63,9 +58,8 @@ class ModelHost:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.state = ModelHostState(self.settings,
                                     Registry.open(self.settings.registry, storage_options))
-        hooks, install = _extra_routes(self.settings)
-        if install is not None:
-            hooks.append(install(self.state, self.settings))
+        attach_prediction_log(self.state)  # when log_sample > 0
+        hooks: list[RouteHook] = [install_v2, install_shadow(self.state, self.settings)]
         app = create_app(self.state, KeyStore.load(self.settings.api_keys_file), hooks)
         host = self.settings.replica_host
         if host == "auto":
@@ -95,7 +89,8 @@ class ModelHost:
             stats = self.state.stats()
             ep = Endpoint(self.endpoint.replica_id, self.endpoint.host, self.endpoint.port,
                           self.endpoint.started_at, stats["models"], stats["bytes"])
-            try:
+            # A directory or ingress restarting: the next beat tries again.
+            with contextlib.suppress(Exception):
                 slot = int(await self.directory.heartbeat.remote(ep))
                 if slot and not self.slot:
                     self.slot = slot
@@ -107,8 +102,6 @@ class ModelHost:
                     await self.directory.report_held.remote(slot, held)
                 if beats % INGRESS_CHECK_EVERY == 0:
                     await self._check_ingress()
-            except Exception:  # noqa: BLE001 - directory or ingress restarting; next beat
-                pass
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
     async def _check_ingress(self) -> None:
@@ -143,10 +136,8 @@ class ModelHost:
         if getattr(self, "_stopped", True):  # a constructor that failed set nothing
             return
         self._stopped = True
-        try:
+        with contextlib.suppress(Exception):  # the directory may be gone already
             self.directory.leave.remote(self.replica_id)
-        except Exception:  # noqa: BLE001 - the directory may be gone already
-            pass
         self.server.stop()
         self.state.close()
 

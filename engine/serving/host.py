@@ -75,16 +75,13 @@ class ModelHostState:
             on_evict=self._on_evict)
         self.selfchecked = SelfCheckMemo()  # artifacts whose forest passed its self-check
         self.shadow: ShadowHook | None = None
-        self.hooks: list[ShadowHook] = []  # more after-predict hooks (the prediction log)
+        # More after-predict hooks, handed in by the composition (the prediction log).
+        self.hooks: list[ShadowHook] = []
         self._failed: dict[ModelKey, tuple[float, TenantryError]] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._lag_probe: asyncio.Task[None] | None = None
         self.metrics.registry_lag_seconds.set_function(self.snapshot.lag_seconds)
         import xgboost  # noqa: F401 - import now (~1 s), not inside the first load
-        if settings.log_sample > 0:
-            from engine.monitor.log import attach_prediction_log
-
-            attach_prediction_log(self)
 
     # -- loading ------------------------------------------------------------------------
     async def _load(self, key: ModelKey) -> LoadedModel:

@@ -34,7 +34,6 @@ __all__ = [
     "delete_app",
     "public_url",
     "start_serving",
-    "stop_ingresses",
     "wait_ready",
 ]
 
@@ -115,14 +114,6 @@ def delete_app(app_name: str, timeout_s: float) -> bool:
                 return True
         time.sleep(0.2)
     return False
-
-
-def stop_ingresses(app_name: str) -> None:
-    """Soft-stop every node's ingress of the app and remove their actors."""
-    actors = list(find_ingresses(app_name).values())
-    _soft_stop(actors)
-    for actor in actors:
-        _kill(actor)
 
 
 def public_url(settings: ServeSettings) -> str:

@@ -35,14 +35,11 @@ from registry import ModelVersion, RegistrySnapshot
 from registry.errors import NotFound
 
 __all__ = [
-    "WORKER_OUTCOMES",
     "BatchResult",
     "ShadowWorker",
     "lower_priority",
     "row_diffs",
 ]
-
-WORKER_OUTCOMES = ("ok", "synthetic", "error", "timeout")
 
 
 @dataclass(frozen=True, slots=True)

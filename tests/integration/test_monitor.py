@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from engine.monitor.log import attach_prediction_log
 from engine.monitor.psi import drift
 from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
@@ -70,6 +71,7 @@ async def _serve(root: str, traffic: dict[str, np.ndarray]) -> None:
     """Every tenant's rows as 10-row predict requests to an in-process model host (its
     prediction log logging everything), plus synthetic requests that must not be logged."""
     state = ModelHostState(ServeSettings(registry=root, log_sample=1.0), Registry.open(root))
+    attach_prediction_log(state)  # as the Serve app does
     for tenant, x in traffic.items():
         for i in range(0, len(x), 10):
             rows = [[None if np.isnan(v) else float(v) for v in r] for r in x[i:i + 10]]

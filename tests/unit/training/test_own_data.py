@@ -89,7 +89,7 @@ def _registry(tmp_path: Path) -> Registry:
 
 
 def test_scan_parts_split_tenants_by_hash() -> None:
-    from training.bucket import bucket_part
+    from training.parts import bucket_part
 
     ids = pa.chunked_array([["a", "b", None, "a"], ["c"]])
     assert part_of(ids, 3).tolist() == [bucket_part("a", 3), bucket_part("b", 3), -1,
