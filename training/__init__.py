@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from training.errors import DataExists, DataNotFound, InvalidTrainingInput
 from training.features import FEATURE_NAMES
-from training.generate import GenerateSummary, GeneratorConfig, generate
+from training.generate import GenerateSummary, GeneratorConfig, default_spec, generate
 from training.importer import ImportReport, import_file
 from training.job import run_training
 from training.report import TenantFailure, TrainingReport
 from training.settings import TrainingSettings
-from training.spec import SpecError, TrainingSpec, default_spec, load_spec
+from training.spec import SpecError, TrainingSpec, load_spec
 from training.table import FeatureTable
 
 __all__ = [

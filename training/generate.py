@@ -27,12 +27,16 @@ import pyarrow as pa
 from registry import shard_of
 from training.errors import DataExists, InvalidTrainingInput
 from training.features import FEATURE_NAMES, table_schema
+from training.frame import HoldoutRule
+from training.settings import TrainingSettings
+from training.spec import FeatureSelection, GateSpec, MinRows, TrainingSpec, XGBoostSpec
 from training.table import FeatureTable, parse_date, write_rows
 
 __all__ = [
     "GenerateSummary",
     "GeneratorConfig",
     "TenantProfile",
+    "default_spec",
     "generate",
     "tenant_day_rows",
     "tenant_profiles",
@@ -268,3 +272,29 @@ def generate(out: str, config: GeneratorConfig, *, overwrite: bool = False) -> G
                           for k in sorted({getattr(p, attr) for p in profiles})}
     return GenerateSummary(path=out, tenants=config.tenants, days=config.days, rows=total,
                            dates=tuple(dates), kinds=count("kind"), drifts=count("drift"))
+
+
+def default_spec(table: str, settings: TrainingSettings | None = None) -> TrainingSpec:
+    """The spec of the synthetic fraud table (``tenantry data generate``): today's behaviour.
+
+    Twenty fixed features (all kept, even when a tenant never sends one), ``tenant_id``,
+    ``date``, 0/1 ``label``, binary objective, the run's date as the holdout, gate on AUC;
+    the window, thresholds, tree parameters and tolerance come from ``settings``.
+
+    Args:
+        table: the feature table.
+        settings: job settings (default: :class:`TrainingSettings`' defaults).
+
+    Returns:
+        The :class:`TrainingSpec`.
+    """
+    s = settings or TrainingSettings()
+    return TrainingSpec(
+        table=table, tenant_column="tenant_id", time_column="date", label_column="label",
+        features=FeatureSelection(columns=FEATURE_NAMES), missing_features="keep",
+        objective="binary",
+        xgboost=XGBoostSpec(n_estimators=s.n_estimators, max_depth=s.max_depth,
+                            learning_rate=s.learning_rate, seed=s.seed),
+        window_days=s.window_days, holdout=HoldoutRule(),
+        min_rows=MinRows(train=s.min_train_rows, holdout=s.min_holdout_rows),
+        gate=GateSpec(metric="auc", tolerance=s.auc_tolerance))

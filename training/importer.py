@@ -174,6 +174,39 @@ def _imported(path: str, txn: str) -> bool:
     return is_delta(path) and DeltaTable(path).transaction_version(txn) is not None
 
 
+def _existing(out: str, num_shards: int) -> DeltaTable | None:
+    """The feature table at ``out`` if there is one; raises InvalidTrainingInput when it is
+    laid out for another shard count."""
+    existing = DeltaTable(out) if is_delta(out) else None
+    if existing is not None:
+        meta = json.loads(existing.metadata().description or "{}")
+        if meta.get("num_shards") not in (None, num_shards):
+            raise InvalidTrainingInput(f"{out!r} is laid out with {meta['num_shards']} shards "
+                                       f"but the registry has {num_shards}")
+    return existing
+
+
+def _examples(verdicts: list[Verdict], first: np.ndarray, bad: np.ndarray) -> tuple[dict[str, Any], ...]:
+    """The first rejected rows: their row number, reason and offending value."""
+    return tuple({"row": int(i) + 1, "reason": verdicts[first[i]].reason,
+                  "value": verdicts[first[i]].values[int(i)].as_py()}
+                 for i in np.flatnonzero(bad)[:_EXAMPLES])
+
+
+def _laid_out(rows: pa.Table, spec: TrainingSpec, num_shards: int
+              ) -> tuple[pa.Table, pa.ChunkedArray, list[str]]:
+    """``rows`` with the day and shard partition columns, the days, and the tenants."""
+    days = pc.strftime(rows.column(spec.time_column), "%Y-%m-%d")
+    tenants = rows.column(spec.tenant_column)
+    unique = pc.unique(tenants).to_pylist()
+    shard_by = dict(zip(unique, (shard_of(t, num_shards) for t in unique), strict=True))
+    shards = pa.array([shard_by[t] for t in tenants.to_pylist()], pa.int32())
+    if spec.time_column == DATE_COLUMN:
+        rows = rows.drop_columns([DATE_COLUMN])  # the day partition is the time column
+    return rows.append_column(DATE_COLUMN, days).append_column(SHARD_COLUMN, shards), days, \
+        unique
+
+
 def import_file(source: str, out: str | None, spec: TrainingSpec, registry: Registry | str,
                 spec_name: str = "<spec>") -> ImportReport:
     """Import one CSV or Parquet file into the feature table ``out``.
@@ -201,12 +234,7 @@ def import_file(source: str, out: str | None, spec: TrainingSpec, registry: Regi
     except FileNotFoundError:
         raise DataNotFound(f"no file at {source!r}") from None
     txn, rejects_path = f"tenantry-import-{sha}", f"{out.rstrip('/')}/{REJECTS}"
-    existing = DeltaTable(out) if is_delta(out) else None
-    if existing is not None:
-        meta = json.loads(existing.metadata().description or "{}")
-        if meta.get("num_shards") not in (None, reg.num_shards):
-            raise InvalidTrainingInput(f"{out!r} is laid out with {meta['num_shards']} shards "
-                                       f"but the registry has {reg.num_shards}")
+    existing = _existing(out, reg.num_shards)
     if _imported(out, txn):
         return ImportReport(source, sha, out, 0, 0, 0, already_imported=True,
                             rejects_table=rejects_path)
@@ -217,19 +245,9 @@ def import_file(source: str, out: str | None, spec: TrainingSpec, registry: Regi
     cols, verdicts, kinds = _convert(spec, table, features, schema, name)
     bad, first = _first_reason(verdicts, table.num_rows)
     reasons = Counter(verdicts[k].reason for k in first[bad])
-    examples = tuple({"row": int(i) + 1, "reason": verdicts[first[i]].reason,
-                      "value": verdicts[first[i]].values[int(i)].as_py()}
-                     for i in np.flatnonzero(bad)[:_EXAMPLES])
     good = pa.array(~bad)
     rows = pa.table({k: v.filter(good) for k, v in cols.items()})
-    days = pc.strftime(rows.column(spec.time_column), "%Y-%m-%d")
-    tenants = rows.column(spec.tenant_column)
-    unique = pc.unique(tenants).to_pylist()
-    shard_by = dict(zip(unique, (shard_of(t, reg.num_shards) for t in unique), strict=True))
-    shards = pa.array([shard_by[t] for t in tenants.to_pylist()], pa.int32())
-    if spec.time_column == DATE_COLUMN:
-        rows = rows.drop_columns([DATE_COLUMN])  # the day partition is the time column
-    rows = rows.append_column(DATE_COLUMN, days).append_column(SHARD_COLUMN, shards)
+    rows, days, unique = _laid_out(rows, spec, reg.num_shards)
     if bad.any():
         rejected = {"source_sha256": [sha] * int(bad.sum()),
                     "row": pa.array(np.flatnonzero(bad) + 1, pa.int64()),
@@ -243,6 +261,7 @@ def import_file(source: str, out: str | None, spec: TrainingSpec, registry: Regi
         "tenantry_feature_table": 1, "num_shards": reg.num_shards,
         "tenant_column": spec.tenant_column, "time_column": spec.time_column}))
     return ImportReport(source, sha, out, table.num_rows, rows.num_rows, int(bad.sum()),
-                        rejected_by_reason=dict(sorted(reasons.items())), examples=examples,
+                        rejected_by_reason=dict(sorted(reasons.items())),
+                        examples=_examples(verdicts, first, bad),
                         tenants=len(unique), dates=tuple(sorted(set(days.to_pylist()))),
                         columns=kinds, rejects_table=rejects_path if bad.any() else None)

@@ -34,13 +34,14 @@ from training.checks import registered_checks
 from training.cluster import ensure_ray, quiet_unthrottled_data_context
 from training.errors import DataNotFound
 from training.gate import Decision, decide
+from training.generate import default_spec
 from training.parts import bucket_part
 from training.progress import Progress, make_progress
 from training.report import TenantFailure, TrainingReport
 from training.resolve import RunPlan, resolve
 from training.settings import TrainingSettings
 from training.source import Layout, TableSource
-from training.spec import SpecError, TrainingSpec, default_spec
+from training.spec import SpecError, TrainingSpec
 from training.table import parse_date, window_dates
 from training.versions import new_version, run_details
 
@@ -56,15 +57,6 @@ LEASE_RENEW_S = 30.0
 def default_run_id(date: str) -> str:
     """The run id used when none is given: one run per data date, so a retry resumes it."""
     return f"train-{date}"
-
-
-def open_registry(registry: Registry | str) -> Registry:
-    """The registry at ``registry`` (a root); training never creates one.
-
-    Raises:
-        RegistryNotFound: no registry there (``tenantry registry init`` creates one).
-    """
-    return registry if isinstance(registry, Registry) else Registry.open(registry)
 
 
 def plan_buckets(source: TableSource, dates: tuple[str, ...], reg: Registry,
@@ -181,14 +173,11 @@ def run_training(data_path: str | None, registry: Registry | str, *, date: str |
     source = TableSource.open(data_path or spec.table, spec.format, spec.time_column,
                               spec.tenant_column)
     plan = resolve(spec, source, spec_name)
-    present = source.dates()
-    date = parse_date(date) if date else (present[-1] if present else None)
-    if date is None or date not in present:
-        raise DataNotFound(f"feature table {source.path!r} has no rows on {date or 'any day'} "
-                           f"(dates {present[0] if present else '-'}..{present[-1] if present else '-'})")
+    date, present = _run_date(source, date)
     run_id = validate_run_id(run_id or default_run_id(date))
     dates = tuple(d for d in window_dates(date, plan.window_days) if d in present)
-    reg = open_registry(registry)
+    # Training never creates a registry (``tenantry registry init`` does).
+    reg = registry if isinstance(registry, Registry) else Registry.open(registry)
     source.check_layout(reg.num_shards)
     if reg.is_published(run_id):
         return TrainingReport(run_id, date, 0, 0, 0, 0, 0, 0, 0.0, time.perf_counter() - t0,
@@ -202,6 +191,68 @@ def run_training(data_path: str | None, registry: Registry | str, *, date: str |
                                   t0)
     finally:
         lease.stop()
+
+
+def _run_date(source: TableSource, date: str | None) -> tuple[str, list[str]]:
+    """The run's date (``date``, else the table's latest) and the table's dates; raises
+    DataNotFound when the table has no rows on it."""
+    present = source.dates()
+    chosen = parse_date(date) if date else (present[-1] if present else None)
+    if chosen is None or chosen not in present:
+        raise DataNotFound(f"feature table {source.path!r} has no rows on {chosen or 'any day'} "
+                           f"(dates {present[0] if present else '-'}..{present[-1] if present else '-'})")
+    return chosen, list(present)
+
+
+def _train_buckets(ctx: JobContext, buckets: list[BucketSpec], settings: TrainingSettings,
+                   progress: Progress | None
+                   ) -> tuple[list[TenantOutcome], dict[Status, int], float, float]:
+    """Run the buckets, reporting progress: the outcomes, counts by status, and the tasks'
+    wall and CPU seconds."""
+    progress = progress or make_progress(settings.progress)
+    progress.start(len(buckets))
+    outcomes: list[TenantOutcome] = []
+    done, task_s, task_cpu_s = 0, 0.0, 0.0
+    counts = {s: 0 for s in Status}
+    try:
+        for result in _run_buckets(ctx, buckets, settings.resources()):
+            outcomes.extend(result.outcomes)
+            task_s += result.read_s + result.train_s
+            task_cpu_s += result.cpu_s
+            for o in result.outcomes:
+                counts[o.status] += 1
+            done += 1
+            progress.bucket_done(counts[Status.TRAINED], counts[Status.SKIPPED],
+                                 counts[Status.FAILED])
+            if settings.halt_after_buckets and done >= settings.halt_after_buckets:
+                _halt(settings)
+    finally:
+        progress.close()
+    return outcomes, counts, task_s, task_cpu_s
+
+
+def _gated(outcomes: list[TenantOutcome], plan: RunPlan, date: str, dates: tuple[str, ...]
+           ) -> tuple[list[Any], list[AliasMove], list[TenantFailure]]:
+    """The new versions and alias moves the gate decides for the trained tenants, and the
+    tenants that were not trained."""
+    versions: list[Any] = []
+    moves: list[AliasMove] = []
+    failures: list[TenantFailure] = []
+    for o in sorted(outcomes, key=lambda o: o.tenant_id):
+        if o.status is not Status.TRAINED or o.artifact is None:
+            failures.append(TenantFailure(o.tenant_id, o.reason, o.detail, o.status.value))
+            continue
+        gate = decide(o.holdout, o.production_score, production_error=o.production_error,
+                      rule=plan.gate)
+        metrics = dict(o.metrics)
+        if o.production_score is not None:
+            metrics.update({f"production_{k}": v
+                            for k, v in o.production_score.as_dict().items()})
+        checked: dict[str, Any] = dict(o.checks)  # NewVersion fields (CHECK_COLUMNS)
+        versions.append(replace(new_version(o, plan, metrics, date, dates, gate.decision.value),
+                                profile=o.profile, **checked))
+        moves.append(AliasMove(o.tenant_id, gate.decision.value, o.artifact.version, gate.reason))
+    return versions, moves, failures
 
 
 def _train_and_publish(plan: RunPlan, reg: Registry, run_id: str, date: str,
@@ -223,43 +274,11 @@ def _train_and_publish(plan: RunPlan, reg: Registry, run_id: str, date: str,
     t_ray = time.perf_counter()
     ensure_ray(settings.ray_address, settings.num_cpus)
     t_train = time.perf_counter()
-    progress = progress or make_progress(settings.progress)
-    progress.start(len(buckets))
-    outcomes: list[TenantOutcome] = []
-    done, task_s, task_cpu_s = 0, 0.0, 0.0
-    counts = {s: 0 for s in Status}
-    try:
-        for result in _run_buckets(ctx, buckets, settings.resources()):
-            outcomes.extend(result.outcomes)
-            task_s += result.read_s + result.train_s
-            task_cpu_s += result.cpu_s
-            for o in result.outcomes:
-                counts[o.status] += 1
-            done += 1
-            progress.bucket_done(counts[Status.TRAINED], counts[Status.SKIPPED],
-                                 counts[Status.FAILED])
-            if settings.halt_after_buckets and done >= settings.halt_after_buckets:
-                _halt(settings)
-    finally:
-        progress.close()
+    outcomes, counts, task_s, task_cpu_s = _train_buckets(ctx, buckets, settings, progress)
     train_s = time.perf_counter() - t_train
-    versions, moves, promoted, shadowed, failures = [], [], 0, 0, []
-    for o in sorted(outcomes, key=lambda o: o.tenant_id):
-        if o.status is not Status.TRAINED or o.artifact is None:
-            failures.append(TenantFailure(o.tenant_id, o.reason, o.detail, o.status.value))
-            continue
-        gate = decide(o.holdout, o.production_score, production_error=o.production_error,
-                      rule=plan.gate)
-        metrics = dict(o.metrics)
-        if o.production_score is not None:
-            metrics.update({f"production_{k}": v
-                            for k, v in o.production_score.as_dict().items()})
-        checked: dict[str, Any] = dict(o.checks)  # NewVersion fields (CHECK_COLUMNS)
-        versions.append(replace(new_version(o, plan, metrics, date, dates, gate.decision.value),
-                                profile=o.profile, **checked))
-        moves.append(AliasMove(o.tenant_id, gate.decision.value, o.artifact.version, gate.reason))
-        promoted += gate.decision is Decision.PRODUCTION
-        shadowed += gate.decision is Decision.SHADOW
+    versions, moves, failures = _gated(outcomes, plan, date, dates)
+    promoted = sum(m.alias == Decision.PRODUCTION.value for m in moves)
+    shadowed = sum(m.alias == Decision.SHADOW.value for m in moves)
     elapsed = time.perf_counter() - t0
     trained = counts[Status.TRAINED]
     report = TrainingReport(

@@ -19,13 +19,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from training.errors import InvalidTrainingInput
-from training.features import FEATURE_NAMES
 from training.frame import HoldoutRule
-from training.settings import TrainingSettings
 
 __all__ = [
     "GATE_METRICS", "OBJECTIVES", "FeatureSelection", "GateSpec", "MinRows", "SpecError",
-    "TrainingSpec", "XGBoostSpec", "default_spec", "load_spec", "parse_spec",
+    "TrainingSpec", "XGBoostSpec", "load_spec", "parse_spec",
 ]
 
 OBJECTIVES: dict[str, str] = {"binary": "binary:logistic", "regression": "reg:squarederror",
@@ -291,29 +289,3 @@ def load_spec(path: str, overrides: Mapping[str, Any] | None = None) -> Training
                 node = node.setdefault(key, {}) if isinstance(node.get(key, {}), dict) else {}
             node[leaf] = value
     return parse_spec(doc, path, os.path.dirname(os.path.abspath(path)))
-
-
-def default_spec(table: str, settings: TrainingSettings | None = None) -> TrainingSpec:
-    """The spec of the synthetic fraud table (``tenantry data generate``): today's behaviour.
-
-    Twenty fixed features (all kept, even when a tenant never sends one), ``tenant_id``,
-    ``date``, 0/1 ``label``, binary objective, the run's date as the holdout, gate on AUC;
-    the window, thresholds, tree parameters and tolerance come from ``settings``.
-
-    Args:
-        table: the feature table.
-        settings: job settings (default: :class:`TrainingSettings`' defaults).
-
-    Returns:
-        The :class:`TrainingSpec`.
-    """
-    s = settings or TrainingSettings()
-    return TrainingSpec(
-        table=table, tenant_column="tenant_id", time_column="date", label_column="label",
-        features=FeatureSelection(columns=FEATURE_NAMES), missing_features="keep",
-        objective="binary",
-        xgboost=XGBoostSpec(n_estimators=s.n_estimators, max_depth=s.max_depth,
-                            learning_rate=s.learning_rate, seed=s.seed),
-        window_days=s.window_days, holdout=HoldoutRule(),
-        min_rows=MinRows(train=s.min_train_rows, holdout=s.min_holdout_rows),
-        gate=GateSpec(metric="auc", tolerance=s.auc_tolerance))

@@ -56,6 +56,29 @@ async def _replica_pages(client: httpx.AsyncClient, endpoints: list[Endpoint]) -
     return list(await asyncio.gather(*(one(ep) for ep in endpoints)))
 
 
+async def _host_freshness(client: httpx.AsyncClient, sources: ControlSources
+                          ) -> dict[str, Any]:
+    """Whether a host serves a registry snapshot it could not refresh for a while
+    (``stale``), and the oldest snapshot's age, from the hosts' own /readyz."""
+
+    async def freshness(ep: Endpoint) -> dict[str, Any]:
+        try:
+            doc = (await client.get(f"http://{ep.address}/readyz",
+                                    timeout=READYZ_HOST_TIMEOUT_S)).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    try:
+        endpoints = await asyncio.wait_for(sources.endpoints(), READYZ_HOST_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - directory restarting: freshness unknown
+        endpoints = []
+    docs = await asyncio.gather(*(freshness(ep) for ep in endpoints))
+    ages = [d["snapshot_age_s"] for d in docs if d.get("snapshot_age_s") is not None]
+    return {"stale": any(d.get("stale") for d in docs),
+            "snapshot_age_s": max(ages) if ages else None}
+
+
 def create_control_app(sources: ControlSources) -> Any:
     """The control app over ``sources``."""
     app = FastAPI(title="tenantry ingress control", docs_url=None, redoc_url=None,
@@ -88,24 +111,8 @@ def create_control_app(sources: ControlSources) -> Any:
         stat = await rows()
         up = len(up_slots(stat or []))
         ok = up > 0
-
-        async def freshness(ep: Endpoint) -> dict[str, Any]:
-            try:
-                doc = (await client.get(f"http://{ep.address}/readyz",
-                                        timeout=READYZ_HOST_TIMEOUT_S)).json()
-            except (httpx.HTTPError, ValueError):
-                return {}
-            return doc if isinstance(doc, dict) else {}
-
-        try:
-            endpoints = await asyncio.wait_for(sources.endpoints(), READYZ_HOST_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - directory restarting: freshness unknown
-            endpoints = []
-        docs = await asyncio.gather(*(freshness(ep) for ep in endpoints))
-        ages = [d["snapshot_age_s"] for d in docs if d.get("snapshot_age_s") is not None]
         return JSONResponse({"ready": ok, "replicas": up, "ingress": stat is not None,
-                             "stale": any(d.get("stale") for d in docs),
-                             "snapshot_age_s": max(ages) if ages else None},
+                             **await _host_freshness(client, sources)},
                             status_code=200 if ok else 503)
 
     @app.get("/metrics")

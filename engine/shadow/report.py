@@ -201,14 +201,11 @@ def shadow_report(registry: Registry, tenant_id: str, since: datetime | None = N
     """
     validate_tenant_id(tenant_id)
     tables = ShadowTables.for_registry(registry)
-    where = f"tenant_id = {sql_str(tenant_id)}"
-    if since is not None:
-        where += f" AND date >= {sql_str(since.strftime('%Y-%m-%d'))}"
-    pairs = tables.query(PAIRS, where, "ts, request_id, row, production_version, "
-                         "shadow_version, production, shadow, production_latency_ms, "
-                         "shadow_latency_ms").to_pandas()
-    if since is not None and len(pairs):
-        pairs = pairs[pairs["ts"] >= since]
+    where = f"tenant_id = {sql_str(tenant_id)}" + (
+        "" if since is None else f" AND date >= {sql_str(since.strftime('%Y-%m-%d'))}")
+    pairs = _since(tables.query(PAIRS, where, "ts, request_id, row, production_version, "
+                                "shadow_version, production, shadow, production_latency_ms, "
+                                "shadow_latency_ms").to_pandas(), since)
     snap = registry.snapshot()
     prod_v = snap.alias_version(tenant_id, Alias.PRODUCTION)
     shadow_v = shadow_version
@@ -222,9 +219,7 @@ def shadow_report(registry: Registry, tenant_id: str, since: datetime | None = N
         if len(mine):
             prod_v = int(mine.sort_values("ts").iloc[-1]["production_version"])
             mine = mine[mine["production_version"] == prod_v]
-        counts = pairs.groupby(["production_version", "shadow_version"]).size()
-        other = {f"v{int(p)}->v{int(s)}": int(n) for (p, s), n in counts.items()
-                 if (p, s) != (prod_v, shadow_v)}
+        other = _other_pairs(pairs, prod_v, shadow_v)
         pairs = mine
     elif shadow_v is None:
         shadow_v = (config.version if config and config.version is not None
@@ -234,20 +229,13 @@ def shadow_report(registry: Registry, tenant_id: str, since: datetime | None = N
     if objective == MULTICLASS and classes and len(pairs):
         # one pair per (row, class), row = row * K + class: rows regroup in that order
         pairs = pairs.sort_values(["ts", "request_id", "row"], kind="stable")
-    stats = tables.query(STATS, where, "ts, shadow_version, outcome, count").to_pandas()
-    if since is not None and len(stats):
-        stats = stats[stats["ts"] >= since]
-    if shadow_v is not None and len(stats):
-        stats = stats[stats["shadow_version"] == shadow_v]
-
-    def counted(outcome: str) -> int:
-        return int(stats.loc[stats["outcome"] == outcome, "count"].sum()) if len(stats) else 0
-
+    counted = _outcomes(_since(tables.query(STATS, where, "ts, shadow_version, outcome, count")
+                               .to_pandas(), since), shadow_v)
     return ShadowReport(
         tenant_id, prod_v, shadow_v,
         compare(pairs["production"].to_numpy(), pairs["shadow"].to_numpy(), objective,
                 classes),
-        counted("dropped"), counted("error"), counted("timeout"), len(firsts),
+        counted["dropped"], counted["error"], counted["timeout"], len(firsts),
         _pct(firsts["production_latency_ms"].to_numpy(), 50),
         _pct(firsts["production_latency_ms"].to_numpy(), 99),
         _pct(firsts["shadow_latency_ms"].to_numpy(), 50),
@@ -255,6 +243,26 @@ def shadow_report(registry: Registry, tenant_id: str, since: datetime | None = N
         pairs["ts"].min().to_pydatetime() if len(pairs) else None,
         pairs["ts"].max().to_pydatetime() if len(pairs) else None,
         config.to_json() if config else None, other)
+
+
+def _other_pairs(pairs: Any, production: int | None, shadow: int | None) -> dict[str, int]:
+    """Pair counts of the version pairs other than the reported one (``v1->v2``: n)."""
+    counts = pairs.groupby(["production_version", "shadow_version"]).size()
+    return {f"v{int(p)}->v{int(s)}": int(n) for (p, s), n in counts.items()
+            if (p, s) != (production, shadow)}
+
+
+def _since(frame: Any, since: datetime | None) -> Any:
+    """The rows of a pandas frame at or after ``since`` (all without it)."""
+    return frame[frame["ts"] >= since] if since is not None and len(frame) else frame
+
+
+def _outcomes(stats: Any, shadow_version: int | None) -> dict[str, int]:
+    """Dropped, error and timeout counts of a shadow version from the stats rows."""
+    if shadow_version is not None and len(stats):
+        stats = stats[stats["shadow_version"] == shadow_version]
+    return {outcome: int(stats.loc[stats["outcome"] == outcome, "count"].sum())
+            if len(stats) else 0 for outcome in ("dropped", "error", "timeout")}
 
 
 def _objective(snap: Any, tenant_id: str, version: int | None) -> tuple[str, int | None]:

@@ -22,9 +22,9 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from pydantic import ValidationError as PydanticError
 
-from engine.serving.api import TenantIdPath, error_responses
 from engine.serving.auth import KeyStore, hash_key
 from engine.serving.host import ModelHostState
+from engine.serving.http_errors import TenantIdPath, error_responses
 from engine.shadow.config import ConfigStore, build_config
 from engine.shadow.mirror import ShadowMirror
 from registry import validate_tenant_id

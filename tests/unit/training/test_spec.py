@@ -12,10 +12,11 @@ import pytest
 from engine.cli import main
 from training.features import FEATURE_NAMES
 from training.frame import HoldoutRule
+from training.generate import default_spec
 from training.resolve import resolve
 from training.settings import TrainingSettings
 from training.source import TableSource
-from training.spec import SpecError, default_spec, load_spec, parse_spec
+from training.spec import SpecError, load_spec, parse_spec
 
 FULL = """
 table: churn-features
