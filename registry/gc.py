@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import TableNotFoundError
 
+from registry.delta import to_arrow
 from registry.errors import NotFound, RegistryError
-from registry.index import to_arrow
 from registry.leases import Clock, Lease
 from registry.registry import Registry
 from registry.snapshot import RegistrySnapshot

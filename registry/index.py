@@ -5,9 +5,10 @@ Every table has change data feed on, so readers can follow new rows incrementall
 the Delta log. ``aliases`` rows also carry the table version they were committed in
 (``commit_version``, written by :meth:`DeltaIndex.append_sequenced`), so a reader that
 loads the current files (no change feed) orders alias events by commit, exactly as one
-following the change feed does -- never by a writer's clock. Publishing is idempotent per run id through Delta application transactions
-(``txn`` actions): a table that already carries ``tenantry-run-<id>`` is never appended
-for that run again. Reads go through DataFusion (``QueryBuilder``).
+following the change feed does -- never by a writer's clock. Publishing is idempotent per
+run id through Delta application transactions (``txn`` actions): a table that already
+carries ``tenantry-run-<id>`` is never appended for that run again. Each table is a
+:class:`registry.delta.DeltaTableHandle` (reads through DataFusion).
 
 ``profiles`` holds each version's reference profile for drift monitoring, one row per
 (tenant, version, feature) plus one ``kind = 'score'`` row for its holdout scores; a
@@ -23,14 +24,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
 
+from registry.delta import DeltaTableHandle, sql_str, to_arrow
 from registry.errors import RegistryConflict, RegistryError, RegistryNotFound
 from registry.types import BinnedDistribution, ModelProfile, StagedArtifact
 
+# sql_str stays importable here for benchmarks/registry_bench.py (not this package's file).
 __all__ = ["AUDIT_COLUMNS", "TABLES", "DeltaIndex", "RowsAt", "profile_rows",
-           "profiles_from_rows", "run_app_id", "table_schema", "to_arrow"]
+           "profiles_from_rows", "run_app_id", "sql_str", "table_schema"]
 
 _TS = pa.timestamp("us", tz="UTC")
 _SEQUENCED_ATTEMPTS = 100
@@ -118,34 +121,25 @@ def run_app_id(run_id: str) -> str:
     return f"tenantry-run-{run_id}"
 
 
-def to_arrow(stream: Any) -> pa.Table:
-    """Materialise an Arrow C stream (DataFusion / CDF result) as a pyarrow Table."""
-    reader = stream if isinstance(stream, pa.RecordBatchReader) \
-        else pa.RecordBatchReader.from_stream(stream)
-    table = reader.read_all()
-    # DataFusion answers with string_view; plain strings keep downstream code simple.
-    fields = []
-    for f in table.schema:
-        t = f.type
-        if pa.types.is_string_view(t):
-            t = pa.string()
-        elif pa.types.is_list(t) and pa.types.is_string_view(t.value_type):
-            t = pa.list_(pa.string())
-        fields.append(pa.field(f.name, t))
-    return table.cast(pa.schema(fields))
-
-
 class DeltaIndex:
-    """Handles on the three index tables of one registry."""
+    """Handles on the index tables of one registry."""
 
     def __init__(self, index_uri: str, storage_options: Mapping[str, str]) -> None:
         self.index_uri = index_uri.rstrip("/")
         self.storage_options = dict(storage_options)
-        self._tables: dict[str, DeltaTable] = {}
+        self._handles: dict[str, DeltaTableHandle] = {}
 
     def uri(self, name: str) -> str:
         """URI of table ``name``."""
         return posixpath.join(self.index_uri, name)
+
+    def _handle(self, name: str) -> DeltaTableHandle:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = DeltaTableHandle(
+                self.uri(name), table_schema(name), self.storage_options,
+                _PARTITIONS[name] or None, f"the {name} index")
+        return handle
 
     def create(self) -> None:
         """Create the tables that do not exist yet."""
@@ -154,35 +148,17 @@ class DeltaIndex:
 
     def ensure(self, name: str) -> None:
         """Create table ``name`` unless it exists (a table added to :data:`TABLES` later)."""
-        DeltaTable.create(
-            self.uri(name), table_schema(name), mode="ignore",
-            partition_by=_PARTITIONS[name] or None,
-            configuration={"delta.enableChangeDataFeed": "true"},
-            storage_options=self.storage_options,
-        )
-        self._tables.pop(name, None)
+        self._handle(name).create({"delta.enableChangeDataFeed": "true"})
 
     def exists(self, name: str) -> bool:
         """Whether table ``name`` exists (registries made before it was added lack it)."""
-        if name in self._tables:
-            return True
-        try:
-            self.table(name)
-        except RegistryNotFound:
-            return False
-        return True
+        return self._handle(name).open(refresh=False) is not None
 
     def table(self, name: str, refresh: bool = True) -> DeltaTable:
         """An up-to-date handle on table ``name``."""
-        dt = self._tables.get(name)
-        try:
-            if dt is None:
-                dt = DeltaTable(self.uri(name), storage_options=self.storage_options)
-                self._tables[name] = dt
-            elif refresh:
-                dt.update_incremental()
-        except TableNotFoundError as exc:
-            raise RegistryNotFound(f"no registry index at {self.uri(name)}") from exc
+        dt = self._handle(name).open(refresh)
+        if dt is None:
+            raise RegistryNotFound(f"no registry index at {self.uri(name)}")
         return dt
 
     def has_run(self, name: str, run_id: str) -> bool:
@@ -190,28 +166,21 @@ class DeltaIndex:
         return self.table(name).transaction_version(run_app_id(run_id)) is not None
 
     def append(self, name: str, rows: pa.Table, run_id: str | None = None) -> int:
-        """Append ``rows`` in one commit, marked with ``run_id`` when given.
+        """Append ``rows`` in one commit, marked with ``run_id`` when given (tables made
+        before a column was added to :data:`TABLES` gain it).
 
         Returns:
             The table version of the commit.
 
         Raises:
+            RegistryNotFound: no such index table.
             RegistryConflict: a concurrent commit could not be reconciled.
+            RegistryError: the table could not be written.
         """
-        dt = self.table(name)
-        txns = [Transaction(run_app_id(run_id), 1)] if run_id is not None else None
-        props = CommitProperties(app_transactions=txns, max_commit_retries=50,
-                                 custom_metadata={"tenantry.run_id": run_id or ""})
-        # Tables made before a column was added to TABLES gain it on their next append.
-        merge = not set(TABLES[name].names) <= {f.name for f in dt.schema().fields}
-        try:
-            write_deltalake(dt, rows.cast(TABLES[name]), mode="append",
-                            commit_properties=props, schema_mode="merge" if merge else None)
-        except CommitFailedError as exc:
-            raise RegistryConflict(f"concurrent update of the {name} index: {exc}") from exc
-        except (DeltaError, OSError) as exc:  # OSError: e.g. no space left on the device
-            raise RegistryError(f"could not write the {name} index: {exc}") from exc
-        return dt.version()
+        self.table(name)
+        return self._handle(name).append(
+            rows, {run_app_id(run_id): 1} if run_id is not None else None,
+            {"tenantry.run_id": run_id or ""}, attempts=1)
 
     def append_sequenced(self, name: str, rows_at: RowsAt, run_id: str | None = None) -> int:
         """Append rows that record the version of their own commit, in one commit.
@@ -264,9 +233,8 @@ class DeltaIndex:
     def query(self, name: str, where: str | None = None,
               columns: str = "*", refresh: bool = True) -> pa.Table:
         """Rows of table ``name`` matching the SQL predicate ``where``."""
-        dt = self.table(name, refresh=refresh)
-        sql = f"SELECT {columns} FROM t" + (f" WHERE {where}" if where else "")
-        return to_arrow(QueryBuilder().register("t", dt).execute(sql))
+        self.table(name, refresh=refresh)
+        return self._handle(name).query(where, columns, refresh=False)
 
     def changes_since(self, name: str, version: int) -> tuple[pa.Table, int]:
         """Rows added to ``name`` after table version ``version`` (CDF), and the new version."""
@@ -283,11 +251,6 @@ class DeltaIndex:
             mask = pa.array([k in ("insert", "update_postimage") for k in kinds], pa.bool_())
             cdf = cdf.filter(mask)
         return cdf, new_version
-
-
-def sql_str(value: str) -> str:
-    """Quote ``value`` as a SQL string literal (ids are validated, this is belt and braces)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def profile_rows(versions: Sequence[tuple[StagedArtifact, ModelProfile]], run_id: str,

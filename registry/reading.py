@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from registry.delta import sql_str
 from registry.errors import ArtifactOutsideRoot, ChecksumMismatch, ModelLoadError, ValidationError
 from registry.ids import validate_tenant_id
-from registry.index import DeltaIndex, profiles_from_rows, sql_str
+from registry.index import DeltaIndex, profiles_from_rows
 from registry.types import (
     ModelProfile,
     ModelVersion,

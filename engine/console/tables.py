@@ -19,15 +19,14 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from deltalake import DeltaTable, QueryBuilder
-from deltalake.exceptions import TableNotFoundError
+import pyarrow as pa
 
 from engine.shadow.config import ConfigChange, ConfigStore, ShadowConfig
 from engine.shadow.report import ShadowReport, shadow_report
 from engine.shadow.tables import PAIRS, ShadowTables
 from registry import Registry
+from registry.delta import DeltaTableHandle, sql_str
 from registry.errors import RegistryError
-from registry.index import sql_str, to_arrow
 from registry.registry import AliasEvent
 
 __all__ = ["AuditEntry", "FeatureDrift", "MonitoringReport", "MonitoringTable", "RunRow", "ShadowView",
@@ -118,30 +117,24 @@ class MonitoringTable:
     """The optional ``monitoring`` Delta table under the registry root."""
 
     def __init__(self, reg: Registry) -> None:
-        self._reg = reg
-        self._dt: DeltaTable | None = None
+        # The table's schema is the monitor job's; the console reads whatever columns it has.
+        self._candidates = [DeltaTableHandle(reg.store.uri(name), pa.schema([]),
+                                             reg.storage_options, label=name)
+                            for name in MONITORING_TABLES]
+        self._found: DeltaTableHandle | None = None
 
-    def _table(self) -> DeltaTable | None:
-        if self._dt is not None:
-            self._dt.update_incremental()
-            return self._dt
-        for name in MONITORING_TABLES:
-            try:
-                self._dt = DeltaTable(self._reg.store.uri(name),
-                                      storage_options=self._reg.storage_options)
-                return self._dt
-            except TableNotFoundError:
-                continue
-        return None
+    def _table(self) -> DeltaTableHandle | None:
+        if self._found is None:
+            self._found = next((t for t in self._candidates if t.open() is not None), None)
+        return self._found
 
     def latest(self, tenant_id: str) -> MonitoringReport | None:
         """The tenant's newest report, or None (no table yet, or no row for it)."""
-        dt = self._table()
-        if dt is None:
+        table = self._table()
+        if table is None:
             return None
         try:
-            rows = to_arrow(QueryBuilder().register("t", dt).execute(
-                f"SELECT * FROM t WHERE tenant_id = {sql_str(tenant_id)}")).to_pylist()
+            rows = table.query(f"tenant_id = {sql_str(tenant_id)}").to_pylist()
         except Exception as exc:  # DataFusion errors: say so on the page
             raise RegistryError(f"cannot read the monitoring table: {exc}") from exc
         if not rows:

@@ -36,7 +36,7 @@ from engine.monitor.tables import (
 )
 from engine.monitor.task import BucketResult, MonitorBucket, MonitorContext, Pick, judge_bucket
 from registry import Registry, validate_run_id
-from registry.index import sql_str
+from registry.delta import sql_str
 from training.errors import DataNotFound
 from training.table import parse_date, window_dates
 

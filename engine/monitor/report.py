@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from engine.monitor.judge import TenantFigures, Verdict, Volume
 from engine.monitor.tables import MONITORING, SCHEMAS, DeltaAppender
+from registry.delta import sql_str
 from registry.errors import NotFound
-from registry.index import sql_str
 
 __all__ = ["MonitorRunReport", "TenantReport", "monitoring_rows", "tenant_report"]
 

@@ -7,7 +7,7 @@
                            tenant page reads it: engine/console/tables.py)
     <root>/monitoring.prom the monitor job's Prometheus text file (node-exporter textfile)
 
-Reads go through DataFusion (``QueryBuilder``), as the shadow tables' do.
+Each is a :class:`registry.delta.DeltaTableHandle` (reads through DataFusion).
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake import DeltaTable
 
 from registry import Registry
-from registry.errors import RegistryConflict, RegistryError
-from registry.index import to_arrow
+from registry.delta import DeltaTableHandle
+from registry.errors import RegistryError
 
 __all__ = ["FEATURE_DRIFT", "MONITORING", "PREDICTIONS", "PROM_FILE", "SCHEMAS", "DeltaAppender",
            "monitor_app_id"]
@@ -79,15 +78,8 @@ class DeltaAppender:
         self.uri = uri.rstrip("/")
         self.name = name
         self.storage_options = dict(storage_options)
-        self._dt: DeltaTable | None = None
-
-    def __getstate__(self) -> dict[str, object]:
-        return {"uri": self.uri, "name": self.name, "storage_options": self.storage_options}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        # A DeltaTable handle does not pickle (Ray tasks): a copy opens its own.
-        self.__dict__.update(state)
-        self._dt = None
+        self._table = DeltaTableHandle(self.uri, SCHEMAS[name], self.storage_options,
+                                       _PARTITIONS[name], name)
 
     @classmethod
     def for_registry(cls, registry: Registry, name: str) -> DeltaAppender:
@@ -96,19 +88,11 @@ class DeltaAppender:
 
     def handle(self) -> DeltaTable | None:
         """An up-to-date handle, or None while nothing was written."""
-        try:
-            if self._dt is None:
-                self._dt = DeltaTable(self.uri, storage_options=self.storage_options)
-            else:
-                self._dt.update_incremental()
-        except TableNotFoundError:
-            return None
-        return self._dt
+        return self._table.open()
 
     def app_version(self, app_id: str) -> int | None:
         """The version recorded for application transaction ``app_id`` (None: never)."""
-        dt = self.handle()
-        return None if dt is None else dt.transaction_version(app_id)
+        return self._table.transaction_version(app_id)
 
     def append(self, rows: pa.Table, app_id: str | None = None) -> None:
         """Append ``rows`` in one commit, marked with ``app_id`` when given.
@@ -117,26 +101,7 @@ class DeltaAppender:
             RegistryConflict: concurrent commits could not be reconciled.
             RegistryError: the table could not be written.
         """
-        txns = [Transaction(app_id, 1)] if app_id else None
-        props = CommitProperties(max_commit_retries=50, app_transactions=txns)
-        rows = rows.cast(SCHEMAS[self.name])
-        last: Exception | None = None
-        for _ in range(3):  # several writers may race to create the table
-            dt = self.handle()
-            try:
-                write_deltalake(dt if dt is not None else self.uri, rows, mode="append",
-                                partition_by=_PARTITIONS[self.name], commit_properties=props,
-                                storage_options=None if dt is not None
-                                else self.storage_options)
-                return
-            except CommitFailedError as exc:
-                last = exc
-            except DeltaError as exc:
-                last = exc
-                self._dt = None
-        if isinstance(last, CommitFailedError):
-            raise RegistryConflict(f"concurrent update of {self.name}: {last}") from last
-        raise RegistryError(f"could not write {self.name}: {last}") from last
+        self._table.append(rows, {app_id: 1} if app_id else None)
 
     def sql(self, statement: str) -> pa.Table:
         """``statement`` over this table as ``t`` (the empty schema while it does not exist).
@@ -144,10 +109,7 @@ class DeltaAppender:
         Raises:
             RegistryError: the query failed.
         """
-        dt = self.handle()
-        if dt is None:
-            return SCHEMAS[self.name].empty_table()
         try:
-            return to_arrow(QueryBuilder().register("t", dt).execute(statement))
+            return self._table.sql(statement)
         except Exception as exc:  # DataFusion errors carry no common base class
             raise RegistryError(f"cannot query {self.name}: {exc}") from exc

@@ -20,7 +20,7 @@ from engine.monitor.judge import Status, TenantFigures
 from engine.monitor.psi import drift
 from engine.monitor.tables import DeltaAppender
 from registry import Registry
-from registry.index import sql_str
+from registry.delta import sql_str
 from registry.types import ModelProfile
 
 __all__ = ["BucketResult", "MonitorBucket", "MonitorContext", "Pick", "judge_bucket",

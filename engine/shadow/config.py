@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from deltalake import CommitProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
 
-from engine.shadow.tables import CONFIG, SCHEMAS, ShadowTables, sql_str
+from engine.shadow.tables import CONFIG, SCHEMAS, ShadowTables
 from registry import validate_tenant_id
-from registry.errors import RegistryConflict, RegistryError, ValidationError
+from registry.delta import DeltaTableHandle, sql_str
+from registry.errors import ValidationError
 
 __all__ = ["CONFIG_SCHEMA", "ConfigChange", "ConfigStore", "ConfigWatcher", "ShadowConfig",
            "build_config", "parse_time"]
@@ -150,6 +149,9 @@ class ConfigStore:
 
     def __init__(self, tables: ShadowTables) -> None:
         self.tables = tables
+        # The same table with its audit columns (older tables gain them on this write).
+        self._audited = DeltaTableHandle(tables.uri(CONFIG), CONFIG_SCHEMA,
+                                         tables.storage_options, label=f"shadow/{CONFIG}")
 
     def set(self, config: ShadowConfig) -> None:
         """Record ``config`` as the tenant's current shadow setting."""
@@ -196,25 +198,7 @@ class ConfigStore:
             RegistryConflict: concurrent commits could not be reconciled.
             RegistryError: the table could not be written.
         """
-        tables = self.tables
-        props = CommitProperties(max_commit_retries=50)
-        last: Exception | None = None
-        for _ in range(3):  # two writers may race to create the table
-            dt = tables.handle(CONFIG)
-            try:
-                write_deltalake(dt if dt is not None else tables.uri(CONFIG), rows,
-                                mode="append", schema_mode="merge", commit_properties=props,
-                                storage_options=None if dt is not None
-                                else tables.storage_options)
-                return
-            except CommitFailedError as exc:
-                last = exc
-            except DeltaError as exc:
-                last = exc
-                tables._handles.pop(CONFIG, None)  # a broken handle: reopen it next try
-        if isinstance(last, CommitFailedError):
-            raise RegistryConflict(f"concurrent update of shadow/{CONFIG}: {last}") from last
-        raise RegistryError(f"could not write shadow/{CONFIG}: {last}") from last
+        self._audited.append(rows)
 
     def history(self, tenant_id: str) -> list[ConfigChange]:
         """Every shadow change of ``tenant_id``, newest first (who, when, why)."""

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from engine.shadow.config import ConfigStore
-from engine.shadow.tables import PAIRS, STATS, ShadowTables, sql_str
+from engine.shadow.tables import PAIRS, STATS, ShadowTables
 from registry import Alias, Registry, validate_tenant_id
+from registry.delta import sql_str
 from registry.errors import NotFound
 
 __all__ = ["Comparison", "ShadowReport", "compare", "ks_statistic", "psi", "shadow_report"]

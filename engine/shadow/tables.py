@@ -6,8 +6,7 @@
     <root>/shadow/log      one row per compared prediction, partitioned by date
     <root>/shadow/stats    per-flush counts of dropped / failed mirrors, partitioned by date
 
-Reads go through DataFusion (``QueryBuilder``): ``DeltaTable.to_pyarrow_*`` aborts the
-process at exit with this deltalake build.
+Each is a :class:`registry.delta.DeltaTableHandle` (reads through DataFusion).
 """
 
 from __future__ import annotations
@@ -15,14 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake import DeltaTable
 
 from registry import Registry
-from registry.errors import RegistryConflict, RegistryError
-from registry.index import sql_str, to_arrow
+from registry.delta import DeltaTableHandle
 
-__all__ = ["CONFIG", "PAIRS", "SCHEMAS", "STATS", "ShadowTables", "app_id", "sql_str"]
+__all__ = ["CONFIG", "PAIRS", "SCHEMAS", "STATS", "ShadowTables", "app_id"]
 
 _TS = pa.timestamp("us", tz="UTC")
 CONFIG, PAIRS, STATS = "config", "log", "stats"
@@ -76,7 +73,9 @@ class ShadowTables:
     def __init__(self, base_uri: str, storage_options: Mapping[str, str]) -> None:
         self.base_uri = base_uri.rstrip("/")
         self.storage_options = dict(storage_options)
-        self._handles: dict[str, DeltaTable] = {}
+        self._tables = {name: DeltaTableHandle(self.uri(name), schema, self.storage_options,
+                                               _PARTITIONS[name], f"shadow/{name}")
+                        for name, schema in SCHEMAS.items()}
 
     @classmethod
     def for_registry(cls, registry: Registry) -> ShadowTables:
@@ -89,16 +88,7 @@ class ShadowTables:
 
     def handle(self, name: str) -> DeltaTable | None:
         """An up-to-date handle on ``name``, or None while nothing was written to it."""
-        dt = self._handles.get(name)
-        try:
-            if dt is None:
-                dt = DeltaTable(self.uri(name), storage_options=self.storage_options)
-                self._handles[name] = dt
-            else:
-                dt.update_incremental()
-        except TableNotFoundError:
-            return None
-        return dt
+        return self._tables[name].open()
 
     def append(self, name: str, rows: pa.Table,
                transactions: Mapping[str, int] | None = None) -> None:
@@ -111,40 +101,18 @@ class ShadowTables:
             RegistryConflict: concurrent commits could not be reconciled.
             RegistryError: the table could not be written.
         """
-        txns = [Transaction(app_id(k), v) for k, v in (transactions or {}).items()]
-        props = CommitProperties(max_commit_retries=50, app_transactions=txns or None)
-        rows = rows.cast(SCHEMAS[name])
-        last: Exception | None = None
-        for _ in range(3):  # two replicas may race to create the table
-            dt = self.handle(name)
-            try:
-                write_deltalake(dt if dt is not None else self.uri(name), rows, mode="append",
-                                partition_by=_PARTITIONS[name], commit_properties=props,
-                                storage_options=None if dt is not None
-                                else self.storage_options)
-                return
-            except CommitFailedError as exc:
-                last = exc
-            except DeltaError as exc:
-                last = exc
-                self._handles.pop(name, None)
-        if isinstance(last, CommitFailedError):
-            raise RegistryConflict(f"concurrent update of shadow/{name}: {last}") from last
-        raise RegistryError(f"could not write shadow/{name}: {last}") from last
+        self._tables[name].append(
+            rows, {app_id(k): v for k, v in (transactions or {}).items()} or None)
 
     def query(self, name: str, where: str | None = None, columns: str = "*") -> pa.Table:
         """Rows of ``name`` matching the SQL predicate ``where`` (empty if no table yet)."""
-        return self.sql(name, f"SELECT {columns} FROM t" + (f" WHERE {where}" if where else ""))
+        return self._tables[name].query(where, columns)
 
     def sql(self, name: str, statement: str) -> pa.Table:
         """The result of ``statement``, a DataFusion query over table ``name`` as ``t``
         (``name``'s empty schema if the table does not exist yet)."""
-        dt = self.handle(name)
-        if dt is None:
-            return SCHEMAS[name].empty_table()
-        return to_arrow(QueryBuilder().register("t", dt).execute(statement))
+        return self._tables[name].sql(statement)
 
     def version(self, name: str) -> int:
         """The table's current version (-1 while it does not exist)."""
-        dt = self.handle(name)
-        return -1 if dt is None else dt.version()
+        return self._tables[name].version()
