@@ -29,7 +29,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -295,8 +294,3 @@ def _stats(table: pa.Table) -> str:
         mins[name], maxs[name] = bounds["min"], bounds["max"]
     return json.dumps({"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs,
                        "nullCount": nulls})
-
-
-def now_utc() -> datetime:
-    """The time stamp rows are written with."""
-    return datetime.now(UTC)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from engine.batch.output import now_utc
 from engine.batch.plan import ROW_INDEX_COLUMN, ModelPair
 from engine.serving.model import LoadedModel
 
@@ -111,3 +111,8 @@ def _parts(tenants: list[ScoredTenant]) -> dict[str, list[Any]]:
         out["shadow_version"].append(
             np.full(n, -1 if t.shadow_version is None else t.shadow_version))
     return out
+
+
+def now_utc() -> datetime:
+    """The time stamp rows are written with."""
+    return datetime.now(UTC)
