@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from registry import Registry  # noqa: E402
+from registry import Registry
 from training.features import DATE_COLUMN, FEATURE_NAMES, LABEL_COLUMN, TENANT_COLUMN
 from training.generate import GeneratorConfig, generate
 from training.job import run_training
