@@ -122,7 +122,7 @@ def test_a_full_disk_at_an_index_commit_is_one_registry_error(tmp_path, monkeypa
     def full(*_: object, **__: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(index_module, "write_deltalake", full)
+    monkeypatch.setattr("registry.delta.write_deltalake", full)  # DeltaIndex.append's writer
     with pytest.raises(RegistryError, match="No space left"):
         reg.index.append("runs", pa.Table.from_pylist([], schema=index_module.TABLES["runs"]),
                          "full-run")

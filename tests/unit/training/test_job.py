@@ -42,7 +42,7 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> list[BucketSpec]:
             ran.append(bucket)
             yield train_bucket(ctx, bucket)
 
-    monkeypatch.setattr(job_mod, "ensure_ray", lambda settings: None)
+    monkeypatch.setattr(job_mod, "ensure_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(job_mod, "_run_buckets", run_here)
     return ran
 

@@ -15,7 +15,7 @@ import pytest
 import xgboost as xgb
 
 from engine.metrics import Metrics
-from engine.monitor.log import PredictionLog
+from engine.monitor.log import PredictionLog, attach_prediction_log
 from engine.monitor.tables import PREDICTIONS, DeltaAppender
 from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
@@ -159,6 +159,7 @@ def test_a_model_host_logs_production_answers(tmp_path: Path) -> None:
 
     async def serve(settings: ServeSettings) -> ModelHostState:
         state = ModelHostState(settings, reg)
+        attach_prediction_log(state)  # as the Serve app does
         for i in range(3):
             await state.predict("acme", body, f"p{i}")
         await state.predict("acme", body, "synthetic", synthetic=True)
