@@ -160,12 +160,11 @@ def test_settings_map_the_aws_environment(s3_env: dict[str, str]) -> None:
 
 
 def test_registry_from_env_publishes_and_serves_from_s3(
-        bucket: str, s3_env: dict[str, str], s3_client: Any, model_bytes: bytes,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in s3_env.items():
-        monkeypatch.setenv(key, value)
+        bucket: str, s3_env: dict[str, str], s3_client: Any, model_bytes: bytes) -> None:
     root = f"s3://{bucket}/registry"
-    reg = Registry.create(root, num_shards=4)  # options from the AWS_* environment
+    # The AWS_* variables as main reads them; the library never reads the environment.
+    opts = RegistrySettings.from_env(s3_env).storage_options(root)
+    reg = Registry.create(root, num_shards=4, storage_options=opts)
     snap = reg.new_snapshot()
     assert snap.tenants() == []
     assert _publish(reg, "run-1", ["acme", "globex"], model_bytes) == [1, 1]
@@ -183,10 +182,10 @@ def test_registry_from_env_publishes_and_serves_from_s3(
     np.testing.assert_allclose(reg.load_booster(mv).inplace_predict(x),
                                original.inplace_predict(x))
     # A registry handle travels to other processes (Ray tasks) by pickling.
-    clone = pickle.loads(pickle.dumps(Registry.open(root)))
+    clone = pickle.loads(pickle.dumps(Registry.open(root, opts)))
     assert clone.num_shards == 4
     assert [m.version for m in clone.history("globex")] == [1]
-    assert Registry.create(root, 4).num_shards == 4  # idempotent on s3 too
+    assert Registry.create(root, 4, opts).num_shards == 4  # idempotent on s3 too
 
 
 def test_flipped_byte_in_the_s3_object_fails_its_checksum(
