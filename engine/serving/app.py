@@ -158,8 +158,8 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     # The Serve entry point (``serve run``/``serve deploy`` import it): it reads this
     # process's environment, once, here; ``args`` win over it.
     environ = dict(os.environ)
-    settings = ServeSettings.from_env(environ, **args)
     storage = args.pop("storage_options", None)
+    settings = ServeSettings.from_env(environ, **args)
     if storage is None:
         storage = RegistrySettings.from_env(environ).storage_options(settings.registry)
     problem = settings.exposure_problem()
