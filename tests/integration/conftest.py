@@ -5,33 +5,22 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import time
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import xgboost as xgb
+
+from tests.conftest import publish_models, train_tiny, wait_for
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 FEATURES = ("txn_amount", "account_age_days", "txn_velocity_1h", "chargeback_rate", "ip_risk")
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 30.0, every: float = 0.05,
-             what: Callable[[], Any] = lambda: "") -> Any:
-    """Poll ``cond`` until it returns something truthy (returned); fail after ``timeout``
-    seconds, adding ``what()`` to the message."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"condition not reached in time {what()}"
-        time.sleep(every)
 
 
 def free_port() -> int:
@@ -43,25 +32,13 @@ def free_port() -> int:
 
 def train_bytes(seed: int, rounds: int = 8, n: int = 300) -> bytes:
     """A small real binary classifier on FEATURES, as UBJSON."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, len(FEATURES)))
-    x[rng.random(x.shape) < 0.05] = np.nan
-    logits = x[:, 0] * (1 + seed % 3) - x[:, 1] + 0.3 * rng.normal(size=n)
-    y = (np.nan_to_num(logits) > 0).astype(int)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1,
-                         "seed": seed}, xgb.DMatrix(x, y, feature_names=list(FEATURES)), rounds)
-    return bytes(booster.save_raw("ubj"))
+    return train_tiny(seed, features=FEATURES, rows=n, rounds=rounds, missing=0.05)
 
 
 def publish(reg: Any, tenants: dict[str, bytes], run_id: str,
             alias: str = "production") -> dict[str, int]:
     """Stage and publish one version per tenant; returns tenant -> version."""
-    from registry import AliasMove, NewVersion
-
-    staged = [reg.stage_artifact(t, data, run_id) for t, data in tenants.items()]
-    reg.publish(run_id, [NewVersion(s, FEATURES, {"auc": 0.9, "logloss": 0.3}) for s in staged],
-                [AliasMove(s.tenant_id, alias, s.version) for s in staged])
-    return {s.tenant_id: s.version for s in staged}
+    return publish_models(reg, tenants, run_id, features=FEATURES, alias=alias)
 
 
 @pytest.fixture(scope="session")
@@ -118,3 +95,64 @@ def train() -> Callable[[int], bytes]:
 @pytest.fixture()
 def artifacts_dir(served_registry: Any) -> Path:
     return Path(served_registry.root) / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1 and the AWS_* variables that reach it.
+
+    The server runs in its own process, not in a thread of this one: some deltalake calls
+    (``load_cdf``) hold the GIL while they wait on the network, which would starve an
+    in-process server and hang the test.
+    """
+    log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
+    for _ in range(5):
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                                 "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        if _wait_listening(port, proc):
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        pytest.fail("moto server did not start")
+    yield {"AWS_ACCESS_KEY_ID": "tenantry-test", "AWS_SECRET_ACCESS_KEY": "tenantry-secret",
+           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the server accepts connections; raises AssertionError once it has exited."""
+    assert proc.poll() is None, "the server exited"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    try:
+        return bool(wait_for(lambda: _listening(port, proc), timeout=30.0, every=0.1))
+    except AssertionError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_env: dict[str, str]) -> Any:
+    """A boto3 client on the test server, to inspect and tamper with objects directly."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+                        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+                        region_name=s3_env["AWS_REGION"])
+
+
+@pytest.fixture()
+def bucket(s3_client: Any) -> str:
+    name = f"tenantry-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name

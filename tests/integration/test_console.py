@@ -26,13 +26,13 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
-import xgboost as xgb
 from deltalake import write_deltalake
 
 from engine.serving.auth import add_key
 from engine.shadow.config import ConfigStore, build_config
 from engine.shadow.tables import PAIRS, SCHEMAS, ShadowTables
 from registry import AliasMove, NewVersion, Registry
+from tests.conftest import train_tiny
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "console"
@@ -57,12 +57,7 @@ def _free_port() -> int:
 
 
 def _model(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(300, len(FEATURES)))
-    y = (x[:, 0] - x[:, 1] + 0.5 * rng.normal(size=300) > 0).astype(int)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
-                        xgb.DMatrix(x, y, feature_names=list(FEATURES)), 6)
-    return bytes(booster.save_raw("ubj"))
+    return train_tiny(seed, features=FEATURES, rows=300)
 
 
 def _registry(root: Path) -> Registry:

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from engine.shadow import ConfigStore, ShadowTables, build_config
+from tests.conftest import wait_for
 
-from .conftest import publish, train_bytes, wait_for
+from .conftest import publish, train_bytes
 
 pytestmark = pytest.mark.timeout(600)
 

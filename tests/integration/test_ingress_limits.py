@@ -39,8 +39,9 @@ from engine.ingress.process import HaproxyProcess
 from engine.ingress.runtime import SlotTarget
 from engine.ingress.stats import up_slots
 from engine.serving.server import ThreadedServer
+from tests.conftest import wait_for
 
-from .conftest import free_port, wait_for
+from .conftest import free_port
 from .test_ingress_desync import (
     BODY,
     ROW,

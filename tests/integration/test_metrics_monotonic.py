@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import FEATURES, wait_for
+from tests.conftest import wait_for
+
+from .conftest import FEATURES
 
 Series = tuple[str, tuple[tuple[str, str], ...]]
 CUMULATIVE_SUFFIXES = ("_total", "_bucket", "_count", "_sum")

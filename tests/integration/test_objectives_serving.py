@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from .conftest import wait_for
+from tests.conftest import publish_models, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -24,12 +24,8 @@ COLORS = ("blue", "green", "red")
 
 
 def _publish(reg: Any, tenant: str, booster: xgb.Booster, run: str, **fields: Any) -> None:
-    from registry import AliasMove, NewVersion
-
-    staged = reg.stage_artifact(tenant, bytes(booster.save_raw("ubj")), run)
-    reg.publish(run, [NewVersion(staged, tuple(booster.feature_names or ()), {"rmse": 1.0},
-                                 **fields)],
-                [AliasMove(tenant, "production", staged.version)])
+    publish_models(reg, {tenant: bytes(booster.save_raw("ubj"))}, run,
+                   features=tuple(booster.feature_names or ()), metrics={"rmse": 1.0}, **fields)
 
 
 def _frame(rows: list[list[Any]]) -> pd.DataFrame:
@@ -39,6 +35,7 @@ def _frame(rows: list[list[Any]]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def models(serving: Any, served_registry: Any) -> dict[str, xgb.Booster]:
+    # multi-class and categorical models beside a regression on the same rows
     rng = np.random.default_rng(4)
     x = rng.normal(size=(300, 3))
     y = 2 * x[:, 0] - x[:, 1] + rng.normal(size=300)

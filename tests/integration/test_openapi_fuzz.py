@@ -10,14 +10,11 @@ bounded: 25 examples per operation, derandomized, a 10 s request timeout (~15 s 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import xgboost as xgb
 
 from engine.serving.api import create_app
 from engine.serving.auth import KeyStore
@@ -27,6 +24,7 @@ from engine.serving.v2 import install_v2
 from engine.serving.v2_schema import EXAMPLE_TENANT
 from engine.settings import ServeSettings
 from registry import AliasMove, NewVersion, Registry
+from tests.conftest import train_tiny, wait_for
 from training.features import FEATURE_NAMES
 
 schemathesis = pytest.importorskip("schemathesis")  # a dev extra
@@ -44,13 +42,7 @@ REQUEST_TIMEOUT_S = 10.0
 
 
 def _demo_model() -> bytes:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, len(FEATURE_NAMES)))
-    x[rng.random(x.shape) < 0.05] = np.nan
-    y = (np.nan_to_num(x[:, 0]) - np.nan_to_num(x[:, 1]) > 0).astype(int)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
-                        xgb.DMatrix(x, y, feature_names=list(FEATURE_NAMES)), 10)
-    return bytes(booster.save_raw("ubj"))
+    return train_tiny(0, features=FEATURE_NAMES, rows=400, rounds=10, missing=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +61,7 @@ def host_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = ThreadedServer(app, "127.0.0.1", 0,
                             on_start=lambda: _start(state), name="tenantry-fuzz")
     port = server.start()
-    deadline = time.monotonic() + 30
-    while state.snapshot.last_refresh_at <= 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: state.snapshot.last_refresh_at > 0, timeout=30)
     yield f"http://127.0.0.1:{port}"
     server.stop()
     state.close()
@@ -122,14 +112,12 @@ def _run(schema: Any) -> tuple[list[str], set[str]]:
 
 
 def test_openapi_contract(host_url: str) -> None:
-    started = time.monotonic()
     found, tested = _run(_schema(host_url, exclude_tenant_bodies=True))
     more, tested_bodies = _run(_schema(host_url, exclude_tenant_bodies=False))
     assert not found + more, "\n\n".join(found + more)
     assert TENANT_SHAPED_BODIES <= tested_bodies
     assert {"GET /healthz", "GET /metrics", "PUT /v1/admin/tenants/{tenant_id}/shadow",
             "GET /v2/models/{tenant}/versions/{version}/ready"} <= tested
-    assert time.monotonic() - started < 90
 
 
 def test_examples_are_served(host_url: str) -> None:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from registry import AliasMove, NewVersion, Registry, RegistrySettings, StagedAr
 from registry.errors import ChecksumMismatch, RegistryError
 from registry.gc import collect_garbage
 from registry.storage import ArtifactStore
+from tests.conftest import train_tiny
 
 FEATURES = ("amount", "age_days", "velocity")
 
@@ -49,15 +47,6 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _train_tiny(seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    x = rng.random((120, 3))
-    y = (x[:, 0] + 0.1 * rng.random(120) > 0.5).astype(int)
-    booster = xgb.train({"max_depth": 2, "nthread": 1, "seed": seed},
-                        xgb.DMatrix(x, y, feature_names=list(FEATURES)), 4)
-    return bytes(booster.save_raw("ubj"))
-
-
 def _new_version(staged: StagedArtifact) -> NewVersion:
     return NewVersion(staged, FEATURES, {"auc": 0.8, "logloss": 0.4}, data_date="2026-11-27")
 
@@ -70,69 +59,8 @@ def _publish(reg: Registry, run_id: str, tenants: list[str], data: bytes) -> lis
 
 
 @pytest.fixture(scope="session")
-def s3_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A moto S3 server on 127.0.0.1 and the AWS_* variables that reach it.
-
-    The server runs in its own process, not in a thread of this one: some deltalake calls
-    (``load_cdf``) hold the GIL while they wait on the network, which would starve an
-    in-process server and hang the test.
-    """
-    log = (tmp_path_factory.mktemp("moto") / "server.log").open("wb")
-    for _ in range(5):
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                 "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-        if _wait_listening(port, proc):
-            break
-        proc.kill()
-        proc.wait()
-    else:
-        pytest.fail("moto server did not start")
-    yield {"AWS_ACCESS_KEY_ID": "tenantry-test", "AWS_SECRET_ACCESS_KEY": "tenantry-secret",
-           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-@pytest.fixture(scope="session")
-def s3_client(s3_env: dict[str, str]) -> Any:
-    """A boto3 client on the test server, to inspect and tamper with objects directly."""
-    import boto3
-
-    return boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"],
-                        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
-                        region_name=s3_env["AWS_REGION"])
-
-
-@pytest.fixture(scope="session")
 def model_bytes() -> bytes:
-    return _train_tiny()
-
-
-@pytest.fixture()
-def bucket(s3_client: Any) -> str:
-    name = f"tenantry-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
+    return train_tiny(features=FEATURES, rows=120, rounds=4, depth=2)
 
 
 @pytest.fixture()

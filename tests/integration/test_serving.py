@@ -15,7 +15,9 @@ import pytest
 import xgboost as xgb
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import FEATURES, publish, train_bytes, wait_for
+from tests.conftest import wait_for
+
+from .conftest import FEATURES, publish, train_bytes
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,6 +30,15 @@ def metric_values(url: str) -> dict[tuple[str, tuple], float]:
 
 def predict(client: httpx.Client, tenant: str, rows: Any, **kw: Any) -> httpx.Response:
     return client.post(f"/v1/tenants/{tenant}/predict", json={"instances": rows}, **kw)
+
+
+def _unless(status: int, resp: httpx.Response) -> httpx.Response | None:
+    """``resp`` unless it has ``status`` (to poll until an answer changes)."""
+    return None if resp.status_code == status else resp
+
+
+def _two_replicas(ready: dict[str, Any]) -> dict[str, Any] | None:
+    return ready if ready["replicas"] == 2 else None
 
 
 @pytest.fixture()
@@ -99,10 +110,8 @@ def test_corrupt_artifact_is_503_for_that_tenant_only(client: httpx.Client,
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 3] ^= 0xFF
     path.write_bytes(bytes(raw))
-    deadline = time.monotonic() + 30
-    while (resp := predict(client, "corrupt-1", [[0.0] * 5])).status_code == 404:
-        assert time.monotonic() < deadline, "replicas never saw the new tenant"
-        time.sleep(0.2)
+    resp = wait_for(lambda: _unless(404, predict(client, "corrupt-1", [[0.0] * 5])),
+                    timeout=30, what=lambda: "(replicas never saw the new tenant)")
     assert resp.status_code == 503 and "sha256" in resp.json()["detail"]
     assert predict(client, "t04", [[0.0] * 5]).status_code == 200
 
@@ -172,11 +181,8 @@ def test_hot_swap_under_load_fails_nothing(serving: Any, served_registry: Any) -
                 r = predict(c, "swap-1", [[0.3] * 5])
                 results.append((r.status_code, r.headers.get("x-model-version")))
 
-    deadline = time.monotonic() + 30
     with httpx.Client(base_url=serving.url) as c:
-        while predict(c, "swap-1", [[0.3] * 5]).status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_for(lambda: predict(c, "swap-1", [[0.3] * 5]).status_code == 200, timeout=30)
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(hammer) for _ in range(4)]
         wait_for(lambda: len(results) >= 50, timeout=30)  # traffic on version 1
@@ -224,13 +230,8 @@ def test_killed_replica_recovers_and_only_in_flight_fail(serving: Any) -> None:
     failed = [s for s in statuses if s != 200]
     assert len(statuses) > 100
     assert len(failed) <= 2, f"{len(failed)} failures: only in-flight requests may fail"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready = httpx.get(f"{serving.url}/readyz").json()
-        if ready["replicas"] == 2:
-            break
-        time.sleep(0.5)
-    assert ready["replicas"] == 2, "Serve did not bring the replica back"
+    ready = wait_for(lambda: _two_replicas(httpx.get(f"{serving.url}/readyz").json()),
+                     timeout=120, every=0.5, what=lambda: "(Serve did not bring the replica back)")
     with httpx.Client(base_url=serving.url) as c:
         assert all(predict(c, f"t{i:02d}", [[0.5] * 5]).status_code == 200 for i in range(12))
     json.dumps(ready)

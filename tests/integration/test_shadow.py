@@ -19,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.shadow import ShadowTables, compare, shadow_report
 from engine.shadow.tables import PAIRS
 from registry import Registry
+from tests.conftest import wait_for
 
-from .conftest import FEATURES, publish, train_bytes, wait_for
+from .conftest import FEATURES, publish, train_bytes
 
 pytestmark = pytest.mark.timeout(600)
 

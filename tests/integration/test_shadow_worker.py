@@ -17,8 +17,9 @@ from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
 from engine.shadow import build_config, create_mirror, shadow_report
 from registry import Registry
+from tests.conftest import wait_for
 
-from .conftest import FEATURES, publish, train_bytes, wait_for
+from .conftest import FEATURES, publish, train_bytes
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -29,8 +29,9 @@ import pytest
 from engine.shadow import ConfigStore, ShadowTables, build_config
 from engine.shadow.tables import PAIRS
 from registry import Registry
+from tests.conftest import wait_for
 
-from .conftest import FEATURES, free_port, publish, train_bytes, wait_for
+from .conftest import FEATURES, free_port, publish, train_bytes
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -199,7 +200,7 @@ def _run_trial(root: str, sig_name: str, target: str, prefix: str, tmp: Path) ->
                                     daemon=True) for w in range(2)]
         for t in threads:
             t.start()
-        time.sleep(3.0)
+        time.sleep(3.0)  # deliberate: the signal comes with traffic in flight
         sig = getattr(signal, sig_name)
         trial.signalled_at = time.monotonic()
         if target == "group":

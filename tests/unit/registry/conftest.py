@@ -4,23 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import xgboost as xgb
 
 from registry import NewVersion, Registry, StagedArtifact
+from tests.conftest import train_tiny as train_model
 
 FEATURES = ("amount", "age_days", "velocity")
 
 
 def train_tiny(seed: int = 0, rounds: int = 4) -> bytes:
     """A small real booster as UBJSON bytes."""
-    rng = np.random.default_rng(seed)
-    x = rng.random((120, 3))
-    y = (x[:, 0] + 0.1 * rng.random(120) > 0.5).astype(int)
-    booster = xgb.train({"max_depth": 2, "nthread": 1, "seed": seed},
-                        xgb.DMatrix(x, y, feature_names=list(FEATURES)), rounds)
-    return bytes(booster.save_raw("ubj"))
+    return train_model(seed, features=FEATURES, rows=120, rounds=rounds, depth=2)
 
 
 def new_version(staged: StagedArtifact, auc: float = 0.8) -> NewVersion:

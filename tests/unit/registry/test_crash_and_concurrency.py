@@ -14,8 +14,8 @@ from registry.gc import collect_garbage
 
 WRITER = textwrap.dedent("""
     import sys, time, numpy as np, xgboost as xgb
-    sys.path.append({tests!r})
-    from conftest import new_version, train_tiny
+    sys.path.append({repo!r})
+    from tests.unit.registry.conftest import new_version, train_tiny
     from registry import AliasMove, Registry
     reg = Registry.open({root!r})
     data = train_tiny()
@@ -36,7 +36,7 @@ WRITER = textwrap.dedent("""
 def _script(tmp_path: Path, reg: Registry) -> Path:
     (tmp_path / "bin").mkdir(exist_ok=True)
     path = tmp_path / "bin" / "writer.py"  # not beside the registry dir (import shadowing)
-    path.write_text(WRITER.format(tests=str(Path(__file__).parent), root=reg.root))
+    path.write_text(WRITER.format(repo=str(Path(__file__).parents[3]), root=reg.root))
     return path
 
 

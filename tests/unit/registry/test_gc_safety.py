@@ -15,6 +15,7 @@ from registry import AliasMove, Registry
 from registry.gc import collect_garbage, shadow_config_versions
 from registry.leases import LeaseKeeper, LeaseStore
 from registry.storage import FileEntry
+from tests.conftest import wait_for
 
 from .conftest import new_version
 
@@ -134,10 +135,8 @@ def test_lease_keeper_renews_then_releases(reg: Registry) -> None:
     keeper = LeaseKeeper(reg.leases, "nightly-2", ttl_s=2.0, renew_s=0.05).start()
     try:
         first = reg.leases.live()["nightly-2"].expires_at
-        deadline = time.monotonic() + 10
-        while reg.leases.live()["nightly-2"].expires_at <= first:
-            assert time.monotonic() < deadline, "the lease was never renewed"
-            time.sleep(0.02)
+        wait_for(lambda: reg.leases.live()["nightly-2"].expires_at > first, timeout=10,
+                 what=lambda: "(the lease was never renewed)")
         keeper.pin({TENANT: [3, 1]})
         assert reg.leases.live()["nightly-2"].pins == {TENANT: (1, 3)}
     finally:

@@ -7,7 +7,6 @@ holds a renewed lease that gc honours while the run lasts.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from engine.cli import main
 from registry import Registry
 from registry.errors import RegistryNotFound
 from registry.gc import collect_garbage
+from tests.conftest import wait_for
 from training.bucket import BucketResult, BucketSpec, JobContext, train_bucket
 from training.craft import rule_rows
 from training.errors import InvalidTrainingInput
@@ -106,10 +106,8 @@ def test_the_run_holds_a_renewed_lease_that_gc_honours(tmp_path: Path, no_ray: l
     def run_then_collect(ctx: JobContext, buckets: list[BucketSpec],
                          resources: dict[str, float]) -> Iterator[BucketResult]:
         first = reg.leases.live()[ctx.run_id].expires_at
-        deadline = time.monotonic() + 10
-        while reg.leases.live()[ctx.run_id].expires_at <= first:  # renewed by the driver
-            assert time.monotonic() < deadline, "the driver never renewed its lease"
-            time.sleep(0.02)
+        wait_for(lambda: reg.leases.live()[ctx.run_id].expires_at > first, timeout=10,
+                 what=lambda: "(the driver never renewed its lease)")
         for result in real(ctx, buckets, resources):
             # Another operator runs gc with no grace while the run is midway.
             seen["gc"] = collect_garbage(reg, keep=1, orphan_grace_s=0)

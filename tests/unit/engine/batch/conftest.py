@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-import xgboost as xgb
 from deltalake import write_deltalake
 
 from engine.batch.plan import ScoreBucket
 from engine.batch.task import BucketResult, ScoreContext, score_bucket
-from registry import AliasMove, NewVersion, Registry, shard_of
+from registry import Registry, shard_of
+from tests.conftest import publish_models, train_tiny
 
 FEATURES = ("amount", "age_days", "velocity", "risk")
 DATES = ("2024-03-01", "2024-03-02")
@@ -25,23 +25,15 @@ SHARDS = 4
 def train_bytes(seed: int, features: Sequence[str] = FEATURES, rounds: int = 12,
                 depth: int = 4) -> bytes:
     """A small binary classifier on ``features`` (with missing values), as UBJSON."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(400, len(features)))
-    x[rng.random(x.shape) < 0.1] = np.nan
-    y = (np.nan_to_num(x[:, 0]) * (1 + seed % 3) - np.nan_to_num(x[:, -1])
-         + 0.3 * rng.normal(size=400) > 0).astype(int)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": depth, "nthread": 1,
-                         "seed": seed}, xgb.DMatrix(x, y, feature_names=list(features)), rounds)
-    return bytes(booster.save_raw("ubj"))
+    return train_tiny(seed, features=features, rows=400, rounds=rounds, depth=depth,
+                      missing=0.1)
 
 
 def publish(reg: Registry, models: dict[str, bytes], run_id: str, alias: str = "production",
             features: Sequence[str] = FEATURES) -> dict[str, int]:
     """Stage and publish one version per tenant under ``alias``; tenant -> version."""
-    staged = [reg.stage_artifact(t, data, run_id) for t, data in models.items()]
-    reg.publish(run_id, [NewVersion(s, tuple(features), {"auc": 0.9}) for s in staged],
-                [AliasMove(s.tenant_id, alias, s.version) for s in staged])
-    return {s.tenant_id: s.version for s in staged}
+    return publish_models(reg, models, run_id, features=features, alias=alias,
+                          metrics={"auc": 0.9})
 
 
 def feature_rows(tenants: Sequence[str], seed: int = 0, dates: Sequence[str] = DATES,

@@ -21,7 +21,8 @@ from deltalake import DeltaTable
 import engine.batch.job as job_mod
 from engine.batch import ScoreSettings, run_scoring
 from engine.cli import main
-from registry import AliasMove, NewVersion, Registry
+from registry import Registry
+from tests.conftest import publish_models
 from training.spec import parse_spec
 
 from .conftest import DATES, FEATURES, SHARDS, feature_rows, run_here, write_features
@@ -32,9 +33,8 @@ SPEC_FEATURES = ("spend", "visits", "plan")
 
 
 def _publish(reg: Registry, tenant: str, booster: xgb.Booster, run: str, **fields: Any) -> None:
-    staged = reg.stage_artifact(tenant, bytes(booster.save_raw("ubj")), run)
-    reg.publish(run, [NewVersion(staged, tuple(booster.feature_names or ()), {}, **fields)],
-                [AliasMove(tenant, "production", staged.version)])
+    publish_models(reg, {tenant: bytes(booster.save_raw("ubj"))}, run,
+                   features=tuple(booster.feature_names or ()), metrics={}, **fields)
 
 
 def _frame(spend: Any, visits: Any, plan: Any) -> pd.DataFrame:
@@ -43,6 +43,7 @@ def _frame(spend: Any, visits: Any, plan: Any) -> pd.DataFrame:
                          "plan": pd.Categorical(list(plan), categories=list(PLANS))})
 
 
+# categorical data: train_tiny trains numeric features only
 def _regressor(seed: int) -> xgb.Booster:
     rng = np.random.default_rng(seed)
     n = 300
@@ -139,6 +140,7 @@ def test_multiclass_writes_probability_lists(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(300, len(FEATURES)))
     y = np.digitize(x[:, 0] - x[:, 3], [-0.5, 0.5])
+    # multi-class, and a binary model on the same rows (train_tiny makes its own rows)
     multi = xgb.train({"objective": "multi:softprob", "num_class": 3, "max_depth": 3,
                        "nthread": 1}, xgb.DMatrix(x, y, feature_names=list(FEATURES)), 8)
     binary = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},

@@ -18,7 +18,8 @@ from deltalake import DeltaTable
 
 from engine.batch import ScoreSettings, run_scoring
 from engine.serving.model import load_model
-from registry import AliasMove, NewVersion, Registry
+from registry import Registry
+from tests.conftest import publish_models, train_booster
 
 from .conftest import run_here, write_features
 
@@ -36,13 +37,8 @@ FORESTS: dict[str, tuple[tuple[str, ...], str, int, int]] = {
 
 def _train(seed: int, features: tuple[str, ...], objective: str, trees: int,
            depth: int) -> xgb.Booster:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(400, len(features))) * 3
-    x[rng.random(x.shape) < 0.15] = np.nan
-    signal = np.nan_to_num(x[:, 0]) - np.nan_to_num(x[:, -1]) + rng.normal(size=400)
-    y = (signal > 0).astype(int) if objective.startswith("binary") else signal
-    return xgb.train({"objective": objective, "max_depth": depth, "nthread": 1, "seed": seed},
-                     xgb.DMatrix(x, y, feature_names=list(features)), trees)
+    return train_booster(seed, features=features, rows=400, rounds=trees, depth=depth,
+                         objective=objective, missing=0.15)
 
 
 def _frame(x: np.ndarray, plan: list[Any]) -> pd.DataFrame:
@@ -51,9 +47,8 @@ def _frame(x: np.ndarray, plan: list[Any]) -> pd.DataFrame:
 
 def _publish(reg: Registry, tenant: str, booster: xgb.Booster, run: str, alias: str,
              **fields: Any) -> None:
-    staged = reg.stage_artifact(tenant, bytes(booster.save_raw("ubj")), run)
-    reg.publish(run, [NewVersion(staged, tuple(booster.feature_names or ()), {}, **fields)],
-                [AliasMove(tenant, alias, staged.version)])
+    publish_models(reg, {tenant: bytes(booster.save_raw("ubj"))}, run, alias=alias,
+                   features=tuple(booster.feature_names or ()), metrics={}, **fields)
 
 
 def _table(tenants: list[str]) -> pa.Table:
@@ -83,6 +78,7 @@ def bucket(tmp_path: Path) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     x = rng.normal(size=(300, 1)) * 3
     y = np.digitize(x[:, 0], [-1, 1])
+    # a multi-class and a categorical model, which train_tiny does not make
     boosters["m0", "production"] = xgb.train(
         {"objective": "multi:softprob", "num_class": 3, "max_depth": 3, "nthread": 1},
         xgb.DMatrix(x, y, feature_names=["a"]), 6)

@@ -6,11 +6,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
-import xgboost as xgb
 
 from registry import AliasMove, NewVersion, Registry
+from tests.conftest import train_tiny as train_model
 
 FEATURES = ("amount", "age_days", "velocity")
 TENANTS = ("acme", "globex", "initech")
@@ -18,12 +17,7 @@ TENANTS = ("acme", "globex", "initech")
 
 def train_tiny(seed: int = 0) -> bytes:
     """A small real booster as UBJSON bytes."""
-    rng = np.random.default_rng(seed)
-    x = rng.random((120, 3))
-    y = (x[:, 0] + 0.1 * rng.random(120) > 0.5).astype(int)
-    booster = xgb.train({"max_depth": 2, "nthread": 1, "seed": seed},
-                        xgb.DMatrix(x, y, feature_names=list(FEATURES)), 4)
-    return bytes(booster.save_raw("ubj"))
+    return train_model(seed, features=FEATURES, rows=120, rounds=4, depth=2)
 
 
 def make_registry(root: Path, nights: int = 3, tenants: tuple[str, ...] = TENANTS) -> Registry:

@@ -10,18 +10,13 @@ import xgboost as xgb
 from engine.forest import compile_forest
 from engine.forest.stacked import stack_forests, walk_forest, walk_stack, widen
 
+from .conftest import train
+
 
 def _model(seed: int, depth: int, trees: int, features: int,
            objective: str = "binary:logistic") -> tuple[xgb.Booster, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = (rng.normal(size=(500, features)) * rng.choice([0.01, 1, 100], features))
-    x = x.astype(np.float32)
-    x[rng.random(x.shape) < 0.15] = np.nan
-    signal = np.nan_to_num(x[:, -1]) + rng.normal(size=500)
-    y = (signal > 0).astype(int) if objective.startswith("binary") else signal
-    booster = xgb.train({"objective": objective, "max_depth": depth, "nthread": 1,
-                         "seed": seed, "tree_method": "hist"}, xgb.DMatrix(x, y), trees)
-    return booster, x
+    return train(seed, depth=depth, trees=trees, features=features, rows=500, missing=0.15,
+                 objective=objective)
 
 
 @pytest.mark.parametrize("seed,depth,trees,features,objective", [

@@ -5,22 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import xgboost as xgb
 
 from engine.cli import main
 from engine.loadtest.footprint import measure_footprint, registry_artifact
 from registry.errors import ModelLoadError
+from tests.conftest import train_tiny
 
 
 def _tiny_model(rounds: int = 5, width: int = 4) -> bytes:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, width))
-    y = (x[:, 0] > 0).astype(float)
-    booster = xgb.train({"max_depth": 3, "objective": "binary:logistic", "nthread": 1},
-                        xgb.DMatrix(x, label=y), num_boost_round=rounds)
-    return bytes(booster.save_raw("ubj"))
+    return train_tiny(0, features=width, rounds=rounds)
 
 
 def test_measure_footprint_of_tiny_model() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-import xgboost as xgb
 
 from engine.metrics import Metrics
 from engine.monitor.log import PredictionLog, attach_prediction_log
@@ -20,6 +18,7 @@ from engine.monitor.tables import PREDICTIONS, DeltaAppender
 from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
 from registry import AliasMove, ModelVersion, NewVersion, Registry
+from tests.conftest import train_tiny, wait_for
 
 HOUR = 3600.0
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp()
@@ -134,20 +133,14 @@ def test_the_flusher_writes_when_enough_rows_wait(tmp_path: Path) -> None:
     log.start()
     try:
         _send(log, 3)
-        deadline = time.monotonic() + 20
-        while log.logged_rows < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: log.logged_rows >= 3, timeout=20)
         assert log.logged_rows == 3
     finally:
         log.close()
 
 
 def _model() -> bytes:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 2))
-    b = xgb.train({"objective": "binary:logistic", "nthread": 1},
-                  xgb.DMatrix(x, (x[:, 0] > 0).astype(int), feature_names=["a", "b"]), 3)
-    return bytes(b.save_raw("ubj"))
+    return train_tiny(0, features=("a", "b"), rounds=3)
 
 
 def test_a_model_host_logs_production_answers(tmp_path: Path) -> None:

@@ -43,16 +43,27 @@ def test_concurrent_misses_share_one_load() -> None:
 
 def test_loads_of_different_keys_run_in_parallel_and_hits_do_not_wait() -> None:
     async def main() -> None:
-        cache, calls, _ = make_cache(100, delay=0.2)
+        gate = asyncio.Event()
+        started: list[str] = []
+
+        async def load(key: str) -> Sized:
+            started.append(key)
+            if key != "warm":
+                await gate.wait()  # held until the test lets every slow load finish
+            return Sized(key, 10)
+
+        cache = ModelCache(100, load, sizeof=lambda v: v.nbytes)
         await cache.get("warm")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         slow = [asyncio.create_task(cache.get(k)) for k in ("x", "y", "z")]
-        await asyncio.sleep(0)
+        for _ in range(100):  # a few loop turns: each task reaches its loader
+            if len(started) == 4:
+                break
+            await asyncio.sleep(0)
+        assert started == ["warm", "x", "y", "z"]  # all three loads under way at once
         _, how = await cache.get("warm")  # must not wait for x/y/z
-        assert how is Lookup.HIT and loop.time() - started < 0.1
-        await asyncio.gather(*slow)
-        assert loop.time() - started < 0.35  # three 0.2 s loads overlapped, not 0.6 s
+        assert how is Lookup.HIT and not any(t.done() for t in slow)
+        gate.set()
+        assert [how for _, how in await asyncio.gather(*slow)] == [Lookup.MISS] * 3
 
     asyncio.run(main())
 

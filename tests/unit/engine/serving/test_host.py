@@ -12,25 +12,19 @@ import xgboost as xgb
 
 from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
-from registry import AliasMove, NewVersion, Registry
+from registry import Registry
 from registry.errors import ChecksumMismatch, UnknownTenant, ValidationError
+from tests.conftest import publish_models, train_tiny
 
 NAMES = ("amount", "age", "velocity")
 
 
 def tiny(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(200, 3))
-    y = (x[:, 0] * (seed + 1) - x[:, 1] > 0).astype(int)
-    b = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
-                  xgb.DMatrix(x, y, feature_names=list(NAMES)), 6)
-    return bytes(b.save_raw("ubj"))
+    return train_tiny(seed, features=NAMES)
 
 
 def publish(reg: Registry, run: str, models: dict[str, bytes]) -> None:
-    staged = [reg.stage_artifact(t, m, run) for t, m in models.items()]
-    reg.publish(run, [NewVersion(s, NAMES, {"auc": 0.9}) for s in staged],
-                [AliasMove(s.tenant_id, "production", s.version) for s in staged])
+    publish_models(reg, models, run, features=NAMES, metrics={"auc": 0.9})
 
 
 @pytest.fixture()
@@ -85,7 +79,8 @@ def test_new_production_version_is_picked_up_and_old_evicted(reg: Registry) -> N
         assert await state.refresh_once() is True
         second = await state.predict("acme", body([[1, 2, 3]]))
         assert (first.version, second.version) == (1, 2)
-        assert [k.version for k in state.cache.keys() if k.tenant_id == "acme"] == [2]
+        keys = state.cache.keys()
+        assert [k.version for k in keys if k.tenant_id == "acme"] == [2]
         assert state.metrics.cache_evictions._value.get() == 1
 
     asyncio.run(main())
@@ -127,6 +122,7 @@ def test_models_compile_to_a_forest_and_odd_ones_fall_back(reg: Registry) -> Non
     assert loaded.engine == "forest" and loaded.nbytes < reg.get("acme").production.size_bytes
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 3))
+    # a dart booster (train_tiny trains gbtree only): the forest hands it to XGBoost
     dart = xgb.train({"booster": "dart", "objective": "binary:logistic", "nthread": 1,
                       "max_depth": 2}, xgb.DMatrix(x, (x[:, 0] > 0).astype(int),
                                                    feature_names=list(NAMES)), 4)

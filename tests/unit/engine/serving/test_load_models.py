@@ -12,23 +12,24 @@ import xgboost as xgb
 
 import engine.serving.model as model_mod
 from engine.serving.model import LoadedModel, SelfCheckMemo, load_model, load_models
-from registry import AliasMove, ModelVersion, NewVersion, Registry
+from registry import ModelVersion, Registry
 from registry.errors import ChecksumMismatch, ModelLoadError
+from tests.conftest import publish_models
 
 from .test_host import NAMES, tiny
 from .test_model_checks import _trained_on
 
 
 def _publish(reg: Registry, tenant: str, data: bytes, **fields: object) -> ModelVersion:
-    staged = reg.stage_artifact(tenant, data, f"run-{tenant}")
-    reg.publish(f"run-{tenant}", [NewVersion(staged, NAMES, {"auc": 0.9}, **fields)],
-                [AliasMove(tenant, "production", staged.version)])
+    publish_models(reg, {tenant: data}, f"run-{tenant}", features=NAMES, metrics={"auc": 0.9},
+                   **fields)
     mv = reg.get(tenant).production
     assert mv is not None
     return mv
 
 
 def _categorical() -> bytes:
+    """A model with a categorical split (train_tiny trains numeric features only)."""
     rng = np.random.default_rng(5)
 
     df = pd.DataFrame({"amount": rng.normal(size=200), "age": rng.normal(size=200),

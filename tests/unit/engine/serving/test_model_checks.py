@@ -19,25 +19,18 @@ from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
 from registry import AliasMove, ModelVersion, NewVersion, Registry
 from registry.errors import ModelLoadError
+from tests.conftest import publish_models, train_tiny
 
 from .test_api import call
 from .test_host import NAMES, body, tiny
 
 
 def _trained_on(names: list[str], seed: int = 3) -> bytes:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(300, len(names)))
-    x[rng.random(x.shape) < 0.1] = np.nan
-    y = (np.nan_to_num(x[:, 0]) - np.nan_to_num(x[:, 1]) > 0).astype(int)
-    b = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
-                  xgb.DMatrix(x, y, feature_names=names), 8)
-    return bytes(b.save_raw("ubj"))
+    return train_tiny(seed, features=names, rows=300, rounds=8, missing=0.1)
 
 
 def _publish(reg: Registry, tenant: str, data: bytes, names: tuple[str, ...]) -> None:
-    staged = reg.stage_artifact(tenant, data, f"run-{tenant}")
-    reg.publish(f"run-{tenant}", [NewVersion(staged, names, {"auc": 0.9})],
-                [AliasMove(tenant, "production", staged.version)])
+    publish_models(reg, {tenant: data}, f"run-{tenant}", features=names, metrics={"auc": 0.9})
 
 
 def prod(reg: Registry, tenant: str) -> ModelVersion:
@@ -83,12 +76,9 @@ def test_feature_order_mismatch_answers_503_and_counts_a_load_failure(reg: Regis
 
 
 def test_unnamed_artifact_is_checked_by_count_only(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(100, 3))
-    plain = xgb.train({"objective": "binary:logistic", "nthread": 1, "max_depth": 2},
-                      xgb.DMatrix(x, (x[:, 0] > 0).astype(int)), 3)
+    plain = train_tiny(0, features=3, rows=100, rounds=3, depth=2)
     reg = Registry.create(str(tmp_path / "reg"), 2)
-    _publish(reg, "plain", bytes(plain.save_raw("ubj")), NAMES)
+    _publish(reg, "plain", plain, NAMES)
     assert model_mod.load_model(reg, prod(reg, "plain")).feature_names == NAMES
 
 
@@ -159,7 +149,7 @@ def test_a_correct_forest_passes_its_self_check(reg: Registry) -> None:
     {"max_depth": 8, "missing_share": 0.4}, {"features": 30, "dead_columns": 3},
 ])
 def test_self_check_passes_on_correct_forests(params: dict[str, object]) -> None:
-    from ..forest.test_forest import train
+    from ..forest.conftest import train
 
     params = dict(params)
     missing = float(params.pop("missing_share", 0.1))  # type: ignore[arg-type]  # test param
@@ -195,10 +185,8 @@ def test_a_checked_artifact_is_not_checked_again(reg: Registry,
 
 def _checked_publish(reg: Registry, tenant: str, data: bytes,
                      forest_check: str | None) -> ModelVersion:
-    staged = reg.stage_artifact(tenant, data, f"run-{tenant}")
-    reg.publish(f"run-{tenant}", [NewVersion(staged, NAMES, {"auc": 0.9},
-                                             forest_check=forest_check)],
-                [AliasMove(tenant, "production", staged.version)])
+    publish_models(reg, {tenant: data}, f"run-{tenant}", features=NAMES, metrics={"auc": 0.9},
+                   forest_check=forest_check)
     return prod(reg, tenant)
 
 
@@ -278,6 +266,7 @@ def test_a_broken_compile_at_publish_records_null_and_serving_checks_and_falls_b
 def test_publish_check_records_null_for_models_the_forest_does_not_handle() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(90, 3))
+    # multi-class (train_tiny trains one-output models only)
     multi = xgb.train({"objective": "multi:softprob", "num_class": 3, "nthread": 1},
                       xgb.DMatrix(x, rng.integers(0, 3, 90)), 2)
     assert model_mod.publish_check(bytes(multi.save_raw("ubj")), multi) == {

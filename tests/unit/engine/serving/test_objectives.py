@@ -19,7 +19,8 @@ from engine.serving.api import create_app
 from engine.serving.host import ModelHostState
 from engine.serving.v2 import install_v2
 from engine.settings import ServeSettings
-from registry import AliasMove, NewVersion, Registry
+from registry import Registry
+from tests.conftest import publish_models, train_booster
 
 NUM = ("amount", "age", "velocity")
 CAT = ("amount", "color", "age", "channel")
@@ -35,13 +36,11 @@ def _x(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
 
 
 def regression_model() -> xgb.Booster:
-    rng = np.random.default_rng(1)
-    x = _x(rng, 300, 3)
-    y = 3 * np.nan_to_num(x[:, 0]) - np.nan_to_num(x[:, 1]) ** 2 + rng.normal(size=300)
-    return xgb.train({"objective": "reg:squarederror", "max_depth": 4, "nthread": 1},
-                     xgb.DMatrix(x, y, feature_names=list(NUM)), 15)
+    return train_booster(1, features=NUM, rows=300, rounds=15, depth=4,
+                         objective="reg:squarederror", missing=0.1)
 
 
+# multi-class and categorical data: train_tiny trains one-output numeric models only
 def multiclass_model() -> xgb.Booster:
     rng = np.random.default_rng(2)
     x = _x(rng, 300, 3)
@@ -80,11 +79,9 @@ def categorical_model(objective: str = "binary:logistic") -> xgb.Booster:
 
 def publish(reg: Registry, tenant: str, booster: xgb.Booster, run: str, **fields: Any) -> int:
     """Publish ``booster`` as the tenant's production model, with the index fields given."""
-    staged = reg.stage_artifact(tenant, bytes(booster.save_raw("ubj")), run)
-    names = tuple(booster.feature_names or ())
-    reg.publish(run, [NewVersion(staged, names, {"rmse": 0.5}, **fields)],
-                [AliasMove(tenant, "production", staged.version)])
-    return staged.version
+    return publish_models(reg, {tenant: bytes(booster.save_raw("ubj"))}, run,
+                          features=tuple(booster.feature_names or ()), metrics={"rmse": 0.5},
+                          **fields)[tenant]
 
 
 @pytest.fixture(scope="module")

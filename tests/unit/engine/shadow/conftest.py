@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,9 @@ import xgboost as xgb
 
 from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
-from registry import AliasMove, NewVersion, Registry
+from registry import Registry
+from tests.conftest import load_booster, publish_models, wait_for
+from tests.conftest import train_tiny as train_model
 
 FEATURES = ("amount", "age_days", "velocity", "risk")
 TENANT = "acme"
@@ -24,34 +25,18 @@ TENANT = "acme"
 
 def wait_until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
     """Poll ``cond`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
+    wait_for(cond, timeout)
 
 
 def train_tiny(seed: int, rounds: int = 6) -> bytes:
     """A small real binary classifier on FEATURES; different seeds disagree somewhat."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(300, len(FEATURES)))
-    y = (x[:, 0] * (1 + seed) - x[:, 1] + 0.5 * rng.normal(size=300) > 0).astype(int)
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1,
-                         "seed": seed}, xgb.DMatrix(x, y, feature_names=list(FEATURES)), rounds)
-    return bytes(booster.save_raw("ubj"))
+    return train_model(seed, features=FEATURES, rows=300, rounds=rounds)
 
 
 def publish(reg: Registry, tenant: str, data: bytes, run_id: str, alias: str) -> int:
     """Publish one version of ``tenant`` under ``alias``; returns its version."""
-    staged = reg.stage_artifact(tenant, data, run_id)
-    reg.publish(run_id, [NewVersion(staged, FEATURES, {"auc": 0.9})],
-                [AliasMove(tenant, alias, staged.version)])
-    return staged.version
-
-
-def booster(data: bytes) -> xgb.Booster:
-    b = xgb.Booster()
-    b.load_model(bytearray(data))
-    return b
+    return publish_models(reg, {tenant: data}, run_id, features=FEATURES, alias=alias,
+                          metrics={"auc": 0.9})[tenant]
 
 
 @dataclass
@@ -81,7 +66,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     publish(reg, TENANT, prod, "run-1", "production")
     publish(reg, TENANT, shadow, "run-2", "shadow")
     publish(reg, "solo", prod, "run-3", "production")
-    return World(root, reg, booster(prod), booster(shadow))
+    return World(root, reg, load_booster(prod), load_booster(shadow))
 
 
 @pytest.fixture()
@@ -92,7 +77,7 @@ def fresh(tmp_path: Path) -> World:
     prod, shadow = train_tiny(1), train_tiny(2)
     publish(reg, TENANT, prod, "run-1", "production")
     publish(reg, TENANT, shadow, "run-2", "shadow")
-    return World(root, reg, booster(prod), booster(shadow))
+    return World(root, reg, load_booster(prod), load_booster(shadow))
 
 
 def rows(n: int, seed: int = 0) -> np.ndarray:
@@ -127,4 +112,4 @@ def h() -> Any:
     from types import SimpleNamespace
 
     return SimpleNamespace(rows=rows, body=body, run=run, TENANT=TENANT, FEATURES=FEATURES,
-                           train_tiny=train_tiny, publish=publish, booster=booster)
+                           train_tiny=train_tiny, publish=publish, booster=load_booster)

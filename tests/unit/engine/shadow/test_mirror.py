@@ -99,7 +99,7 @@ def test_window_end_stops_mirroring(fresh: Any, h: Any, closing: Any) -> None:
     wait_until(lambda: mirror.outcomes["ok"] == 5)
     now[0] += 61  # past the window
     _predict_all(h, state, [h.rows(1, seed=i) for i in range(5)], prefix="late")
-    time.sleep(0.3)
+    time.sleep(0.3)  # deliberate: nothing more may be mirrored in the meantime
     assert mirror.outcomes["ok"] == 5 and mirror.spool.appended == 5
     assert not mirror.config(h.TENANT).active(t0 + timedelta(seconds=61))
 
@@ -110,7 +110,7 @@ def test_window_start_in_future_does_not_mirror(fresh: Any, h: Any, closing: Any
     start = datetime.now(UTC) + timedelta(hours=1)
     mirror.apply(h.TENANT, build_config(h.TENANT, 1.0, start=start))
     _predict_all(h, state, [h.rows(1)])
-    time.sleep(0.2)
+    time.sleep(0.2)  # deliberate: nothing may be mirrored in the meantime
     assert sum(mirror.outcomes.values()) == 0
 
 

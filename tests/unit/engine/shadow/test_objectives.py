@@ -20,7 +20,8 @@ from engine.shadow.records import PairRecord
 from engine.shadow.report import compare
 from engine.shadow.tables import PAIRS
 from engine.shadow.worker import row_diffs
-from registry import AliasMove, NewVersion, Registry
+from registry import Registry
+from tests.conftest import publish_models
 
 from .conftest import wait_until
 
@@ -60,6 +61,7 @@ def test_compare_binary_unchanged() -> None:
     assert compare(p, s).agreement_rule == "at 0.5"
 
 
+# multi-class data (train_tiny trains one-output models only), regression beside it
 def _train(objective: str, seed: int) -> xgb.Booster:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(300, 3))
@@ -75,10 +77,9 @@ def _train(objective: str, seed: int) -> xgb.Booster:
 
 def _publish(reg: Registry, tenant: str, booster: xgb.Booster, run: str, alias: str,
              **fields: Any) -> int:
-    staged = reg.stage_artifact(tenant, bytes(booster.save_raw("ubj")), run)
-    reg.publish(run, [NewVersion(staged, tuple(booster.feature_names or ()), {}, **fields)],
-                [AliasMove(tenant, alias, staged.version)])
-    return staged.version
+    return publish_models(reg, {tenant: bytes(booster.save_raw("ubj"))}, run, alias=alias,
+                          features=tuple(booster.feature_names or ()), metrics={},
+                          **fields)[tenant]
 
 
 @pytest.fixture()
@@ -164,6 +165,7 @@ def test_multiclass_through_a_host_and_its_mirror(world: dict[str, Any], h: Any)
 COLORS = ("blue", "green", "red")
 
 
+# categorical data: train_tiny trains numeric features only
 def _cat_model(categories: tuple[str, ...], seed: int) -> xgb.Booster:
     rng = np.random.default_rng(seed)
     color = rng.choice(categories, 300)
