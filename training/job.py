@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -135,7 +135,8 @@ def _infer_classes(plan: RunPlan, dates: tuple[str, ...], name: str) -> RunPlan:
 def run_training(data_path: str | None, registry: Registry | str, *, date: str | None = None,
                  run_id: str | None = None, settings: TrainingSettings | None = None,
                  progress: Progress | None = None, spec: TrainingSpec | None = None,
-                 spec_name: str = "<spec>") -> TrainingReport:
+                 spec_name: str = "<spec>",
+                 storage_options: Mapping[str, str] | None = None) -> TrainingReport:
     """Train and publish one model per tenant for ``date``; idempotent per ``run_id``.
 
     Args:
@@ -145,12 +146,12 @@ def run_training(data_path: str | None, registry: Registry | str, *, date: str |
         date: the run's date (the window's last day); default the latest date in the table.
         run_id: default ``train-<date>``; re-running a published run id does nothing, and
             re-running an interrupted one resumes it without duplicate versions.
-        settings: job settings (default: :class:`TrainingSettings`' defaults; the
-            ``tenantry`` command reads them from the environment).
+        settings: job settings (default: :class:`TrainingSettings`' defaults).
         progress: where to report finished buckets (default per ``settings.progress``).
         spec: the training spec (default :func:`~training.spec.default_spec`: the synthetic
             table with ``settings``' model parameters, as before specs existed).
         spec_name: how to name the spec in errors (its file).
+        storage_options: object-store options of a ``registry`` given as a root.
 
     Returns:
         The :class:`TrainingReport`.
@@ -176,8 +177,7 @@ def run_training(data_path: str | None, registry: Registry | str, *, date: str |
     date, present = _run_date(source, date)
     run_id = validate_run_id(run_id or default_run_id(date))
     dates = tuple(d for d in window_dates(date, plan.window_days) if d in present)
-    # Training never creates a registry (``tenantry registry init`` does).
-    reg = registry if isinstance(registry, Registry) else Registry.open(registry)
+    reg = registry if isinstance(registry, Registry) else Registry.open(registry, storage_options)
     source.check_layout(reg.num_shards)
     if reg.is_published(run_id):
         return TrainingReport(run_id, date, 0, 0, 0, 0, 0, 0, 0.0, time.perf_counter() - t0,

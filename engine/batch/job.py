@@ -17,7 +17,7 @@ its manifests record and scores only the rest.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -57,7 +57,8 @@ def default_run_id(date: str, alias: str = "production") -> str:
 def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
                 date: str | None = None, alias: str = "production", run_id: str | None = None,
                 row_key: str | None = None, settings: ScoreSettings | None = None,
-                runner: Runner | None = None, spec: TrainingSpec | None = None) -> ScoreReport:
+                runner: Runner | None = None, spec: TrainingSpec | None = None,
+                storage_options: Mapping[str, str] | None = None) -> ScoreReport:
     """Score one day of ``data_path`` with every tenant's model; publish to ``out`` once.
 
     Args:
@@ -73,6 +74,7 @@ def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
         runner: how buckets run (default: Ray Data).
         spec: a training spec: the table's tenant and time columns (and format); a table
             not laid out by shard and date is scanned (:mod:`engine.batch.scan`).
+        storage_options: object-store options of a ``registry`` given as a root.
 
     Returns:
         The :class:`ScoreReport`.
@@ -81,8 +83,7 @@ def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
         DataNotFound: no table at ``data_path`` or no rows on ``date``.
         ValidationError: a malformed date, alias or run id, or a table laid out for another
             shard count.
-        Conflict: the run id was started with other parameters, or ``out`` holds a table
-            with other columns.
+        Conflict: the run id was started with other parameters, or ``out`` has other columns.
         RegistryNotFound: no registry at ``registry``.
     """
     settings = settings or ScoreSettings()
@@ -94,7 +95,7 @@ def run_scoring(data_path: str | None, registry: Registry | str, out: str, *,
     if data_path is None and spec is None:
         raise ValidationError("score needs --data PATH or --spec FILE")
     data_path = data_path or spec.table  # type: ignore[union-attr]  # one of them is set
-    reg = registry if isinstance(registry, Registry) else Registry.open(registry)
+    reg = registry if isinstance(registry, Registry) else Registry.open(registry, storage_options)
 
     def source(version: int | None = None) -> DataSource:
         if spec is not None:

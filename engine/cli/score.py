@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import Reply, open_registry
+from engine.cli.output import Reply, storage_options
 
 __all__ = ["add_commands"]
 
@@ -23,9 +23,9 @@ def _score(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
         from training.spec import load_spec
 
         spec = load_spec(args.spec)
-    report = run_scoring(args.data, open_registry(args.registry, env), args.out, date=args.date, alias=args.alias,
+    report = run_scoring(args.data, args.registry, args.out, date=args.date, alias=args.alias,
                          run_id=args.run_id, row_key=args.row_key, settings=settings,
-                         spec=spec)
+                         spec=spec, storage_options=storage_options(args.registry, env))
     return Reply(report.to_json(), report.summary_text)
 
 

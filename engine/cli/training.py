@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import Reply, open_registry
+from engine.cli.output import Reply, open_registry, storage_options
 from registry import RegistryNotFound
 from training.errors import InvalidTrainingInput
 from training.generate import GeneratorConfig, generate
@@ -48,8 +48,9 @@ def _train(args: argparse.Namespace, env: Mapping[str, str]) -> Reply:
         spec = load_spec(args.spec, {k: v for k, v in overrides.items() if v is not None})
     elif not args.data:
         raise InvalidTrainingInput("train needs --data PATH or --spec FILE")
-    report = run_training(args.data, open_registry(args.registry, env), date=args.date, run_id=args.run_id,
-                          settings=settings, spec=spec, spec_name=args.spec or "<spec>")
+    report = run_training(args.data, args.registry, date=args.date, run_id=args.run_id,
+                          settings=settings, spec=spec, spec_name=args.spec or "<spec>",
+                          storage_options=storage_options(args.registry, env))
     return Reply(report.to_json(), report.summary_text)
 
 
