@@ -44,6 +44,7 @@ class RegistrySnapshot:
         self._aliases: dict[str, AliasStacks] = {}
         self._seen = {"models": -1, "aliases": -1}
         self._resolved: dict[tuple[str, str], tuple[int, ModelVersion]] = {}
+        self._numbers: dict[tuple[str, str], tuple[int, int]] = {}  # resolve_version's
         self.last_refresh_at = 0.0  # monotonic time of the last successful refresh
         self.last_refresh_wall = 0.0
         self.last_refresh_seconds = 0.0
@@ -140,16 +141,24 @@ class RegistrySnapshot:
 
     def resolve_version(self, tenant_id: str, alias: str | Alias = Alias.PRODUCTION) -> int:
         """The version number ``alias`` of a tenant points at, building no
-        :class:`ModelVersion` (the request path finds its cached model by this alone).
+        :class:`ModelVersion` (the request path finds its cached model by this alone);
+        answers of the current generation are kept as :meth:`resolve`'s are.
 
         Raises:
             UnknownTenant: no such tenant or no version under that alias (as
                 :meth:`resolve`).
         """
         name = _alias_name(alias)
+        hit = self._numbers.get((tenant_id, name))
+        generation = self.generation  # read before the lookups: a refresh after it retires
+        if hit is not None and hit[0] == generation:
+            return hit[1]
         version = self._current(self._tenants.find(tenant_id), name)
         if version is None:
             raise self._no_alias(tenant_id, name)
+        if len(self._numbers) >= RESOLVED_SIZE:
+            self._numbers.clear()
+        self._numbers[(tenant_id, name)] = (generation, version)
         return version
 
     def _no_alias(self, tenant_id: str, alias: str) -> UnknownTenant:
