@@ -608,8 +608,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from engine.serving.launch import ensure_ray, start_serving
+    from engine.serving.directory import NAMESPACE
+    from engine.serving.launch import start_serving
     from engine.settings import ServeSettings
+    from training.cluster import ensure_ray
 
     work = Path(tempfile.mkdtemp(prefix="tenantry-faults-"))
     mount = work / "disk"
@@ -623,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     handle = None
     try:
         _setup_registry(root, tenants)
-        ensure_ray()
+        ensure_ray(namespace=NAMESPACE)
         settings = ServeSettings(registry=root, port=_free_port(), replicas=2, cache_mb=8.0,
                                  shadow_flush_s=2.0)
         handle = start_serving(settings, app_name="faults")

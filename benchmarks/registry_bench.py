@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from registry import AliasMove, NewVersion, Registry, StagedArtifact
+from registry.delta import sql_str
 from registry.gc import collect_garbage
-from registry.index import sql_str
 
 FEATURES = tuple(f"f{i:02d}" for i in range(20))
 

@@ -27,13 +27,12 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from registry.delta import DeltaTableHandle, sql_str, to_arrow
+from registry.delta import DeltaTableHandle, to_arrow
 from registry.errors import RegistryConflict, RegistryError, RegistryNotFound
 from registry.types import BinnedDistribution, ModelProfile, StagedArtifact
 
-# sql_str stays importable here for benchmarks/registry_bench.py (not this package's file).
 __all__ = ["AUDIT_COLUMNS", "TABLES", "DeltaIndex", "RowsAt", "profile_rows",
-           "profiles_from_rows", "run_app_id", "sql_str", "table_schema"]
+           "profiles_from_rows", "run_app_id", "table_schema"]
 
 _TS = pa.timestamp("us", tz="UTC")
 _SEQUENCED_ATTEMPTS = 100

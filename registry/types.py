@@ -128,7 +128,7 @@ class NewVersion:
     """The reference profile drift monitoring compares production traffic with (None:
     published without one; such a version is not judged)."""
     forest_check: str | None = None
-    """The forest compiler's version (``engine.serving.forest.FOREST_VERSION``) when the
+    """The forest compiler's version (``engine.forest.FOREST_VERSION``) when the
     compiled artifact predicted like the trained Booster at publish time; None: unchecked
     or failed (serving checks it at load)."""
 
