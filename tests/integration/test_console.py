@@ -231,6 +231,19 @@ def _submit(driver: Any, form: Any) -> None:
         lambda d: d.execute_script("return document.readyState") == "complete")
 
 
+def _navigate(driver: Any, action: Any) -> None:
+    """Run ``action`` (a click or a submit that loads a page) and wait until the new page
+    has replaced the old one and finished loading."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    action()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 15).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def _alias(console: SimpleNamespace, tenant: str, alias: str = "production") -> int | None:
     return Registry.open(console.reg.root).new_snapshot().alias_version(tenant, alias)
 
@@ -241,10 +254,10 @@ def test_tenants_page_searches_sorts_and_pages(console: Any, browser: Any,
     assert "30 of 30 tenants" in browser.find_element(By.ID, "summary").text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#tenants tbody tr")) == 25
     assert "page 1 of 2" in browser.find_element(By.ID, "pager").text
-    browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+    _navigate(browser, browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#tenants tbody tr")) == 5
-    browser.find_element(By.LINK_TEXT, "AUC").click()
-    browser.find_element(By.LINK_TEXT, "AUC").click()  # again: highest first
+    _navigate(browser, browser.find_element(By.LINK_TEXT, "AUC").click)
+    _navigate(browser, browser.find_element(By.LINK_TEXT, "AUC").click)  # again: highest first
     aucs = [float(td.text) for td in
             browser.find_elements(By.CSS_SELECTOR, "#tenants tbody td:nth-child(7)")]
     assert aucs == sorted(aucs, reverse=True)
@@ -252,7 +265,7 @@ def test_tenants_page_searches_sorts_and_pages(console: Any, browser: Any,
     box = browser.find_element(By.NAME, "q")
     box.clear()
     box.send_keys("ac")
-    box.submit()
+    _navigate(browser, box.submit)
     names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#tenants tbody a")]
     assert names == ["acme"]
 
