@@ -97,9 +97,8 @@ def v2_route_label(path: str) -> str | None:
 
 def v2_error(exc: TenantryError) -> Response:
     """The V2 error body, ``{"error": message}``; input errors (422 on /v1) answer 400."""
-    status = http_status(exc)
-    status = 400 if status == 422 else status
-    return JSONResponse({"error": str(exc) or type(exc).__name__}, status_code=status)
+    status, body, _ = _error_answer(exc)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -123,6 +122,7 @@ def _pinned(version: str | None) -> int | None:
 
 
 def _error_answer(exc: TenantryError) -> tuple[int, bytes, dict[str, str]]:
+    """Status, JSON body and headers of a V2 error (the one mapping: 422 answers 400)."""
     status = http_status(exc)
     status = 400 if status == 422 else status
     return status, json.dumps({"error": str(exc) or type(exc).__name__}).encode(), {}
