@@ -14,7 +14,11 @@ tenants); one ``registry gc`` pass and the index's files before and after it; th
 move a model host in or out of a running HAProxy's slot (runtime API, as the ingress does).
 ``serve``: ``tenantry serve`` (2 replicas) over that registry through W-serve's machinery
 (``benchmarks/w_serve.py``), its cache sized so Zipf(1.1) traffic hits ``--hit-rate`` at
-every N, warmed by ``--warmup`` s of load; the highest rate with p99 <= 50 ms. ``train``: the real training job over 10k
+every N, warmed by ``--warmup`` s of load; the highest rate with p99 <= 50 ms and the p99
+at ``--fixed-rate``. It runs twice per N: first with every production artifact read into
+the page cache beforehand (a long-running node's state; the scales then differ only in
+tenantry's own costs), then with them evicted (a miss of a tenant the warm-up did not touch
+reads the disk; ``--warm-only`` skips this). ``train``: the real training job over 10k
 generated tenants (W-train's data, 8 days), end to end. Writes
 ``benchmarks/results/growth.json`` and prints a markdown table.
 """
@@ -47,7 +51,34 @@ def cache_models_for(n: int, hit_rate: float, replicas: int = 2) -> int:
     return max(1, -(-top // replicas))
 
 
-def serve_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def set_page_cache(reg: Registry, warm: bool) -> dict[str, Any]:
+    """Read every production artifact once (warm) or evict it from the page cache (cold).
+
+    A miss reads its artifact from disk unless the OS holds it: at 1k tenants the warm-up
+    load has touched every one, at 100k most have never been read, so without this the
+    scales differ in the disk's latency, not in tenantry's. ``cold`` uses
+    ``posix_fadvise(DONTNEED)`` (clean pages only, no privileges needed).
+    """
+    snap = reg.snapshot()
+    t0 = time.perf_counter()
+    files = 0
+    for tenant in snap.tenants():
+        fd = os.open(snap.resolve(tenant).artifact_uri, os.O_RDONLY)
+        try:
+            if warm:
+                while os.read(fd, 1 << 20):
+                    pass
+            else:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        files += 1
+    return {"mode": "warm" if warm else "cold", "files": files,
+            "seconds": time.perf_counter() - t0}
+
+
+def serve_part(n: int, workdir: Path, args: argparse.Namespace,
+               warm: bool = True) -> dict[str, Any]:
     """W-serve's tenantry measurement over the N-tenant registry, at equal hit rate."""
     import w_serve
 
@@ -61,6 +92,7 @@ def serve_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any
     cache_models = cache_models_for(n, args.hit_rate)
     nbytes = load_model(reg, reg.snapshot().resolve(tenant_set.ids[0])).nbytes
     cache_mb = 1.05 * cache_models * nbytes / 2**20
+    page_cache = set_page_cache(reg, warm)
     proc = w_serve.start("tenantry", root, cache_models, cache_mb,
                          (tenant_set.ids[-1], tenant_set.widths[-1]), workdir / "logs")
     ns = argparse.Namespace(hold=args.hold, seed=0, workers=1, quick=False,
@@ -75,7 +107,7 @@ def serve_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any
         w_serve.stop(proc, graceful=True)
     return {"cache_models_per_replica": cache_models, "cache_mb_per_replica": cache_mb,
             "max_rps_within_slo": res["max_rps_within_slo"], "hit_rate": res.get("hit_rate"),
-            "fixed_rate": res["fixed_rate"], "stages": res["stages"],
+            "fixed_rate": res["fixed_rate"], "stages": res["stages"], "page_cache": page_cache,
             "loadavg": os.getloadavg()}
 
 
@@ -113,7 +145,13 @@ SUMMARY = (("snapshot_load_s", "registry", ("cold_load", "load_s"), "snapshot co
            ("gc_s", "registry", ("gc_s",), "gc pass (s)", ".1f"),
            ("ingress_fill_ms", "registry", ("ingress", "fill_ms"), "ingress slot fill (ms)", ".2f"),
            ("serve_rps", "serve", ("max_rps_within_slo",), "W-serve max rps, p99<=50ms", ".0f"),
-           ("serve_hit_rate", "serve", ("hit_rate",), "W-serve hit rate", ".3f"))
+           ("serve_hit_rate", "serve", ("hit_rate",), "W-serve hit rate", ".3f"),
+           ("serve_p99_ms", "serve", ("fixed_rate", "p99_ms"),
+            "W-serve p99 at the fixed rate (ms), artifacts in the page cache", ".2f"),
+           ("serve_cold_p99_ms", "serve_cold", ("fixed_rate", "p99_ms"),
+            "the same, artifacts evicted from the page cache", ".2f"),
+           ("serve_cold_rps", "serve_cold", ("max_rps_within_slo",),
+            "W-serve max rps, artifacts evicted", ".0f"))
 
 
 def summarise(scales: list[int], parts: dict[str, dict[int, Any]],
@@ -157,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fixed-rate", type=float, default=500.0)
     ap.add_argument("--warmup", type=float, default=20.0, help="seconds of load before measuring")
     ap.add_argument("--warmup-rate", type=float, default=300.0)
+    ap.add_argument("--warm-only", action="store_true",
+                    help="serve: skip the second measurement with artifacts evicted")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "growth.json"))
     args = ap.parse_args(argv)
     try:
@@ -168,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown parts {sorted(parts - {'registry', 'serve', 'train'})}")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    reg, serve = {}, {}
+    reg, serve, serve_cold = {}, {}, {}
     for n in scales:
         if "registry" in parts:
             print(f"== registry {n:,}", flush=True)
@@ -178,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== serve {n:,}", flush=True)
             serve[n] = serve_part(n, workdir, args)
             print(json.dumps({k: v for k, v in serve[n].items() if k != "stages"}), flush=True)
+            if not args.warm_only:
+                print(f"== serve {n:,}, artifacts evicted from the page cache", flush=True)
+                serve_cold[n] = serve_part(n, workdir, args, warm=False)
+                print(json.dumps({k: v for k, v in serve_cold[n].items() if k != "stages"}),
+                      flush=True)
     train = train_part(workdir) if "train" in parts else None
-    results = summarise(scales, {"registry": reg, "serve": serve}, train)
+    results = summarise(scales, {"registry": reg, "serve": serve, "serve_cold": serve_cold},
+                        train)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     print(markdown(results))
