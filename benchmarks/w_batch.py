@@ -13,8 +13,9 @@ Both sides then score the same day's rows of every tenant with a production mode
 - **job**: ``engine.batch.run_scoring`` on Ray Data (Ray started and warmed before the clock,
   as a standing cluster is). Its clock covers everything ``tenantry score`` does: plan from
   the Delta log and the registry, read each shard's files in its task, load every model
-  through the registry (sha256 verified, compiled as serving compiles it), walk all the
-  shard's tenants' forests together over the shard's columns, write Parquet, commit.
+  through the registry (sha256 verified; the forest saved at publish read as serving reads
+  it), walk all the shard's tenants' forests together over the shard's columns, write
+  Parquet, commit.
 - **pool**: ``multiprocessing.Pool(os.cpu_count())`` whose workers load each tenant's Booster
   from the registry (``Registry.load_booster``: read, sha256, load) and call
   ``inplace_predict`` on the tenant's rows, handed over from the parent's memory (reading

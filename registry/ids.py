@@ -8,9 +8,13 @@ from dataclasses import dataclass
 
 from registry.errors import InvalidTenantId
 
-__all__ = ["TENANT_ID_PATTERN", "ModelKey", "shard_of", "validate_tenant_id"]
+__all__ = ["COMPANION_NAME", "TENANT_ID_PATTERN", "ModelKey", "shard_of", "validate_tenant_id"]
 
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+COMPANION_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\.arrow")
+"""Names of the files staged beside an artifact (e.g. ``forest-v1.arrow``); the registry's
+own files (``model.ubj``, ``model.ubj.sha256``, ``_claim.json``) never match."""
 
 
 def validate_tenant_id(tenant_id: object) -> str:

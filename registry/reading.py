@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry.delta import sql_str
 from registry.errors import ArtifactOutsideRoot, ChecksumMismatch, ModelLoadError, ValidationError
-from registry.ids import validate_tenant_id
+from registry.ids import COMPANION_NAME, validate_tenant_id
 from registry.index import DeltaIndex, profiles_from_rows
 from registry.types import (
     ModelProfile,
@@ -166,6 +166,22 @@ class RegistryReading:
             raise ChecksumMismatch(f"artifact of {mv.tenant_id}@v{mv.version} fails its sha256 "
                                    f"check (expected {mv.sha256[:12]}…)")
         return data
+
+    def read_companion(self, mv: ModelVersion, name: str) -> bytes | None:
+        """A file staged beside the artifact (``stage_artifact(files=…)``), or None if the
+        version has none of that name or it cannot be read. Unverified: the index records
+        only the artifact's checksum, so the caller checks what it reads.
+
+        Raises:
+            ArtifactOutsideRoot: the recorded location is outside this registry's root.
+        """
+        if not COMPANION_NAME.fullmatch(name):
+            raise ValueError(f"invalid companion file name {name!r}")
+        vdir = self.artifact_path(mv).rpartition("/")[0]
+        try:
+            return self.store.read(f"{vdir}/{name}")
+        except OSError:  # missing (published before companions, or by hand) or unreadable
+            return None
 
     def load_booster(self, mv: ModelVersion | StagedArtifact) -> Any:
         """An ``xgboost.Booster`` loaded from the verified artifact."""

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from registry import index_rows
 from registry.errors import Conflict, ValidationError
-from registry.ids import validate_tenant_id
+from registry.ids import COMPANION_NAME, validate_tenant_id
 from registry.index import DeltaIndex, profile_rows
 from registry.types import (
     Alias,
@@ -63,14 +63,23 @@ class RegistryWriting:
 
         def artifact_path(self, mv: ModelVersion | StagedArtifact) -> str: ...
 
-    def stage_artifact(self, tenant_id: str, model_bytes: bytes, run_id: str) -> StagedArtifact:
+    def stage_artifact(self, tenant_id: str, model_bytes: bytes, run_id: str,
+                       files: Mapping[str, bytes] | None = None) -> StagedArtifact:
         """Claim the tenant's next version and write its artifact (not yet visible).
 
         A retry of the same run reuses that run's unpublished claim, and keeps an artifact
         already fully written by it, so a re-run never creates a second version.
+
+        ``files`` are derived from the artifact (e.g. its compiled form) and written beside
+        it, before the checksum file that marks the version's directory complete; their
+        names must be :data:`~registry.ids.COMPANION_NAME` (``*.arrow``). Readers verify
+        them on their own: the index records only the artifact's checksum.
         """
         shard = self.shard_of(tenant_id)
         validate_run_id(run_id)
+        for name in files or {}:
+            if not COMPANION_NAME.fullmatch(name):
+                raise ValidationError(f"invalid companion file name {name!r}")
         tdir = _tenant_dir(shard, tenant_id)
         existing = sorted((int(n[2:]) for n in self.store.list_dir(tdir)
                            if n.startswith("v=") and n[2:].isdigit()), reverse=True)
@@ -78,7 +87,7 @@ class RegistryWriting:
             claim = self._read_claim(f"{tdir}/v={version}")
             if claim.get("run_id") == run_id:
                 return self._write_artifact(tdir, tenant_id, shard, version, model_bytes,
-                                            run_id, keep_existing=True)
+                                            run_id, files or {}, keep_existing=True)
         version = (existing[0] if existing else 0) + 1
         if existing and not self.store.exists(f"{tdir}/v={existing[0]}/_claim.json"):
             version = existing[0]  # a directory left by a claimer killed before it claimed
@@ -86,7 +95,7 @@ class RegistryWriting:
         while not self.store.create_exclusive(f"{tdir}/v={version}/_claim.json", marker):
             version += 1
         return self._write_artifact(tdir, tenant_id, shard, version, model_bytes, run_id,
-                                    keep_existing=False)
+                                    files or {}, keep_existing=False)
 
     def _read_claim(self, vdir: str) -> dict[str, Any]:
         try:
@@ -95,7 +104,8 @@ class RegistryWriting:
             return {}
 
     def _write_artifact(self, tdir: str, tenant_id: str, shard: int, version: int,
-                        data: bytes, run_id: str, keep_existing: bool) -> StagedArtifact:
+                        data: bytes, run_id: str, files: Mapping[str, bytes],
+                        keep_existing: bool) -> StagedArtifact:
         vdir = f"{tdir}/v={version}"
         if keep_existing:
             try:
@@ -107,6 +117,8 @@ class RegistryWriting:
                 pass
         digest = hashlib.sha256(data).hexdigest()
         self.store.write(f"{vdir}/model.ubj", data)
+        for name, blob in sorted(files.items()):
+            self.store.write(f"{vdir}/{name}", blob)
         self.store.write(f"{vdir}/model.ubj.sha256", (digest + "\n").encode())
         return StagedArtifact(tenant_id, shard, version, self.store.uri(f"{vdir}/model.ubj"),
                               digest, len(data), run_id)

@@ -61,12 +61,14 @@ def load_booster(data: bytes) -> xgb.Booster:
 def publish_models(reg: Registry, models: Mapping[str, bytes], run_id: str, *,
                    features: Sequence[str] = DEFAULT_FEATURES, alias: str = "production",
                    metrics: Mapping[str, float] | None = None,
+                   files: Mapping[str, bytes] | None = None,
                    **fields: Any) -> dict[str, int]:
     """Stage and publish one version per tenant, moving ``alias`` to it; tenant -> version.
 
-    ``fields`` go to each :class:`~registry.NewVersion` (``data_date``, ``profile``, …).
+    ``files`` are staged beside each artifact; ``fields`` go to each
+    :class:`~registry.NewVersion` (``data_date``, ``profile``, …).
     """
-    staged = [reg.stage_artifact(t, data, run_id) for t, data in models.items()]
+    staged = [reg.stage_artifact(t, data, run_id, files) for t, data in models.items()]
     scores = dict(metrics if metrics is not None else {"auc": 0.9, "logloss": 0.3})
     reg.publish(run_id, [NewVersion(s, tuple(features), scores, **fields) for s in staged],
                 [AliasMove(s.tenant_id, alias, s.version) for s in staged])

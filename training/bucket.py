@@ -119,6 +119,8 @@ class TenantOutcome:
     """The new model's reference profile (published with it, for drift monitoring)."""
     checks: tuple[tuple[str, str | None], ...] = ()
     """Index columns the artifact checks recorded (e.g. ``forest_check``)."""
+    files: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
+    """Files the artifact checks wrote, staged beside the artifact (emptied once staged)."""
 
     @property
     def holdout(self) -> HoldoutScore:
@@ -197,14 +199,14 @@ def _fit_one(ctx: JobContext, tenant_id: str, rows: BucketRows, idx: Any,
         production_score=prod_score, production_error=prod_error,
         feature_names=model.feature_names, categories=tuple(sorted(model.categories.items())),
         dropped=data.dropped, profile=model.profile,
-        checks=tuple(sorted(model.checks.items())))
+        checks=tuple(sorted(model.checks.items())), files=tuple(sorted(model.files.items())))
 
 
 def _staged(outcome: TenantOutcome, write: Future[StagedArtifact] | None) -> TenantOutcome:
     if write is None:
         return outcome
     try:
-        return replace(outcome, artifact=write.result(), model_bytes=b"")
+        return replace(outcome, artifact=write.result(), model_bytes=b"", files=())
     except Exception as exc:  # noqa: BLE001 - a failed write fails this tenant only
         return _failure(outcome.tenant_id, exc)
 
@@ -249,7 +251,8 @@ def train_bucket(ctx: JobContext, bucket: BucketSpec) -> BucketResult:
                     "table was laid out with another shard count")
             outcome = _fit_one(ctx, tenant_id, rows, idx, production.get(tenant_id))
             write = writer.submit(ctx.registry.stage_artifact, tenant_id, outcome.model_bytes,
-                                  ctx.run_id) if outcome.status is Status.TRAINED else None
+                                  ctx.run_id, dict(outcome.files)) \
+                if outcome.status is Status.TRAINED else None
             fitted.append((outcome, write))
         outcomes = [_staged(outcome, write) for outcome, write in fitted]
     finally:

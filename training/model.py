@@ -144,6 +144,8 @@ class TrainedModel:
     """Reference profile for drift monitoring (training features, holdout scores)."""
     checks: dict[str, str | None] = field(default_factory=dict)
     """Index columns the artifact checks recorded (:mod:`training.checks`)."""
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Files the artifact checks wrote, staged beside the artifact."""
 
     def metrics(self) -> dict[str, float]:
         """Metrics recorded with the version: the holdout metrics of the objective, rows,
@@ -285,6 +287,7 @@ def train_tenant(tenant_id: str, feature_names: tuple[str, ...], x_train: Any,
     booster = xgb.train(params, dtrain, num_boost_round=spec.n_estimators)
     p_holdout = booster.inplace_predict(x_holdout)
     model_bytes = bytes(booster.save_raw("ubj"))
+    checked = run_artifact_checks(checks, model_bytes, booster)
     return TrainedModel(
         model_bytes=model_bytes,
         holdout=holdout_score(p_holdout, y_holdout, spec.objective),
@@ -293,5 +296,5 @@ def train_tenant(tenant_id: str, feature_names: tuple[str, ...], x_train: Any,
         seed=seed, params={**params, "n_estimators": spec.n_estimators},
         objective=spec.objective, feature_names=tuple(feature_names), categories=categories,
         profile=model_profile(feature_names, x_train, p_holdout),
-        checks=run_artifact_checks(checks, model_bytes, booster),
+        checks=checked.columns, files=checked.files,
     )

@@ -22,8 +22,8 @@ columns as a pandas frame with category dtype over the model's own categories.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +37,12 @@ from engine.forest import (
     compile_forest,
     probe_rows,
 )
+from engine.forest.saved import SAVED_NAME, SavedForestInvalid, dump_forest, load_saved_forest
 from engine.serving.model_checks import (
     BINARY,
     CategoryCodes,
     Predictor,
+    SelfCheckMemo,
     booster_objective,
     category_codes,
     checked_names,
@@ -50,6 +52,7 @@ from engine.serving.model_checks import (
 from registry import ModelKey, ModelVersion, Registry
 from registry.errors import ModelLoadError
 from registry.registry import booster_from_bytes
+from training.checks import CheckResult
 
 __all__ = [
     "FOOTPRINT_FIXED_BYTES", "FOOTPRINT_PER_ARTIFACT_BYTE", "MULTICLASS", "SELFCHECK_TOLERANCE",
@@ -63,7 +66,6 @@ FOOTPRINT_PER_ARTIFACT_BYTE = 1.25
 FOOTPRINT_FIXED_BYTES = 4096  # Python objects around the arrays / booster
 SELFCHECK_ROWS = 8
 SELFCHECK_TOLERANCE = 1e-6
-SELFCHECK_MEMO_LIMIT = 16_384  # sha256 hex strings remembered: ~2 MB at most
 
 log = logging.getLogger(__name__)
 
@@ -97,26 +99,6 @@ class LoadedModel:
         """Predictions for each row of ``x`` (float32, NaN = missing; categorical columns
         hold category codes): ``(rows,)``, or ``(rows, num_class)`` for multi:softprob."""
         return self.predictor(x)
-
-
-class SelfCheckMemo:
-    """Artifacts (by sha256) whose compiled forest passed the self-check in this process,
-    so a model evicted and loaded again skips it; bounded, the oldest forgotten first."""
-
-    def __init__(self, limit: int = SELFCHECK_MEMO_LIMIT) -> None:
-        self.limit = limit
-        self._passed: dict[str, None] = {}
-        self._lock = threading.Lock()  # loads run on a thread pool
-
-    def __contains__(self, sha256: object) -> bool:
-        return sha256 in self._passed
-
-    def add(self, sha256: str) -> None:
-        """Remember that the artifact with this sha256 passed."""
-        with self._lock:
-            self._passed[sha256] = None
-            while len(self._passed) > self.limit:
-                del self._passed[next(iter(self._passed))]
 
 
 def load_model(registry: Registry, mv: ModelVersion,
@@ -176,6 +158,10 @@ def _load(registry: Registry, mv: ModelVersion, selfchecked: SelfCheckMemo | Non
     """:func:`load_model`; ``indexes`` keeps the column index of each feature list seen."""
     data = registry.read_artifact(mv)
     key = ModelKey(mv.tenant_id, mv.version)
+    if mv.forest_check == FOREST_VERSION:  # checked at publish: its compiled form is saved
+        saved = _saved_forest(registry, mv)
+        if saved is not None:
+            return _forest_model(key, mv, saved, _forest_names(key, mv, saved), indexes)
     try:
         forest: CompiledForest | None = compile_forest(data)
     except ForestUnsupported:
@@ -201,6 +187,19 @@ def _load(registry: Registry, mv: ModelVersion, selfchecked: SelfCheckMemo | Non
     checked_objective(key, mv, objective, num_class)
     return _booster_model(key, mv, booster, names, (objective, num_class),
                           category_codes(key, mv, booster, names), fallback=False)
+
+
+def _saved_forest(registry: Registry, mv: ModelVersion) -> CompiledForest | None:
+    """The forest the training job saved beside the artifact, or None (compile it then)."""
+    data = registry.read_companion(mv, SAVED_NAME)
+    if data is None:
+        return None
+    try:
+        return load_saved_forest(data, mv.sha256)
+    except SavedForestInvalid as exc:
+        log.warning("%s@v%s: saved forest not used, compiling the artifact: %s",
+                    mv.tenant_id, mv.version, exc)
+        return None
 
 
 def _forest_names(key: ModelKey, mv: ModelVersion, forest: CompiledForest) -> tuple[str, ...]:
@@ -231,7 +230,7 @@ def _booster_model(key: ModelKey, mv: ModelVersion, booster: Any, names: tuple[s
                        {n: i for i, n in enumerate(names)}, fallback, kind[0], kind[1], codes)
 
 
-def publish_check(data: bytes, booster: Any) -> dict[str, str | None]:
+def publish_check(data: bytes, booster: Any) -> CheckResult:
     """The publish-time self-check: a ``training.checks`` artifact check.
 
     Args:
@@ -239,21 +238,24 @@ def publish_check(data: bytes, booster: Any) -> dict[str, str | None]:
         booster: the ``xgboost.Booster`` they were saved from.
 
     Returns:
-        ``{"forest_check": FOREST_VERSION}`` when ``data`` compiles to a forest that
-        predicts like ``booster`` on the probe rows, else ``{"forest_check": None}`` (a
-        model the forest does not handle, or one that differs: :func:`load_model` checks
-        those itself).
+        Column ``forest_check`` = :data:`~engine.forest.FOREST_VERSION` and the compiled
+        forest saved as file :data:`~engine.forest.saved.SAVED_NAME` when ``data``
+        compiles to a forest that predicts like ``booster`` on the probe rows; else
+        ``forest_check`` None and no file (a model the forest does not handle, or one that
+        differs: :func:`load_model` checks those itself).
     """
+    unchecked = CheckResult({"forest_check": None})
     try:
         forest = compile_forest(data)
     except ForestUnsupported:
-        return {"forest_check": None}
+        return unchecked
     diff = _selfcheck(forest, booster)
     if diff is not None:
         log.warning("compiled forest differs from XGBoost by %s on the self-check rows at "
                     "publish; recorded unchecked", diff)
-        return {"forest_check": None}
-    return {"forest_check": FOREST_VERSION}
+        return unchecked
+    return CheckResult({"forest_check": FOREST_VERSION},
+                       {SAVED_NAME: dump_forest(forest, hashlib.sha256(data).hexdigest())})
 
 
 def _forest_model(key: ModelKey, mv: ModelVersion, forest: CompiledForest,

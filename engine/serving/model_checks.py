@@ -9,6 +9,7 @@ A model whose artifact contradicts its row is refused (``ModelLoadError``: the h
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,12 +18,34 @@ import numpy as np
 from registry import ModelKey, ModelVersion
 from registry.errors import ModelLoadError
 
-__all__ = ["BINARY", "CategoryCodes", "Predictor", "booster_objective", "category_codes",
-           "checked_names", "checked_objective", "frame_predictor"]
+__all__ = ["BINARY", "SELFCHECK_MEMO_LIMIT", "CategoryCodes", "Predictor", "SelfCheckMemo",
+           "booster_objective", "category_codes", "checked_names", "checked_objective",
+           "frame_predictor"]
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 CategoryCodes = Mapping[int, Mapping[str, int]]  # column -> category -> its position
 BINARY = "binary:logistic"
+SELFCHECK_MEMO_LIMIT = 16_384  # sha256 hex strings remembered: ~2 MB at most
+
+
+class SelfCheckMemo:
+    """Artifacts (by sha256) whose compiled forest passed the self-check in this process,
+    so a model evicted and loaded again skips it; bounded, the oldest forgotten first."""
+
+    def __init__(self, limit: int = SELFCHECK_MEMO_LIMIT) -> None:
+        self.limit = limit
+        self._passed: dict[str, None] = {}
+        self._lock = threading.Lock()  # loads run on a thread pool
+
+    def __contains__(self, sha256: object) -> bool:
+        return sha256 in self._passed
+
+    def add(self, sha256: str) -> None:
+        """Remember that the artifact with this sha256 passed."""
+        with self._lock:
+            self._passed[sha256] = None
+            while len(self._passed) > self.limit:
+                del self._passed[next(iter(self._passed))]
 
 
 def booster_objective(booster: Any) -> tuple[str, int]:

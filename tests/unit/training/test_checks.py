@@ -17,6 +17,7 @@ import training.checks as checks_mod
 import training.job as job_mod
 from engine.cli import register_checks
 from engine.forest import FOREST_VERSION, CompiledForest
+from engine.forest.saved import SAVED_NAME
 from registry import ModelVersion, Registry
 from training.bucket import BucketResult, BucketSpec, JobContext, train_bucket
 from training.generate import GeneratorConfig, generate
@@ -75,7 +76,7 @@ def test_registering_is_idempotent_and_ordered(registered: list[Any]) -> None:
     for fn in (a, b, a):
         checks_mod.register_artifact_check(fn)
     assert checks_mod.registered_checks() == (a, b)
-    assert checks_mod.run_artifact_checks(checks_mod.registered_checks(), b"", None) == {
+    assert checks_mod.run_artifact_checks(checks_mod.registered_checks(), b"", None).columns == {
         "forest_check": "b"}
 
 
@@ -86,7 +87,17 @@ def test_a_failing_check_and_unknown_columns_record_nothing() -> None:
     def stray(data: bytes, booster: Any) -> dict[str, str | None]:
         return {"not_a_column": "x"}
 
-    assert checks_mod.run_artifact_checks([boom, stray], b"x", None) == {}
+    assert checks_mod.run_artifact_checks([boom, stray], b"x", None) == checks_mod.CheckResult()
+
+
+def test_files_a_check_writes_are_kept_and_misnamed_ones_dropped() -> None:
+    def saves(data: bytes, booster: Any) -> checks_mod.CheckResult:
+        return checks_mod.CheckResult({"forest_check": "1"},
+                                      {"forest-v1.arrow": b"compiled", "model.ubj": b"evil",
+                                       "../escape.arrow": b"evil", "x.arrow": "not bytes"})
+
+    got = checks_mod.run_artifact_checks([saves], b"x", None)
+    assert got.columns == {"forest_check": "1"} and got.files == {"forest-v1.arrow": b"compiled"}
 
 
 def test_train_tenant_runs_the_checks_on_its_bytes_and_booster() -> None:
@@ -102,6 +113,7 @@ def test_train_tenant_runs_the_checks_on_its_bytes_and_booster() -> None:
     model = train_tenant("t1", ("a", "b", "c"), x[:150], y[:150], x[150:], y[150:],
                          ModelSpec(n_estimators=4, max_depth=3), (spy,))
     assert model.checks == {"forest_check": FOREST_VERSION}
+    assert set(model.files) == {SAVED_NAME}  # the compiled forest, staged with the artifact
     assert seen[0][0] == model.model_bytes and hasattr(seen[0][1], "inplace_predict")
     plain = train_tenant("t1", ("a", "b", "c"), x[:150], y[:150], x[150:], y[150:],
                          ModelSpec(n_estimators=4, max_depth=3))
@@ -120,9 +132,14 @@ def test_the_job_records_the_forest_check_of_every_version(
     def never(forest: CompiledForest, booster: Any) -> float | None:
         raise AssertionError("a version checked at publish was self-checked at load")
 
+    def no_compile(data: bytes) -> CompiledForest:
+        raise AssertionError("compiled an artifact whose forest was saved at publish")
+
     monkeypatch.setattr(model_mod, "_selfcheck", never)
+    monkeypatch.setattr(model_mod, "compile_forest", no_compile)
     reg = Registry.open(str(tmp_path / "registry"))
-    for mv in versions:
+    for mv in versions:  # each compiled forest was staged beside its artifact, and loads
+        assert reg.read_companion(mv, SAVED_NAME) is not None
         assert model_mod.load_model(reg, mv).engine == "forest"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import xgboost as xgb
 
 import engine.serving.model as model_mod
 from engine.forest import FOREST_VERSION, CompiledForest, compile_forest, probe_rows
+from engine.forest.saved import SAVED_NAME, load_saved_forest
 from engine.serving.api import create_app
 from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
@@ -207,7 +209,11 @@ def test_publish_check_passes_a_correct_forest_and_records_the_compiler_version(
     data = tiny(1)
     booster = xgb.Booster()
     booster.load_model(bytearray(data))
-    assert model_mod.publish_check(data, booster) == {"forest_check": FOREST_VERSION}
+    result = model_mod.publish_check(data, booster)
+    assert result.columns == {"forest_check": FOREST_VERSION}
+    saved = load_saved_forest(result.files[SAVED_NAME], hashlib.sha256(data).hexdigest())
+    x = np.random.default_rng(3).normal(size=(16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(saved.predict(x), compile_forest(data).predict(x))
 
 
 def test_a_version_checked_at_publish_loads_without_the_self_check(
@@ -253,8 +259,9 @@ def test_a_broken_compile_at_publish_records_null_and_serving_checks_and_falls_b
     data = tiny(1)
     booster = xgb.Booster()
     booster.load_model(bytearray(data))
-    record = model_mod.publish_check(data, booster)["forest_check"]
-    assert record is None
+    result = model_mod.publish_check(data, booster)
+    record = result.columns["forest_check"]
+    assert record is None and result.files == {}  # nothing saved for a forest that differs
     reg = Registry.create(str(tmp_path / "reg"), 2)
     mv = _checked_publish(reg, "acme", data, record)
     calls = _self_checks(monkeypatch)
@@ -269,7 +276,7 @@ def test_publish_check_records_null_for_models_the_forest_does_not_handle() -> N
     # multi-class (train_tiny trains one-output models only)
     multi = xgb.train({"objective": "multi:softprob", "num_class": 3, "nthread": 1},
                       xgb.DMatrix(x, rng.integers(0, 3, 90)), 2)
-    assert model_mod.publish_check(bytes(multi.save_raw("ubj")), multi) == {
+    assert model_mod.publish_check(bytes(multi.save_raw("ubj")), multi).columns == {
         "forest_check": None}
 
 
