@@ -350,8 +350,9 @@ def measure(system: str, tenant_set: TenantSet, args: argparse.Namespace,
         out["single_lru_same_capacity_hit_rate"] = single
         out["hit_rate_vs_single_lru"] = out["hit_rate"] / single \
             if single and out["hit_rate"] is not None else None
+    fixed_hold = getattr(args, "fixed_hold", None) or base["hold_s"]
     fixed = run_loadtest(LoadTestConfig(rates=(float(args.fixed_rate),), refine=False,
-                                        stop_on_fail=False, **base))
+                                        stop_on_fail=False, **{**base, "hold_s": fixed_hold}))
     s = fixed.stages[0]
     out["fixed_rate"] = {"offered_rps": s.offered_rps, "achieved_rps": s.achieved_rps,
                          "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "hit_rate": s.hit_rate,
