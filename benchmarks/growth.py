@@ -1,6 +1,7 @@
 """W-growth: what 1k, 10k and 100k tenants cost the registry, the ingress and serving.
 
-    python benchmarks/growth.py [--tenants 1000,10000,100000] [--parts registry,serve,train]
+    python benchmarks/growth.py [--tenants 1000,10000,100000]
+                                [--parts registry,resolve,serve,train]
                                 [--workdir /tmp/tenantry-growth] [--hold 3]
 
 Per scale N (``registry`` part), in a registry of its own under ``--workdir``: one small
@@ -9,9 +10,11 @@ new version of every tenant and moves every production alias (run 2). Reported: 
 publish time (staging the artifacts, with ``--threads`` writers as the job's tasks do, and
 the one index commit); the refresh of a snapshot loaded after run 1 that picks run 2 up;
 the snapshot's cold load after run 2 in a fresh process (time, and bytes per tenant held
-by tracemalloc, which sees numpy's buffers); resolve latency (Zipf(1.1) and uniform
-tenants); one ``registry gc`` pass and the index's files before and after it; the time to
-move a model host in or out of a running HAProxy's slot (runtime API, as the ingress does).
+by tracemalloc, which sees numpy's buffers); one ``registry gc`` pass and the index's
+files before and after it; the time to move a model host in or out of a running HAProxy's
+slot (runtime API, as the ingress does). ``resolve``: over that registry, loaded fresh,
+the lookup latency of ``resolve_version`` (what the request path calls) and of
+``resolve`` (a whole ``ModelVersion``), Zipf(1.1) and uniform tenants.
 ``serve``: ``tenantry serve`` (2 replicas) over that registry through W-serve's machinery
 (``benchmarks/w_serve.py``), its cache sized so Zipf(1.1) traffic hits ``--hit-rate`` at
 every N, warmed by ``--warmup`` s of load; the highest rate with p99 <= 50 ms and the p99
@@ -39,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from growth_registry import registry_part
+from growth_registry import registry_part, resolve_part
 
 from registry import Registry
 
@@ -136,11 +139,13 @@ SUMMARY = (("snapshot_load_s", "registry", ("cold_load", "load_s"), "snapshot co
             "snapshot bytes per tenant", ".0f"),
            ("refresh_s", "registry", ("refresh_s",), "refresh after a night (s)", ".2f"),
            ("refresh_100_s", "registry", ("refresh_100_s",), "refresh after 100 moves (s)", ".3f"),
-           ("resolve_us", "registry", ("resolve", "zipf_p50_us"), "resolve p50 (us, Zipf)", ".2f"),
-           ("resolve_mean_us", "registry", ("resolve", "zipf_mean_us"), "resolve mean (us, Zipf)",
+           ("resolve_us", "resolve", ("zipf_p50_us",), "resolve_version p50 (us, Zipf)", ".2f"),
+           ("resolve_mean_us", "resolve", ("zipf_mean_us",), "resolve_version mean (us, Zipf)",
             ".2f"),
-           ("resolve_uniform_us", "registry", ("resolve", "uniform_p50_us"),
-            "resolve p50 (us, uniform)", ".2f"),
+           ("resolve_uniform_us", "resolve", ("uniform_p50_us",),
+            "resolve_version p50 (us, uniform)", ".2f"),
+           ("resolve_full_mean_us", "resolve", ("full_zipf_mean_us",),
+            "resolve (a ModelVersion) mean (us, Zipf)", ".2f"),
            ("publish_s", "registry", ("run2", "publish_s"), "publish one night's run (s)", ".1f"),
            ("gc_s", "registry", ("gc_s",), "gc pass (s)", ".1f"),
            ("ingress_fill_ms", "registry", ("ingress", "fill_ms"), "ingress slot fill (ms)", ".2f"),
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the parts asked for and write the results."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tenants", default="1000,10000,100000")
-    ap.add_argument("--parts", default="registry,serve,train")
+    ap.add_argument("--parts", default="registry,resolve,serve,train")
     ap.add_argument("--workdir", default="/tmp/tenantry-growth")
     ap.add_argument("--threads", type=int, default=4, help="artifact writers while staging")
     ap.add_argument("--lookups", type=int, default=100_000)
@@ -207,16 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         ap.error(f"--tenants takes comma-separated counts, not {args.tenants!r}")
     parts = set(args.parts.split(","))
-    if not parts <= {"registry", "serve", "train"}:
-        ap.error(f"unknown parts {sorted(parts - {'registry', 'serve', 'train'})}")
+    known = {"registry", "resolve", "serve", "train"}
+    if not parts <= known:
+        ap.error(f"unknown parts {sorted(parts - known)}")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    reg, serve, serve_cold = {}, {}, {}
+    reg, resolve, serve, serve_cold = {}, {}, {}, {}
     for n in scales:
         if "registry" in parts:
             print(f"== registry {n:,}", flush=True)
             reg[n] = registry_part(n, workdir, args)
             print(json.dumps(reg[n], default=str), flush=True)
+        if "resolve" in parts:
+            resolve[n] = resolve_part(n, workdir, args)
+            print(f"== resolve {n:,}: {json.dumps(resolve[n])}", flush=True)
         if "serve" in parts:
             print(f"== serve {n:,}", flush=True)
             serve[n] = serve_part(n, workdir, args)
@@ -227,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({k: v for k, v in serve_cold[n].items() if k != "stages"}),
                       flush=True)
     train = train_part(workdir) if "train" in parts else None
-    results = summarise(scales, {"registry": reg, "serve": serve, "serve_cold": serve_cold},
-                        train)
+    results = summarise(scales, {"registry": reg, "resolve": resolve, "serve": serve,
+                                 "serve_cold": serve_cold}, train)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     print(markdown(results))
