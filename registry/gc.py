@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from deltalake import DeltaTable, QueryBuilder
@@ -92,15 +91,25 @@ def shadow_config_versions(reg: Registry) -> dict[str, int]:
     return {r["tenant_id"]: int(r["version"]) for r in rows}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _VersionDir:
-    """One ``artifacts/shard=NN/tenant=T/v=N`` directory as the walk found it."""
+    """One ``artifacts/shard=NN/tenant=T/v=N`` directory as the listing found it; its size
+    and age are read only when a verdict needs them (most directories are kept unread)."""
 
     path: str
     tenant: str
     version: int
-    size: int
-    mtime: float
+    size: int = -1
+    mtime: float = -1.0
+
+    def measure(self, reg: Registry) -> _VersionDir:
+        """Read the total size and the newest modification time of its files (once)."""
+        if self.size < 0:
+            entries = list(reg.store.walk(self.path))
+            self.size = sum(e.size for e in entries)
+            # no file yet: a claimer may be about to write one, so it counts as new
+            self.mtime = max((e.mtime for e in entries), default=float("inf"))
+        return self
 
 
 @dataclass
@@ -150,7 +159,7 @@ class _References:
                     kept.add(self.shadow[vdir.tenant])
                 self._protected[vdir.tenant] = kept
             return None if vdir.version in self._protected[vdir.tenant] else "old"
-        if now - vdir.mtime < orphan_grace_s:
+        if now - vdir.measure(reg).mtime < orphan_grace_s:
             return None
         if self.pinned(vdir.tenant, vdir.version, _claim_run(reg, vdir.path)):
             return None
@@ -165,18 +174,14 @@ def _claim_run(reg: Registry, vdir: str) -> str | None:
 
 
 def _version_dirs(reg: Registry) -> list[_VersionDir]:
-    sizes: dict[str, int] = defaultdict(int)
-    mtimes: dict[str, float] = {}
-    for entry in reg.store.walk("artifacts"):
-        parts = entry.path.split("/")
-        if len(parts) != 5 or not parts[3].startswith("v=") or not parts[3][2:].isdigit():
-            continue
-        vdir = "/".join(parts[:4])
-        sizes[vdir] += entry.size
-        mtimes[vdir] = max(mtimes.get(vdir, 0.0), entry.mtime)
-    return [_VersionDir(vdir, vdir.split("/")[2].removeprefix("tenant="),
-                        int(vdir.split("/")[3].removeprefix("v=")), size, mtimes[vdir])
-            for vdir, size in sizes.items()]
+    """Every version directory, from directory listings alone (no file is read)."""
+    out = []
+    for vdir in reg.store.dirs_at("artifacts", 3):
+        _, shard, tenant, version = vdir.split("/")
+        if shard.startswith("shard=") and tenant.startswith("tenant=") \
+                and version.startswith("v=") and version[2:].isdigit():
+            out.append(_VersionDir(vdir, tenant.removeprefix("tenant="), int(version[2:])))
+    return out
 
 
 def collect_garbage(reg: Registry, keep: int = 5, orphan_grace_s: float = 3600.0,
@@ -211,10 +216,10 @@ def collect_garbage(reg: Registry, keep: int = 5, orphan_grace_s: float = 3600.0
             verdict = fresh.verdict(reg, vdir, clock(), orphan_grace_s)
             if verdict is None:
                 continue
+            freed += vdir.measure(reg).size
             reg.store.delete_dir(vdir.path)
             removed += verdict == "old"
             orphans += verdict == "orphan"
-            freed += vdir.size
     leases_expired = reg.leases.remove_expired(clock())
     compacted = vacuumed = 0
     if compact:

@@ -278,6 +278,23 @@ class ArtifactStore:
                 mtime = info.mtime_ns / 1e9 if info.mtime_ns is not None else 0.0
                 yield FileEntry(info.path[skip:], info.size or 0, mtime)
 
+    def dirs_at(self, rel: str, depth: int) -> Iterator[str]:
+        """Directories exactly ``depth`` levels below ``rel``, as relative paths, without
+        reading what is in them: a local root lists directory entries (no ``stat`` of the
+        files); an object store has no directories, so its keys are listed."""
+        if self.local:
+            yield from _local_dirs(self.full(rel), rel.rstrip("/"), depth)
+            return
+        base = len(rel.strip("/").split("/"))
+        seen: set[str] = set()
+        for entry in self.walk(rel):
+            parts = entry.path.split("/")
+            if len(parts) > base + depth:
+                found = "/".join(parts[:base + depth])
+                if found not in seen:
+                    seen.add(found)
+                    yield found
+
     def delete(self, rel: str) -> None:
         """Remove the file ``rel``; missing is fine."""
         try:
@@ -291,3 +308,18 @@ class ArtifactStore:
             self._fs.delete_dir(self.full(rel))
         except FileNotFoundError:
             pass
+
+
+def _local_dirs(full: str, rel: str, depth: int) -> Iterator[str]:
+    """:meth:`ArtifactStore.dirs_at` on local disk (``os.scandir``: file types from the
+    directory entries, no ``stat`` per file)."""
+    try:
+        with os.scandir(full) as it:
+            names = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        if depth <= 1:
+            yield f"{rel}/{name}"
+        else:
+            yield from _local_dirs(os.path.join(full, name), f"{rel}/{name}", depth - 1)

@@ -74,6 +74,9 @@ def test_list_walk_and_delete(store: ArtifactStore) -> None:
     walked = {e.path: e.size for e in store.walk("t")}
     assert walked == {"t/a/v=1/model.ubj": 1, "t/a/v=2/model.ubj": 2, "t/b/v=1/model.ubj": 3}
     assert list(store.walk("missing")) == []
+    assert sorted(store.dirs_at("t", 2)) == ["t/a/v=1", "t/a/v=2", "t/b/v=1"]
+    assert sorted(store.dirs_at("t", 1)) == ["t/a", "t/b"]
+    assert list(store.dirs_at("missing", 2)) == []
     store.delete("t/a/v=1/model.ubj")
     store.delete("t/a/v=1/model.ubj")  # missing is fine
     assert not store.exists("t/a/v=1/model.ubj")

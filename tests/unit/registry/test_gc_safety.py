@@ -116,15 +116,15 @@ def test_the_index_is_read_again_just_before_deleting(reg: Registry, model_bytes
     reg.promote(TENANT, 2)  # production stack 1, 2, 3, 2: v3 rollback target, v1 candidate
     late = reg.stage_artifact(TENANT, model_bytes, "late")  # unleased claim: orphan candidate
     other = Registry.open(reg.root)
-    real_walk = reg.store.walk
+    real_dirs = reg.store.dirs_at
 
-    def walk_then_race(rel: str) -> Iterator[FileEntry]:
-        yield from real_walk(rel)
+    def list_then_race(rel: str, depth: int) -> Iterator[str]:
+        yield from real_dirs(rel, depth)
         if rel == "artifacts":  # another process, while gc decides
             other.promote(TENANT, 1)
             other.publish("late", [new_version(late)])
 
-    monkeypatch.setattr(reg.store, "walk", walk_then_race)
+    monkeypatch.setattr(reg.store, "dirs_at", list_then_race)
     report = collect_garbage(reg, keep=1, orphan_grace_s=0)
     assert report.versions_removed == 0 and report.orphans_removed == 0
     assert _on_disk(reg) == [1, 2, 3, 4]
@@ -143,3 +143,29 @@ def test_lease_keeper_renews_then_releases(reg: Registry) -> None:
         keeper.stop()
     assert reg.leases.live() == {}
     assert not Path(reg.root, "leases", "nightly-2.json").exists()
+
+
+def test_gc_reads_only_directory_listings_and_keeps_an_empty_or_foreign_directory(
+        reg: Registry, model_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are read only in the directories a verdict needs (the orphan candidates and
+    the versions it removes); a version directory with no file yet (a claimer between
+    creating it and claiming) and one that is not a version are left alone."""
+    _publish(reg, model_bytes, 3)  # v1 unreferenced, v2 rollback target, v3 production
+    tdir = Path(reg.root, "artifacts").glob("shard=*/tenant=acme").__next__()
+    (tdir / "v=9").mkdir()
+    (tdir / "notes").mkdir()
+    (tdir / "notes" / "x.txt").write_text("not a version")
+    real_walk = reg.store.walk
+    walked: list[str] = []
+
+    def recorded(rel: str) -> Iterator[FileEntry]:
+        walked.append(rel)
+        return real_walk(rel)
+
+    monkeypatch.setattr(reg.store, "walk", recorded)
+    report = collect_garbage(reg, keep=1, orphan_grace_s=0, compact=False)
+    assert report.versions_removed == 1 and report.orphans_removed == 0
+    assert report.bytes_freed > len(model_bytes)  # its artifact, checksum and claim
+    assert _on_disk(reg) == [2, 3, 9] and (tdir / "notes" / "x.txt").exists()
+    assert sorted(w.rsplit("/", 1)[-1] for w in walked if w.startswith("artifacts")) == \
+        ["v=1", "v=9"]
