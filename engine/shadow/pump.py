@@ -8,8 +8,9 @@ to Delta and only then acknowledges the spools (so a record is never reclaimed b
 pair is committed). Records the pair log already holds (sent again after a restart) are
 recognised by the spool's high-water mark in Delta (:meth:`PairLog.high_water`).
 
-After every batch it writes ``worker.json`` in the replica's spool: its pid and its
-counters (outcomes, the absolute-difference histogram), cumulative across its restarts,
+After its batches it writes ``worker.json`` in the replica's spool (at most every
+``PUBLISH_S``; an idle pump still steps every ``IDLE_S``, so the last counts follow): its
+pid and its counters (outcomes, the absolute-difference histogram), cumulative across its restarts,
 which the replica reads when scraped (:class:`engine.metrics.Metrics`). A batch that
 hangs longer than ``max_age_s`` on one record writes it to ``poison.json`` before the
 worker is replaced (:meth:`Pump.hung`); the next worker counts that record as a timeout.
@@ -39,6 +40,7 @@ MAX_BATCH = 512  # records per batch
 BUFFER_LIMIT = 200_000  # buffered pair rows beyond which reading pauses (writes failing)
 IDLE_S = 0.05  # sleep when the spools had nothing new
 DISCOVER_S = 1.0  # how often to look for newly adopted spools
+PUBLISH_S = 0.25  # worker.json at most this often
 
 
 def read_totals(spool: Path) -> dict[str, Any]:
@@ -72,17 +74,20 @@ class Pump:
             self.buckets += np.asarray(prev["diff_buckets"], np.int64)
         self.diff_sum = float(prev.get("diff_sum", 0.0))
         worker.last_error = str(prev.get("last_error", ""))
-        self.poison: dict[str, list[int]] = self._load_poison()  # spool -> [first, last]
+        self.poison: dict[str, list[int]] = self._load_poison()  # spool -> seqs
         self.stopped = False
         self._discovered = 0.0
+        self._published = 0.0  # monotonic time of the last worker.json
+        self._unpublished = False  # batches processed since
         self._lock = threading.Lock()  # one step at a time (the drain runs steps too)
 
     def _load_poison(self) -> dict[str, list[int]]:
+        """spool -> seqs of records a hung worker was predicting (``poison.json``)."""
         try:
             doc = json.loads((self.spool / "poison.json").read_text())
-        except (OSError, ValueError):
+            return {str(k): [int(seq) for seq in v] for k, v in doc.items()}
+        except (OSError, ValueError, TypeError, AttributeError):
             return {}
-        return {str(k): [int(v[0]), int(v[1])] for k, v in doc.items()}
 
     def _discover(self) -> None:
         if time.monotonic() - self._discovered < DISCOVER_S and self.readers:
@@ -119,8 +124,9 @@ class Pump:
                     self._batch(reader.id, records)
             if self.worker.log.due() or (read and not self.worker.log.pending):
                 self.commit()  # nothing to write (synthetic traffic): acknowledge at once
-            if read:
-                self.publish()
+            self._unpublished |= bool(read)
+            if self._unpublished and time.monotonic() - self._published >= PUBLISH_S:
+                self.publish()  # at most every PUBLISH_S (run() steps again within IDLE_S)
             return read
         finally:
             self._lock.release()
@@ -128,14 +134,14 @@ class Pump:
     def _batch(self, spool_id: str, records: list[PairRecord | Counts]) -> None:
         pairs_hw, stats_hw = self._hw[spool_id]
         log = self.worker.log
-        poison = self.poison.get(spool_id, [0, -1])
+        poison = frozenset(self.poison.get(spool_id, ()))
         pairs: list[PairRecord] = []
         for rec in records:
             if isinstance(rec, Counts):
                 for (tenant, version, outcome), n in rec.counts.items():
                     if rec.seq > stats_hw:
                         log.count(tenant, version, outcome, n, spool_id, rec.seq)
-            elif poison[0] <= rec.seq <= poison[1]:
+            elif rec.seq in poison:
                 self.outcomes["timeout"] += 1
                 if not rec.synthetic and rec.seq > stats_hw:
                     log.count(rec.tenant_id, rec.shadow_version, "timeout", 1, spool_id,
@@ -169,20 +175,21 @@ class Pump:
                "last_error": self.worker.last_error, "spools": len(self.readers),
                "corrupt": sum(r.corrupt for r in self.readers.values()),
                "updated": time.time()}
+        self._published, self._unpublished = time.monotonic(), False
         try:
             _write_json(self.spool / "worker.json", doc)
         except OSError:
             pass  # the spool was removed (the replica stopped)
 
     def hung(self) -> bool:
-        """Whether one record has been predicted for longer than ``max_age_s``; if so,
-        record it in ``poison.json`` (the next worker counts it as a timeout) and stop
-        this pump."""
+        """Whether one group of records has been predicted for longer than ``max_age_s``;
+        if so, record its first record in ``poison.json`` (the next worker counts it as a
+        timeout and tries the others again) and stop this pump."""
         busy = self.worker.current
         if busy is None or time.monotonic() - busy[2] <= self.max_age_s:
             return False
         self.stopped = True
-        self.poison[busy[0]] = [busy[1], busy[1]]
+        self.poison[busy[0]] = sorted({*self.poison.get(busy[0], ()), busy[1]})
         _write_json(self.spool / "poison.json", self.poison)
         self.worker.last_error = (f"shadow worker busy with one batch for over "
                                   f"{self.max_age_s:g}s: restarted")

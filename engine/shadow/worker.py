@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 
+VERSIONS_KEPT = 8192  # version records kept by (tenant, version); a few MB at most
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """What one batch of records came to."""
@@ -58,21 +61,35 @@ class ShadowWorker:
         self.log = log
         self.models = ShadowModels(cache_bytes, loader)
         self.snapshot = snapshot
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
         self.last_error = ""
         self.batches = 0
-        self.current: tuple[str, int, float] | None = None  # spool, seq, monotonic start
+        # spool, first seq of the group being predicted, monotonic start (the watchdog's)
+        self.current: tuple[str, int, float] | None = None
 
     def _version(self, tenant_id: str, version: int) -> ModelVersion:
-        """Metadata of a version, refreshing the snapshot once for one it has not seen."""
+        """Metadata of a version (immutable: kept), refreshing the snapshot once for one
+        it has not seen."""
+        key = (tenant_id, version)
+        mv = self._versions.get(key)
+        if mv is not None:
+            return mv
         try:
-            return self.snapshot.version(tenant_id, version)
+            mv = self.snapshot.version(tenant_id, version)
         except NotFound:
             self.snapshot.refresh()
-            return self.snapshot.version(tenant_id, version)
+            mv = self.snapshot.version(tenant_id, version)
+        if len(self._versions) >= VERSIONS_KEPT:
+            self._versions.clear()
+        self._versions[key] = mv
+        return mv
 
     def process(self, records: list[PairRecord], spool_id: str = "",
                 logged_seq: int = -1) -> BatchResult:
         """Predict every record with its shadow version and buffer the pairs.
+
+        Records of one tenant and versions (and row width) are predicted together, in one
+        call: the hot tenant's mirrors of a batch cost one prediction, not one each.
 
         Args:
             records: mirrored requests, in spool order.
@@ -82,46 +99,73 @@ class ShadowWorker:
         """
         outcomes: Counter[str] = Counter()
         diffs: list[np.ndarray] = []
-        for rec in records:
-            self.current = (spool_id, rec.seq, time.monotonic())
-            outcome, diff = self._one(rec, spool_id, rec.seq <= logged_seq)
+        groups: dict[tuple[str, int, int, int], list[int]] = defaultdict(list)
+        for i, rec in enumerate(records):
+            key = (rec.tenant_id, rec.shadow_version, rec.production_version, rec.x.shape[1])
+            groups[key].append(i)
+        results: list[tuple[str, np.ndarray | None, float]] = [("error", None, 0.0)] * len(records)
+        for members in groups.values():
+            group = [records[i] for i in members]
+            self.current = (spool_id, group[0].seq, time.monotonic())
+            for i, result in zip(members, self._group(group), strict=True):
+                results[i] = result
             self.current = None
-            if diff is not None:
-                diffs.append(diff)
+        for rec, (outcome, out, latency) in zip(records, results, strict=True):  # spool order
             outcomes[outcome] += 1
             if outcome == "error" and not rec.synthetic:
-                self.log.count(rec.tenant_id, rec.shadow_version, outcome, 1, spool_id,
-                               rec.seq)
+                self.log.count(rec.tenant_id, rec.shadow_version, outcome, 1, spool_id, rec.seq)
+            if outcome != "ok" or out is None:
+                continue
+            diffs.append(row_diffs(rec.predictions, out))
+            if rec.seq > logged_seq:
+                self.log.add(ComparedRequest(
+                    rec.tenant_id, rec.request_id, rec.production_version, rec.shadow_version,
+                    rec.predictions.ravel(), out.ravel(), rec.latency_s, latency, rec.at),
+                    spool_id, rec.seq)
         self.batches += 1
         return BatchResult(dict(outcomes),
                            np.concatenate(diffs) if diffs else np.empty(0, np.float64))
 
-    def _one(self, rec: PairRecord, spool_id: str,
-             logged: bool) -> tuple[str, np.ndarray | None]:
-        tenant, predictions = rec.tenant_id, rec.predictions
+    def _group(self, group: list[PairRecord]) -> list[tuple[str, np.ndarray | None, float]]:
+        """(outcome, shadow predictions, shadow latency) of each record of one group; the
+        latency is the group's prediction time shared by rows."""
+        first = group[0]
+        tenant = first.tenant_id
         try:
-            mv = self._version(tenant, rec.shadow_version)
+            mv = self._version(tenant, first.shadow_version)
             model = self.models.get(mv)
-            x = _align(rec.x, self._version(tenant, rec.production_version), model)
+            x = np.vstack([r.x for r in group]) if len(group) > 1 else first.x
+            x = _align(x, self._version(tenant, first.production_version), model)
             started = time.perf_counter()
             out = np.asarray(model.predict(x), dtype=np.float64)
-            latency = time.perf_counter() - started
+            per_row = (time.perf_counter() - started) / max(1, len(x))
             if out.ndim == 2 and out.shape[1] == 1:
                 out = out.reshape(-1)
-            if out.shape != predictions.shape:
+            if out.shape[:1] != (len(x),):
                 raise ValueError(f"shadow returned predictions of shape {list(out.shape)} "
-                                 f"where production's are {list(predictions.shape)}")
+                                 f"for {len(x)} rows")
         except Exception as exc:  # noqa: BLE001 - a broken shadow is an outcome, not a crash
-            self.last_error = f"{tenant}@v{rec.shadow_version}: {type(exc).__name__}: " \
-                              f"{exc}"[:500]
-            return "error", None
-        if rec.synthetic:
-            return "synthetic", None  # load-test traffic: exercised, never logged
-        if not logged:
-            self.log.add(ComparedRequest(tenant, rec.request_id, rec.production_version,
-                                         rec.shadow_version, predictions.ravel(), out.ravel(),
-                                         rec.latency_s, latency, rec.at), spool_id, rec.seq)
-        return "ok", row_diffs(predictions, out)
+            self._failed(first, exc)
+            return [("error", None, 0.0)] * len(group)
+        results: list[tuple[str, np.ndarray | None, float]] = []
+        start = 0
+        for rec in group:
+            rows = len(rec.x)
+            part, start = out[start:start + rows], start + rows
+            if part.shape != rec.predictions.shape:
+                self._failed(rec, ValueError(
+                    f"shadow returned predictions of shape {list(part.shape)} where "
+                    f"production's are {list(rec.predictions.shape)}"))
+                results.append(("error", None, 0.0))
+            elif rec.synthetic:
+                results.append(("synthetic", None, 0.0))  # load-test traffic: never logged
+            else:
+                results.append(("ok", part, per_row * rows))
+        return results
+
+    def _failed(self, rec: PairRecord, exc: Exception) -> None:
+        self.last_error = f"{rec.tenant_id}@v{rec.shadow_version}: {type(exc).__name__}: " \
+                          f"{exc}"[:500]
 
     def stats(self) -> dict[str, Any]:
         """Counters of this worker (shown by ``GET /v1/tenants/{t}/shadow``)."""

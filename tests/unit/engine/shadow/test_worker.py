@@ -132,3 +132,33 @@ def test_lower_priority_moves_every_thread_to_sched_idle() -> None:
                          timeout=60, check=True).stdout.split()
     idle = str(os.SCHED_IDLE)
     assert out == [idle, idle, idle]  # started later, the caller, a thread started before
+
+
+def test_a_tenants_records_of_one_batch_are_predicted_in_one_call(fresh: Any, h: Any,
+                                                                  tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    class Counted:
+        def __init__(self, inner: LoadedModel) -> None:
+            self.inner, self.feature_names, self.nbytes = inner, inner.feature_names, 1
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            calls.append(len(x))
+            return self.inner.predict(x)
+
+    writer = SpoolWriter(tmp_path)
+    for i in range(4):
+        writer.append(_record(fresh, h, writer, i))
+    settings = fresh.settings(shadow_flush_s=3600)
+    pump = build_pump(fresh.root, settings, "unit:1", writer.path,
+                      loader=lambda mv: cast(LoadedModel, Counted(load_model(fresh.reg, mv))))
+    assert pump.step() == 4
+    assert calls == [8]  # 4 records x 2 rows, one call
+    assert dict(pump.outcomes) == {"ok": 4}
+    assert pump.drain(10)
+    log = ShadowTables.for_registry(fresh.reg).query(PAIRS).to_pandas()
+    assert sorted(set(log["request_id"])) == [f"req{i}" for i in range(4)]
+    xs = np.vstack([h.rows(2, seed=i) for i in range(4)])
+    want = fresh.shadow.inplace_predict(xs)
+    got = log.sort_values(["request_id", "row"])["shadow"].to_numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)  # each record got its own rows' answers
