@@ -38,9 +38,11 @@ __all__ = ["Pump", "read_totals"]
 
 MAX_BATCH = 512  # records per batch
 BUFFER_LIMIT = 200_000  # buffered pair rows beyond which reading pauses (writes failing)
-IDLE_S = 0.05  # sleep when the spools had nothing new
+IDLE_S = 0.2  # sleep when the spools had nothing new: records wait up to this long,
+# so a batch holds more of each tenant's records (one prediction each): with a hot tenant,
+# 43 -> 34 us of CPU per pair against 0.05 s
 DISCOVER_S = 1.0  # how often to look for newly adopted spools
-PUBLISH_S = 0.25  # worker.json at most this often
+PUBLISH_S = 0.2  # worker.json at most this often
 
 
 def read_totals(spool: Path) -> dict[str, Any]:
