@@ -1,7 +1,7 @@
 """W-growth: what 1k, 10k and 100k tenants cost the registry, the ingress and serving.
 
     python benchmarks/growth.py [--tenants 1000,10000,100000]
-                                [--parts registry,resolve,serve,train]
+                                [--parts registry,resolve,gc,serve,train]
                                 [--workdir /tmp/tenantry-growth] [--hold 3]
 
 Per scale N (``registry`` part), in a registry of its own under ``--workdir``: one small
@@ -14,7 +14,8 @@ by tracemalloc, which sees numpy's buffers); one ``registry gc`` pass and the in
 files before and after it; the time to move a model host in or out of a running HAProxy's
 slot (runtime API, as the ingress does). ``resolve``: over that registry, loaded fresh,
 the lookup latency of ``resolve_version`` (what the request path calls) and of
-``resolve`` (a whole ``ModelVersion``), Zipf(1.1) and uniform tenants.
+``resolve`` (a whole ``ModelVersion``), Zipf(1.1) and uniform tenants. ``gc``: two more
+``registry gc`` passes over it with nothing left to remove (what finding the versions costs).
 ``serve``: ``tenantry serve`` (2 replicas) over that registry through W-serve's machinery
 (``benchmarks/w_serve.py``), its cache sized so Zipf(1.1) traffic hits ``--hit-rate`` at
 every N, warmed by ``--warmup`` s of load; the highest rate with p99 <= 50 ms and the p99
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from growth_registry import registry_part, resolve_part
+from growth_registry import gc_part, registry_part, resolve_part
 
 from registry import Registry
 
@@ -148,6 +149,7 @@ SUMMARY = (("snapshot_load_s", "registry", ("cold_load", "load_s"), "snapshot co
             "resolve (a ModelVersion) mean (us, Zipf)", ".2f"),
            ("publish_s", "registry", ("run2", "publish_s"), "publish one night's run (s)", ".1f"),
            ("gc_s", "registry", ("gc_s",), "gc pass (s)", ".1f"),
+           ("gc_idle_s", "gc", ("second_pass_s",), "gc pass, nothing to remove (s)", ".2f"),
            ("ingress_fill_ms", "registry", ("ingress", "fill_ms"), "ingress slot fill (ms)", ".2f"),
            ("serve_rps", "serve", ("max_rps_within_slo",), "W-serve max rps, p99<=50ms", ".0f"),
            ("serve_hit_rate", "serve", ("hit_rate",), "W-serve hit rate", ".3f"),
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the parts asked for and write the results."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tenants", default="1000,10000,100000")
-    ap.add_argument("--parts", default="registry,resolve,serve,train")
+    ap.add_argument("--parts", default="registry,resolve,gc,serve,train")
     ap.add_argument("--workdir", default="/tmp/tenantry-growth")
     ap.add_argument("--threads", type=int, default=4, help="artifact writers while staging")
     ap.add_argument("--lookups", type=int, default=100_000)
@@ -212,12 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         ap.error(f"--tenants takes comma-separated counts, not {args.tenants!r}")
     parts = set(args.parts.split(","))
-    known = {"registry", "resolve", "serve", "train"}
+    known = {"registry", "resolve", "gc", "serve", "train"}
     if not parts <= known:
         ap.error(f"unknown parts {sorted(parts - known)}")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    reg, resolve, serve, serve_cold = {}, {}, {}, {}
+    reg, resolve, gc, serve, serve_cold = {}, {}, {}, {}, {}
     for n in scales:
         if "registry" in parts:
             print(f"== registry {n:,}", flush=True)
@@ -226,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         if "resolve" in parts:
             resolve[n] = resolve_part(n, workdir, args)
             print(f"== resolve {n:,}: {json.dumps(resolve[n])}", flush=True)
+        if "gc" in parts:
+            gc[n] = gc_part(n, workdir, args)
+            print(f"== gc {n:,}: {json.dumps(gc[n])}", flush=True)
         if "serve" in parts:
             print(f"== serve {n:,}", flush=True)
             serve[n] = serve_part(n, workdir, args)
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({k: v for k, v in serve_cold[n].items() if k != "stages"}),
                       flush=True)
     train = train_part(workdir) if "train" in parts else None
-    results = summarise(scales, {"registry": reg, "resolve": resolve, "serve": serve,
+    results = summarise(scales, {"registry": reg, "resolve": resolve, "gc": gc, "serve": serve,
                                  "serve_cold": serve_cold}, train)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))

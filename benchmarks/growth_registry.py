@@ -119,6 +119,18 @@ def resolve_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, A
     return resolve_latency(snap, tenant_ids(n), args.lookups)
 
 
+def gc_part(n: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Two ``registry gc --keep 1`` passes over the N-tenant registry the registry part
+    left (after its own gc, so nothing is left to remove): what listing costs."""
+    root = str(workdir / f"registry-{n}")
+    times, report = [], None
+    for _ in range(2):
+        t0 = time.perf_counter()
+        report = collect_garbage(Registry.open(root), keep=1).to_json()
+        times.append(time.perf_counter() - t0)
+    return {"pass_s": times, "second_pass_s": times[-1], "report": report}
+
+
 def dir_size(path: Path) -> dict[str, int]:
     """Files and bytes below ``path``."""
     files = [p for p in path.rglob("*") if p.is_file()]
