@@ -6,15 +6,27 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from registry.errors import InvalidTenantId
+from registry.errors import InvalidTenantId, ValidationError
 
-__all__ = ["COMPANION_NAME", "TENANT_ID_PATTERN", "ModelKey", "shard_of", "validate_tenant_id"]
+__all__ = ["COMPANION_NAME", "TENANT_ID_PATTERN", "ModelKey", "shard_of",
+           "validate_companion_name", "validate_tenant_id"]
 
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 COMPANION_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\.arrow")
 """Names of the files staged beside an artifact (e.g. ``forest-v1.arrow``); the registry's
 own files (``model.ubj``, ``model.ubj.sha256``, ``_claim.json``) never match."""
+
+
+def validate_companion_name(name: str) -> str:
+    """Return ``name`` if a file staged beside an artifact may have it.
+
+    Raises:
+        ValidationError: not a :data:`COMPANION_NAME` (no path separators, ``*.arrow``).
+    """
+    if not COMPANION_NAME.fullmatch(name):
+        raise ValidationError(f"invalid companion file name {name!r}")
+    return name
 
 
 def validate_tenant_id(tenant_id: object) -> str:

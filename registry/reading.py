@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry.delta import sql_str
 from registry.errors import ArtifactOutsideRoot, ChecksumMismatch, ModelLoadError, ValidationError
-from registry.ids import COMPANION_NAME, validate_tenant_id
+from registry.ids import validate_companion_name, validate_tenant_id
 from registry.index import DeltaIndex, profiles_from_rows
 from registry.types import (
     ModelProfile,
@@ -174,9 +174,9 @@ class RegistryReading:
 
         Raises:
             ArtifactOutsideRoot: the recorded location is outside this registry's root.
+            ValidationError: ``name`` is not a companion file's name.
         """
-        if not COMPANION_NAME.fullmatch(name):
-            raise ValueError(f"invalid companion file name {name!r}")
+        validate_companion_name(name)
         vdir = self.artifact_path(mv).rpartition("/")[0]
         try:
             return self.store.read(f"{vdir}/{name}")

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from registry import index_rows
 from registry.errors import Conflict, ValidationError
-from registry.ids import COMPANION_NAME, validate_tenant_id
+from registry.ids import validate_companion_name, validate_tenant_id
 from registry.index import DeltaIndex, profile_rows
 from registry.types import (
     Alias,
@@ -72,14 +72,13 @@ class RegistryWriting:
 
         ``files`` are derived from the artifact (e.g. its compiled form) and written beside
         it, before the checksum file that marks the version's directory complete; their
-        names must be :data:`~registry.ids.COMPANION_NAME` (``*.arrow``). Readers verify
+        names must pass :func:`~registry.ids.validate_companion_name` (``*.arrow``). Readers verify
         them on their own: the index records only the artifact's checksum.
         """
         shard = self.shard_of(tenant_id)
         validate_run_id(run_id)
         for name in files or {}:
-            if not COMPANION_NAME.fullmatch(name):
-                raise ValidationError(f"invalid companion file name {name!r}")
+            validate_companion_name(name)
         tdir = _tenant_dir(shard, tenant_id)
         existing = sorted((int(n[2:]) for n in self.store.list_dir(tdir)
                            if n.startswith("v=") and n[2:].isdigit()), reverse=True)

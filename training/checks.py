@@ -20,7 +20,7 @@ from typing import Any
 from registry.ids import COMPANION_NAME
 
 __all__ = [
-    "CHECK_COLUMNS", "FILE_NAME", "ArtifactCheck", "CheckResult", "register_artifact_check",
+    "CHECK_COLUMNS", "ArtifactCheck", "CheckResult", "register_artifact_check",
     "registered_checks", "run_artifact_checks",
 ]
 
@@ -31,15 +31,13 @@ class CheckResult:
 
     columns: dict[str, str | None] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
-    """File name (in the version's directory) -> its bytes; see :data:`FILE_NAME`."""
+    """File name (in the version's directory) -> its bytes; see
+    :data:`registry.ids.COMPANION_NAME`."""
 
 
 ArtifactCheck = Callable[[bytes, Any], Mapping[str, str | None] | CheckResult]
 """``check(artifact_bytes, booster) -> {column: value}`` or a :class:`CheckResult`; the
 Booster is the trained one."""
-
-FILE_NAME = COMPANION_NAME
-"""Names a check's file may have (the registry's own files never match)."""
 
 CHECK_COLUMNS = frozenset({"forest_check"})
 """Index columns of a version (``registry.NewVersion`` fields) a check may set."""
@@ -71,7 +69,7 @@ def run_artifact_checks(checks: Iterable[ArtifactCheck], data: bytes,
     """The index columns and files ``checks`` record for one artifact.
 
     A check that raises, a column not in :data:`CHECK_COLUMNS` and a file whose name is
-    not a :data:`FILE_NAME` are logged and left out: a broken check must not fail
+    not a :data:`~registry.ids.COMPANION_NAME` are logged and left out: a broken check must not fail
     training, and a column left out is null (unchecked).
 
     Args:
@@ -97,7 +95,7 @@ def run_artifact_checks(checks: Iterable[ArtifactCheck], data: bytes,
             else:
                 log.warning("artifact check %r set unknown column %r; ignored", check, name)
         for name, blob in found.files.items():
-            if FILE_NAME.fullmatch(name) and isinstance(blob, bytes):
+            if COMPANION_NAME.fullmatch(name) and isinstance(blob, bytes):
                 out.files[name] = blob
             else:
                 log.warning("artifact check %r wrote file %r; ignored", check, name)
