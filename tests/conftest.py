@@ -1,4 +1,5 @@
-"""Helpers for every test: a tiny real XGBoost model, publishing it, and polling.
+"""Helpers for every test: a tiny real XGBoost model, publishing it, polling, and counting
+serving's load-time forest self-checks.
 
 Plain functions, imported as ``from tests.conftest import train_tiny, publish_models``
 (pytest runs with ``--import-mode=importlib`` and registers this file as
@@ -86,3 +87,19 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, every: float = 0.02
             return value
         assert time.monotonic() < deadline, f"condition not reached in time {what()}"
         time.sleep(every)
+
+
+def count_self_checks(monkeypatch: Any) -> list[str]:
+    """Count serving's load-time forest self-checks (the real check still runs): the list
+    gains one entry per check from now on."""
+    import engine.serving.model as model_mod
+
+    calls: list[str] = []
+    real = model_mod._selfcheck
+
+    def counted(forest: Any, booster: Any) -> float | None:
+        calls.append("check")
+        return real(forest, booster)
+
+    monkeypatch.setattr(model_mod, "_selfcheck", counted)
+    return calls

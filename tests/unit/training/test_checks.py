@@ -19,6 +19,7 @@ from engine.cli import register_checks
 from engine.forest import FOREST_VERSION, CompiledForest
 from engine.forest.saved import SAVED_NAME
 from registry import ModelVersion, Registry
+from tests.conftest import count_self_checks
 from training.bucket import BucketResult, BucketSpec, JobContext, train_bucket
 from training.generate import GeneratorConfig, generate
 from training.model import ModelSpec, train_tenant
@@ -164,14 +165,7 @@ def test_a_broken_compile_at_publish_records_null_and_serving_falls_back(
     versions = _train(tmp_path)
     assert {mv.forest_check for mv in versions} == {None}
     reg = Registry.open(str(tmp_path / "registry"))
-    checked: list[str] = []
-    real_check = model_mod._selfcheck
-
-    def spy(forest: CompiledForest, booster: Any) -> float | None:
-        checked.append("x")
-        return real_check(forest, booster)
-
-    monkeypatch.setattr(model_mod, "_selfcheck", spy)
+    checked = count_self_checks(monkeypatch)
     for mv in versions:  # still broken at serving: the load's own check catches it
         model = model_mod.load_model(reg, mv)
         assert model.engine == "xgboost" and model.selfcheck_fallback

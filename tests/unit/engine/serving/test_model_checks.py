@@ -21,7 +21,7 @@ from engine.serving.host import ModelHostState
 from engine.settings import ServeSettings
 from registry import AliasMove, ModelVersion, NewVersion, Registry
 from registry.errors import ModelLoadError
-from tests.conftest import publish_models, train_tiny
+from tests.conftest import count_self_checks, publish_models, train_tiny
 
 from .test_api import call
 from .test_host import NAMES, body, tiny
@@ -192,19 +192,6 @@ def _checked_publish(reg: Registry, tenant: str, data: bytes,
     return prod(reg, tenant)
 
 
-def _self_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Count the load-time self-checks (the real check still runs)."""
-    calls: list[str] = []
-    real = model_mod._selfcheck
-
-    def counted(forest: CompiledForest, booster: object) -> float | None:
-        calls.append("check")
-        return real(forest, booster)
-
-    monkeypatch.setattr(model_mod, "_selfcheck", counted)
-    return calls
-
-
 def test_publish_check_passes_a_correct_forest_and_records_the_compiler_version() -> None:
     data = tiny(1)
     booster = xgb.Booster()
@@ -247,7 +234,7 @@ def test_a_version_without_this_compilers_record_is_self_checked(
     reg = Registry.create(str(tmp_path / "reg"), 2)
     mv = _checked_publish(reg, "acme", tiny(1), record)
     assert mv.forest_check == record
-    calls = _self_checks(monkeypatch)
+    calls = count_self_checks(monkeypatch)
     assert model_mod.load_model(reg, mv).engine == "forest"
     assert calls == ["check"]
 
@@ -264,7 +251,7 @@ def test_a_broken_compile_at_publish_records_null_and_serving_checks_and_falls_b
     assert record is None and result.files == {}  # nothing saved for a forest that differs
     reg = Registry.create(str(tmp_path / "reg"), 2)
     mv = _checked_publish(reg, "acme", data, record)
-    calls = _self_checks(monkeypatch)
+    calls = count_self_checks(monkeypatch)
     model = model_mod.load_model(reg, mv)
     assert calls == ["check"]
     assert model.engine == "xgboost" and model.selfcheck_fallback
@@ -307,6 +294,6 @@ def test_rows_of_an_index_made_before_the_column_read_unchecked(
     assert "forest_check" in DeltaTable(uri).schema().to_arrow().names
     old = prod(Registry.open(reg.root), "old")
     assert (old.forest_check, new.forest_check) == (None, FOREST_VERSION)
-    calls = _self_checks(monkeypatch)
+    calls = count_self_checks(monkeypatch)
     assert model_mod.load_model(reg, old).engine == "forest" and calls == ["check"]
     assert model_mod.load_model(reg, new).engine == "forest" and calls == ["check"]
