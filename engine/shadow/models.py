@@ -32,11 +32,6 @@ class ShadowModels:
         self.loads = 0
 
     @property
-    def budget_bytes(self) -> int:
-        """The byte budget."""
-        return int(self._lru.maxsize)
-
-    @property
     def nbytes(self) -> int:
         """Bytes of the models held."""
         return int(self._lru.currsize)
