@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import Reply, open_registry
+from engine.cli.output import Reply, add_ray_job_options, open_registry
 
 __all__ = ["add_commands"]
 
@@ -54,9 +54,7 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
                         "reported, not recomputed")
     p.add_argument("--min-rows", type=int, default=None,
                    help="rows a tenant's version needs that day to be judged (default 100)")
-    p.add_argument("--num-cpus", type=int, default=None,
-                   help="CPUs for a local Ray started by this command")
-    p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    add_ray_job_options(p)
     p.set_defaults(handler=_run)
     p = msub.add_parser("report", parents=[parent],
                         help="a tenant's latest monitoring figures and reasons, and its last runs")

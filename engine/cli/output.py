@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from registry import Registry
 
-__all__ = ["Handler", "Reply", "cli_actor", "common_parent", "emit", "open_registry",
-           "storage_options"]
+__all__ = ["Handler", "Reply", "add_ray_job_options", "cli_actor", "common_parent", "emit",
+           "open_registry", "storage_options"]
 
 Text = str | Callable[[], str]
 """A command's human output, or a function building it (only called without ``--json``)."""
@@ -55,6 +55,14 @@ def common_parent(default_registry: str) -> argparse.ArgumentParser:
     )
     parent.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     return parent
+
+
+def add_ray_job_options(parser: argparse.ArgumentParser) -> None:
+    """``--num-cpus`` and ``--no-progress``, shared by the commands that run a Ray Data job
+    (``train``, ``score``, ``monitor run``)."""
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="CPUs for a local Ray started by this command")
+    parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
 
 
 def cli_actor() -> str:

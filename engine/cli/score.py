@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import Reply, storage_options
+from engine.cli.output import Reply, add_ray_job_options, storage_options
 
 __all__ = ["add_commands"]
 
@@ -57,9 +57,7 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     score.add_argument("--row-key", default=None,
                        help="row-identity column of the data (default: row_id if present, "
                             "else row_index = the row's ordinal within tenant and date)")
-    score.add_argument("--num-cpus", type=int, default=None,
-                       help="CPUs for a local Ray started by this command")
+    add_ray_job_options(score)
     score.add_argument("--buckets-per-shard", type=int, default=None,
                        help="scoring tasks per shard")
-    score.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     score.set_defaults(handler=_score)

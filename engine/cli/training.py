@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from engine.cli.output import Reply, open_registry, storage_options
+from engine.cli.output import Reply, add_ray_job_options, open_registry, storage_options
 from registry import RegistryNotFound
 from training.errors import InvalidTrainingInput
 from training.generate import GeneratorConfig, generate
@@ -106,9 +106,7 @@ def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
     train.add_argument("--tolerance", type=float, default=None,
                        help="promotion gate: how much worse the gate metric may be "
                             "(overrides the spec's gate.tolerance)")
-    train.add_argument("--num-cpus", type=int, default=None,
-                       help="CPUs for a local Ray started by this command")
+    add_ray_job_options(train)
     train.add_argument("--buckets-per-shard", type=int, default=None,
                        help="training buckets per registry shard")
-    train.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     train.set_defaults(handler=_train)
