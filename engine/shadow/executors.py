@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.serving.model import load_model
+from engine.serving.model import SelfCheckMemo, load_model
 from engine.settings import ServeSettings
 from engine.shadow.log import PairLog
 from engine.shadow.models import Loader
@@ -55,7 +55,8 @@ def build_pump(registry_root: str, settings: ServeSettings, replica: str, spool:
     registry = Registry.open(registry_root)
     log = PairLog(ShadowTables.for_registry(registry), settings.shadow_flush_rows,
                   settings.shadow_flush_s, replica=replica)
-    worker = ShadowWorker(log, loader or partial(load_model, registry),
+    # Like a replica's cache: a model evicted and loaded again is not self-checked again.
+    worker = ShadowWorker(log, loader or partial(load_model, registry, selfchecked=SelfCheckMemo()),
                           registry.new_snapshot(), int(settings.shadow_cache_mb * 2**20))
     return Pump(worker, spool, settings.shadow_max_age_s)
 

@@ -20,6 +20,7 @@ from engine.shadow.pump import read_totals
 from engine.shadow.records import encode_counts, encode_pair
 from engine.shadow.spool import SpoolWriter
 from engine.shadow.tables import PAIRS
+from tests.conftest import count_self_checks
 
 from .conftest import wait_until
 
@@ -162,3 +163,19 @@ def test_a_tenants_records_of_one_batch_are_predicted_in_one_call(fresh: Any, h:
     want = fresh.shadow.inplace_predict(xs)
     got = log.sort_values(["request_id", "row"])["shadow"].to_numpy()
     np.testing.assert_allclose(got, want, atol=1e-6)  # each record got its own rows' answers
+
+
+def test_a_shadow_model_loaded_again_is_not_self_checked_again(fresh: Any, h: Any,
+                                                              tmp_path: Path,
+                                                              monkeypatch: Any) -> None:
+    checks = count_self_checks(monkeypatch)
+    writer = SpoolWriter(tmp_path)
+    # A budget smaller than one model: every batch loads the shadow model anew.
+    pump = build_pump(fresh.root, fresh.settings(shadow_flush_s=3600, shadow_cache_mb=1e-6),
+                      "unit:1", writer.path)
+    for i in range(3):
+        writer.append(_record(fresh, h, writer, i))
+        assert pump.step() == 1
+    assert pump.worker.models.loads == 3 and len(pump.worker.models) == 0
+    assert checks == ["check"]  # the first load checked the forest; the others remembered it
+    assert dict(pump.outcomes) == {"ok": 3}
