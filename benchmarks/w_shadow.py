@@ -45,34 +45,39 @@ sys.path.insert(0, str(ROOT))
 from engine.loadtest import LoadTestConfig, StageResult, ZipfSampler, run_loadtest
 from engine.loadtest.capacity import max_within_slo
 from engine.serving.launch import start_serving
-from engine.serving.model import load_model
+from engine.serving.model import load_model, publish_check
 from engine.settings import ServeSettings
 from engine.shadow import ConfigStore, ShadowTables, build_config
 from registry import AliasMove, NewVersion, Registry
 from training.features import FEATURE_NAMES
-from training.model import ModelSpec, train_tenant
+from training.model import ModelSpec, TrainedModel, train_tenant
 
 DISTINCT_MODELS = 64  # models trained; tenants reuse their bytes (each has its own artifact)
 
 
-def _train(seed: int) -> bytes:
+def _train(seed: int) -> TrainedModel:
+    """A model, checked as the training job checks it (its compiled forest is saved)."""
     rng = np.random.default_rng(seed)
     w = rng.normal(size=len(FEATURE_NAMES))
     x = rng.normal(size=(1200, len(FEATURE_NAMES)))
     y = (x @ w + rng.normal(size=len(x)) > 0).astype(np.int64)
     return train_tenant(f"bench-{seed}", FEATURE_NAMES, x[:1000], y[:1000], x[1000:],
-                        y[1000:], ModelSpec()).model_bytes
+                        y[1000:], ModelSpec(), checks=(publish_check,))
 
 
 def build_registry(root: str, tenants: list[str]) -> Registry:
-    """Every tenant at v1 (production) and v2 (shadow alias, a different model)."""
+    """Every tenant at v1 (production) and v2 (shadow alias, a different model), published
+    as the nightly training job publishes them (forest checked, compiled form saved)."""
     with mp.get_context("fork").Pool() as pool:
         models = pool.map(_train, range(DISTINCT_MODELS))
     reg = Registry.create(root, num_shards=16)
     for run, alias, shift in (("w-shadow-prod", "production", 0), ("w-shadow-new", "shadow", 1)):
-        staged = [reg.stage_artifact(t, models[(i + shift) % DISTINCT_MODELS], run)
-                  for i, t in enumerate(tenants)]
-        reg.publish(run, [NewVersion(s, FEATURE_NAMES, {"auc": 0.9}) for s in staged],
+        picked = [models[(i + shift) % DISTINCT_MODELS] for i in range(len(tenants))]
+        staged = [reg.stage_artifact(t, m.model_bytes, run, m.files)
+                  for t, m in zip(tenants, picked, strict=True)]
+        reg.publish(run, [NewVersion(s, FEATURE_NAMES, {"auc": 0.9},
+                                     forest_check=m.checks.get("forest_check"))
+                          for s, m in zip(staged, picked, strict=True)],
                     [AliasMove(s.tenant_id, alias, s.version) for s in staged])
     return reg
 
@@ -100,8 +105,30 @@ def _replica_shadow(url: str, tenant: str) -> dict[str, Any]:
     doc = json.loads(urllib.request.urlopen(f"{url}/v1/tenants/{tenant}/shadow",
                                             timeout=10).read())
     replica = doc["replica"]
+    worker_pid = (replica.get("worker") or {}).get("pid")
     return {"pid": replica["pid"], "spool": replica["spool"],
-            "loop_lag": [(float(le), float(n)) for le, n in replica["loop_lag"]]}
+            "loop_lag": [(float(le), float(n)) for le, n in replica["loop_lag"]],
+            "cpu_s": {"replica": _cpu_s(replica["pid"]), "worker": _cpu_s(worker_pid),
+                      "box": _box_busy_s()}}
+
+
+def _cpu_s(pid: int | None) -> float:
+    """utime + stime of a local process (s); nan if it is not readable."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()  # type: ignore[arg-type]
+    except (OSError, TypeError, ValueError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _box_busy_s() -> float:
+    """CPU seconds every core of this box spent busy (not idle or iowait) so far."""
+    import os
+
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def lag_p99_ms(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
@@ -158,17 +185,19 @@ def _phase(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: flo
     mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     same = lag0["pid"] == lag1["pid"]  # the hot tenant's replica did not change meanwhile
     lag = lag_p99_ms(lag0["loop_lag"], lag1["loop_lag"]) if same else float("nan")
+    cpu = {k: lag1["cpu_s"][k] - lag0["cpu_s"][k] for k in lag1["cpu_s"]}  # nan: pid changed
     phase = {"shadow": shadow, "aa": aa, "round": r, "p50_ms": res.p50_ms,
              "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
              "error_rate": res.error_rate, "hit_rate": res.hit_rate,
              "generator_behind_max_ms": res.behind_schedule_max_ms,
              "status_counts": res.status_counts, "shadow_outcomes": mirrored,
-             "loop_lag_p99_ms": lag, "spool": lag1["spool"]}
+             "loop_lag_p99_ms": lag, "spool": lag1["spool"], "cpu_s": cpu}
     print(f"  {'A/A ' if aa else ''}round {r} shadow {'on ' if shadow else 'off'}: p50 "
           f"{res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms at {res.achieved_rps:.0f} req/s, "
           f"errors {res.error_rate:.3%}, generator behind by up to "
           f"{res.behind_schedule_max_ms:.0f} ms, hot replica loop lag p99 <= {lag:.2f} ms, "
-          f"shadow {mirrored}", flush=True)
+          f"shadow {mirrored}; CPU s: hot replica {cpu['replica']:.2f}, its shadow "
+          f"worker {cpu['worker']:.2f}, box {cpu['box']:.2f}", flush=True)
     return phase
 
 
