@@ -42,7 +42,8 @@ IDLE_S = 0.2  # sleep when the spools had nothing new: records wait up to this l
 # so a batch holds more of each tenant's records (one prediction each): with a hot tenant,
 # 43 -> 34 us of CPU per pair against 0.05 s
 DISCOVER_S = 1.0  # how often to look for newly adopted spools
-PUBLISH_S = 0.2  # worker.json at most this often
+PUBLISH_S = 1.0  # worker.json at most this often (its readers: /metrics scrapes, the stats
+# route, both expected to lag a few seconds)
 
 
 def read_totals(spool: Path) -> dict[str, Any]:
