@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from registry.errors import Unavailable
+from training.cluster import NICENESS_ENV, WORKER_NICENESS
 
 __all__ = ["PrivateRay", "session_processes"]
 
@@ -115,6 +116,8 @@ class PrivateRay:
         # tenantry drains the app itself before stopping the node: Ray's own drain on
         # SIGTERM would only wait.
         env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+        # Model hosts and HAProxy at normal priority, not Ray's 15 (training.cluster).
+        env.setdefault(NICENESS_ENV, str(WORKER_NICENESS))
         if "RAY_AUTH_MODE" not in os.environ:
             # Token auth, as ray.init() turns on for a local cluster, with a token of this
             # node's own. Left unset, `ray start` turns it on when ~/.ray/auth_token exists

@@ -18,6 +18,7 @@ sees the production answer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -41,6 +42,7 @@ __all__ = ["OUTCOMES", "ShadowMirror"]
 OUTCOMES = ("ok", "synthetic", "error", "timeout", "dropped", "skipped")
 CLOSE_S = 2.5  # on close, least time the worker gets to read the spool and commit
 COUNTS_EVERY_S = 1.0  # drop counts go to the spool (and the stats table) this often
+log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 
@@ -156,6 +158,12 @@ class ShadowMirror:
         """Start the shadow worker (once); ``loop`` is accepted for the ShadowHook
         protocol: nothing of the mirror runs on it."""
         if self.executor is None:
+            niceness = os.getpriority(os.PRIO_PROCESS, 0)
+            if niceness > 0:
+                log.warning("this model host runs at niceness %d (Ray's worker_niceness): "
+                            "its idle-priority shadow worker competes with it more than at "
+                            "0; start Ray with RAY_worker_niceness=0 (tenantry does for the "
+                            "clusters it starts)", niceness)
             self.executor = self._make_executor()
 
     def worker(self) -> dict[str, Any]:
@@ -188,7 +196,8 @@ class ShadowMirror:
         counts, _, _ = self.totals()
         doc = self.worker()
         doc.pop("diff_buckets", None)
-        return {"pid": os.getpid(), "outcomes": {o: int(counts[o]) for o in OUTCOMES},
+        return {"pid": os.getpid(), "niceness": os.getpriority(os.PRIO_PROCESS, 0),
+                "outcomes": {o: int(counts[o]) for o in OUTCOMES},
                 "spool": {"id": self.spool.id, "appended": self.spool.appended,
                           "max_bytes": self.spool.max_segments * self.spool.segment_bytes},
                 "worker": {"kind": self.executor.kind if self.executor else "starting",

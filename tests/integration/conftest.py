@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import publish_models, train_tiny, wait_for
+from training.cluster import worker_niceness_config
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -48,7 +49,8 @@ def ray_session() -> Iterator[None]:
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.2", namespace="tenantry")  # 127.0.0.1 is rewritten
+                 _node_ip_address="127.0.0.2", namespace="tenantry",  # 127.0.0.1 is rewritten
+                 _system_config=worker_niceness_config() or None)  # as tenantry starts Ray
     yield
     from ray import serve
 

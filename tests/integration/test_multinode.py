@@ -45,6 +45,8 @@ import httpx
 import pytest
 import yaml
 
+from training.cluster import NICENESS_ENV, WORKER_NICENESS
+
 from .conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -149,6 +151,7 @@ def cluster(tmp_path: Path) -> Iterator[TwoNodes]:
     temp_dir = Path(tempfile.mkdtemp(prefix="tnt-mn-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "TENANTRY_"))}
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", RAY_DEDUP_LOGS="0")
+    env[NICENESS_ENV] = str(WORKER_NICENESS)  # as cluster.yaml starts every node
     port, dash_port = free_port(), free_port()
     common = ["--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats"]
     head_log, node2_log = tmp_path / "head.log", tmp_path / "node2.log"

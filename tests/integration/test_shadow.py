@@ -20,6 +20,7 @@ from engine.shadow import ShadowTables, compare, shadow_report
 from engine.shadow.tables import PAIRS
 from registry import Registry
 from tests.conftest import wait_for
+from training.cluster import WORKER_NICENESS
 
 from .conftest import FEATURES, publish, train_bytes
 
@@ -104,6 +105,7 @@ def test_shadow_mirrors_logs_reports_and_stops(serving: Any, served_registry: An
         assert worker["worker"]["kind"] == "actor", worker
         assert worker["spool"]["appended"] >= len(rows) and worker["loop_lag"], worker
         assert worker["worker"]["pid"] != worker["pid"] and worker["worker"]["priority"] == "idle"
+        assert worker["niceness"] == WORKER_NICENESS  # production: normal priority, not Ray's 15
         time.sleep(2.5)  # one more flush period: nothing else should arrive
         log = _logged(reg)
         ids = set(log["request_id"])

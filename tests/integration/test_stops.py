@@ -30,6 +30,7 @@ from engine.shadow import ConfigStore, ShadowTables, build_config
 from engine.shadow.tables import PAIRS
 from registry import Registry
 from tests.conftest import wait_for
+from training.cluster import WORKER_NICENESS
 
 from .conftest import FEATURES, free_port, publish, train_bytes
 
@@ -189,12 +190,18 @@ def _run_trial(root: str, sig_name: str, target: str, prefix: str, tmp: Path) ->
                 return "pid" in doc.get("replica", {}).get("worker", {})
 
             wait_for(worker_answers, timeout=120, every=1.0)
+            replica = client.get(f"/v1/tenants/{SHADOWED}/shadow").json()["replica"]
         sid = _session_of_ray(temp_dir)
         members = _members(sid)
         marks = [temp_dir] + sorted({part.rsplit("/", 1)[0] for pid in members
                                      for part in _cmdline(pid).split()
                                      if "tenantry-ingress-" in part})
         assert len(marks) > 1, "no HAProxy found in the Ray session"
+        # The model hosts and HAProxy run at normal priority, not Ray's worker niceness 15
+        # (the shadow worker's idle priority is only ~12x below that).
+        haproxies = [pid for pid in members if "haproxy" in _cmdline(pid).split(" ", 1)[0]]
+        assert replica["niceness"] == WORKER_NICENESS and haproxies
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in haproxies} == {WORKER_NICENESS}
         stop = threading.Event()
         threads = [threading.Thread(target=_load, args=(url, prefix, trial.sent, stop, w),
                                     daemon=True) for w in range(2)]

@@ -20,6 +20,7 @@ import ray.autoscaler
 import yaml
 
 from engine.settings import ServeSettings
+from training.cluster import NICENESS_ENV, WORKER_NICENESS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,6 +95,14 @@ def test_cluster_installs_tenantry_and_deploys_serving(cluster: dict[str, Any]) 
     assert "ray start --address=$RAY_HEAD_IP:6379" in workers
     run_options = " ".join(cluster["docker"]["run_options"])
     assert "TENANTRY_REGISTRY=s3://" in run_options
+
+
+def test_every_node_starts_workers_at_tenantrys_niceness(cluster: dict[str, Any]) -> None:
+    # Model hosts and HAProxy are Ray workers: at Ray's default niceness (15) the shadow
+    # worker's idle priority is barely below theirs.
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in cluster[key] if "ray start" in c]
+        assert f"{NICENESS_ENV}={WORKER_NICENESS} ray start" in " ".join(start.split()), key
 
 
 def test_closed_by_default_keys_on_and_dashboard_on_loopback(cluster: dict[str, Any],

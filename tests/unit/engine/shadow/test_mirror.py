@@ -214,3 +214,19 @@ def test_config_reaches_a_replica_through_the_table(fresh: Any, h: Any, closing:
     assert mirror.config(h.TENANT).fraction == 0.5
     ConfigStore(ShadowTables.for_registry(fresh.reg)).clear(h.TENANT)
     wait_until(lambda: mirror.config(h.TENANT) is None)
+
+
+def test_a_host_above_normal_niceness_is_told_and_reports_it(fresh: Any, closing: Any,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    import os
+
+    monkeypatch.setattr(os, "getpriority", lambda which, who: 15)  # Ray's default workers
+    state = closing(fresh.host())
+    with caplog.at_level("WARNING", logger="engine.shadow.mirror"):
+        mirror, _ = create_mirror(state, state.settings)
+    assert "niceness 15" in caplog.text and "RAY_worker_niceness=0" in caplog.text
+    assert mirror.stats()["niceness"] == 15
+    monkeypatch.undo()
+    assert mirror.stats()["niceness"] == os.getpriority(os.PRIO_PROCESS, 0)
