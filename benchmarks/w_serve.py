@@ -71,7 +71,7 @@ class Proc(NamedTuple):
     start: int
 
 
-def _stat(pid: int) -> list[str] | None:
+def proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/pid/stat from the state on (index 0 = field 3), or None if gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -81,7 +81,7 @@ def _stat(pid: int) -> list[str] | None:
 
 
 def _proc(pid: int) -> Proc | None:
-    st = _stat(pid)
+    st = proc_stat(pid)
     return Proc(pid, int(st[19])) if st else None
 
 
@@ -98,7 +98,7 @@ def descendants(root: int) -> list[Proc]:
     children: dict[int, list[int]] = defaultdict(list)
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            st = _stat(int(entry))
+            st = proc_stat(int(entry))
             if st:
                 children[int(st[1])].append(int(entry))
     out, todo = [], [root]
@@ -113,7 +113,7 @@ def descendants(root: int) -> list[Proc]:
 
 def cpu_seconds(proc: Proc) -> float | None:
     """utime + stime of a process (all its threads), or None if it is gone or not it."""
-    st = _stat(proc.pid)
+    st = proc_stat(proc.pid)
     if st is None or int(st[19]) != proc.start:
         return None
     return (int(st[11]) + int(st[12])) / CLK_TCK

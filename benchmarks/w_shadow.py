@@ -1,6 +1,6 @@
 """W-shadow: production p99 with and without shadow mode at 50% of capacity.
 
-    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 8] [--rounds 6]
+    python benchmarks/w_shadow.py [--tenants 2000] [--rate R] [--hold 15] [--rounds 6]
                                   [--aa-rounds 4] [--shadow-worker actor|thread] [--synthetic]
 
 W-serve's setup (Zipf(1.1) single-row requests over loopback HTTP, 2 model-host replicas,
@@ -41,6 +41,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from w_serve import CLK_TCK, proc_stat
 
 from engine.loadtest import LoadTestConfig, StageResult, ZipfSampler, run_loadtest
 from engine.loadtest.capacity import max_within_slo
@@ -106,29 +108,33 @@ def _replica_shadow(url: str, tenant: str) -> dict[str, Any]:
                                             timeout=10).read())
     replica = doc["replica"]
     worker_pid = (replica.get("worker") or {}).get("pid")
-    return {"pid": replica["pid"], "spool": replica["spool"],
+    return {"pid": replica["pid"], "spool": replica["spool"], "niceness": replica.get("niceness"),
             "loop_lag": [(float(le), float(n)) for le, n in replica["loop_lag"]],
             "cpu_s": {"replica": _cpu_s(replica["pid"]), "worker": _cpu_s(worker_pid),
-                      "box": _box_busy_s()}}
+                      "box": _box_busy_s()}, "by_process": _cpu_by_process()}
 
 
 def _cpu_s(pid: int | None) -> float:
-    """utime + stime of a local process (s); nan if it is not readable."""
-    import os
+    """utime + stime of a local process (s); nan if there is none."""
+    st = proc_stat(int(pid)) if pid else None
+    return (int(st[11]) + int(st[12])) / CLK_TCK if st else float("nan")
 
-    try:
-        fields = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()  # type: ignore[arg-type]
-    except (OSError, TypeError, ValueError):
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+def _cpu_by_process() -> dict[str, float]:
+    """CPU seconds so far of every process of this box, summed by command name."""
+    out: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        st = proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if st:
+            name = (entry / "comm").read_text().strip() if (entry / "comm").exists() else "?"
+            out[name] = out.get(name, 0.0) + (int(st[11]) + int(st[12])) / CLK_TCK
+    return out
 
 
 def _box_busy_s() -> float:
     """CPU seconds every core of this box spent busy (not idle or iowait) so far."""
-    import os
-
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
 
 
 def lag_p99_ms(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
@@ -185,13 +191,14 @@ def _phase(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: flo
     mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     same = lag0["pid"] == lag1["pid"]  # the hot tenant's replica did not change meanwhile
     lag = lag_p99_ms(lag0["loop_lag"], lag1["loop_lag"]) if same else float("nan")
-    cpu = {k: lag1["cpu_s"][k] - lag0["cpu_s"][k] for k in lag1["cpu_s"]}  # nan: pid changed
+    cpu, by_process = _cpu_between(lag0, lag1)
     phase = {"shadow": shadow, "aa": aa, "round": r, "p50_ms": res.p50_ms,
              "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
              "error_rate": res.error_rate, "hit_rate": res.hit_rate,
              "generator_behind_max_ms": res.behind_schedule_max_ms,
              "status_counts": res.status_counts, "shadow_outcomes": mirrored,
-             "loop_lag_p99_ms": lag, "spool": lag1["spool"], "cpu_s": cpu}
+             "loop_lag_p99_ms": lag, "spool": lag1["spool"], "replica_niceness": lag1["niceness"],
+             "cpu_s": cpu, "cpu_s_by_process": by_process}
     print(f"  {'A/A ' if aa else ''}round {r} shadow {'on ' if shadow else 'off'}: p50 "
           f"{res.p50_ms:.2f} ms p99 {res.p99_ms:.2f} ms at {res.achieved_rps:.0f} req/s, "
           f"errors {res.error_rate:.3%}, generator behind by up to "
@@ -199,6 +206,17 @@ def _phase(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: flo
           f"shadow {mirrored}; CPU s: hot replica {cpu['replica']:.2f}, its shadow "
           f"worker {cpu['worker']:.2f}, box {cpu['box']:.2f}", flush=True)
     return phase
+
+
+def _cpu_between(before: dict[str, Any], after: dict[str, Any]
+                 ) -> tuple[dict[str, float], dict[str, float]]:
+    """CPU seconds between two :func:`_replica_shadow` readings: of the hot replica, its
+    shadow worker and the box (nan: a process changed), and of every process by name."""
+    cpu = {k: after["cpu_s"][k] - before["cpu_s"][k] for k in after["cpu_s"]}
+    by_process = {k: round(v - before["by_process"].get(k, 0.0), 2)
+                  for k, v in after["by_process"].items()
+                  if v - before["by_process"].get(k, 0.0) > 0}
+    return cpu, by_process
 
 
 def _rounds(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: float,
@@ -231,7 +249,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--tenants", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=None, help="skip the capacity search")
     ap.add_argument("--capacity-rates", default="1000,1500,2000,2500,3000")
-    ap.add_argument("--hold", type=float, default=8.0, help="seconds per measured phase")
+    ap.add_argument("--hold", type=float, default=15.0,
+                    help="seconds per measured phase (8 until 2026-12-02: noisier, see README)")
     ap.add_argument("--rounds", type=int, default=6, help="off/on pairs")
     ap.add_argument("--aa-rounds", type=int, default=4,
                     help="A/A rounds after them (shadow off in both phases): the noise band")
