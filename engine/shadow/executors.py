@@ -56,8 +56,9 @@ def build_pump(registry_root: str, settings: ServeSettings, replica: str, spool:
     log = PairLog(ShadowTables.for_registry(registry), settings.shadow_flush_rows,
                   settings.shadow_flush_s, replica=replica)
     # Like a replica's cache: a model evicted and loaded again is not self-checked again.
-    worker = ShadowWorker(log, loader or partial(load_model, registry, selfchecked=SelfCheckMemo()),
-                          registry.new_snapshot(), int(settings.shadow_cache_mb * 2**20))
+    loader = loader or partial(load_model, registry, selfchecked=SelfCheckMemo())
+    worker = ShadowWorker(log, loader, registry.new_snapshot(),
+                          int(settings.shadow_cache_mb * 2**20))
     return Pump(worker, spool, settings.shadow_max_age_s)
 
 

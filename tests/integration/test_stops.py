@@ -89,6 +89,15 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2:].split()
 
 
+def _assert_normal_priority(replica: dict[str, object], members: dict[int, str]) -> None:
+    """The model host (its shadow stats) and HAProxy (a process of the Ray session) run at
+    tenantry's worker niceness, not Ray's 15 (the shadow worker's idle priority is only
+    ~12x below that)."""
+    haproxies = [pid for pid in members if "haproxy" in _cmdline(pid).split(" ", 1)[0]]
+    assert replica["niceness"] == WORKER_NICENESS and haproxies, (replica, members)
+    assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in haproxies} == {WORKER_NICENESS}
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
@@ -182,26 +191,21 @@ def _run_trial(root: str, sig_name: str, target: str, prefix: str, tmp: Path) ->
         url, temp_dir = doc["url"], doc["ray_temp_dir"]
         with httpx.Client(base_url=url, timeout=10) as client:
             # The shadow worker answers before the load starts, so no mirror expires.
-            def worker_answers() -> bool:
+            def worker_answers() -> dict[str, object] | None:
                 body = {"instances": [[0.0] * len(FEATURES)]}
                 client.post(f"/v1/tenants/{SHADOWED}/predict", json=body,
                             headers={"x-request-id": f"{prefix}-warm"})
-                doc = client.get(f"/v1/tenants/{SHADOWED}/shadow").json()
-                return "pid" in doc.get("replica", {}).get("worker", {})
+                replica = client.get(f"/v1/tenants/{SHADOWED}/shadow").json().get("replica", {})
+                return replica if "pid" in replica.get("worker", {}) else None
 
-            wait_for(worker_answers, timeout=120, every=1.0)
-            replica = client.get(f"/v1/tenants/{SHADOWED}/shadow").json()["replica"]
+            replica = wait_for(worker_answers, timeout=120, every=1.0)
         sid = _session_of_ray(temp_dir)
         members = _members(sid)
         marks = [temp_dir] + sorted({part.rsplit("/", 1)[0] for pid in members
                                      for part in _cmdline(pid).split()
                                      if "tenantry-ingress-" in part})
         assert len(marks) > 1, "no HAProxy found in the Ray session"
-        # The model hosts and HAProxy run at normal priority, not Ray's worker niceness 15
-        # (the shadow worker's idle priority is only ~12x below that).
-        haproxies = [pid for pid in members if "haproxy" in _cmdline(pid).split(" ", 1)[0]]
-        assert replica["niceness"] == WORKER_NICENESS and haproxies
-        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in haproxies} == {WORKER_NICENESS}
+        _assert_normal_priority(replica, members)
         stop = threading.Event()
         threads = [threading.Thread(target=_load, args=(url, prefix, trial.sent, stop, w),
                                     daemon=True) for w in range(2)]
