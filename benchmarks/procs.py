@@ -30,6 +30,11 @@ def proc_stat(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2:].split()
 
 
+def _cpu(st: list[str]) -> float:
+    """utime + stime (s) from :func:`proc_stat` fields."""
+    return (int(st[11]) + int(st[12])) / CLK_TCK
+
+
 def process(pid: int) -> Proc | None:
     """The live process ``pid`` (None if gone)."""
     st = proc_stat(pid)
@@ -68,13 +73,13 @@ def cpu_seconds(proc: Proc) -> float | None:
     st = proc_stat(proc.pid)
     if st is None or int(st[19]) != proc.start:
         return None
-    return (int(st[11]) + int(st[12])) / CLK_TCK
+    return _cpu(st)
 
 
 def pid_cpu_seconds(pid: int | None) -> float:
     """utime + stime of a local process (s); nan if there is none."""
     st = proc_stat(int(pid)) if pid else None
-    return (int(st[11]) + int(st[12])) / CLK_TCK if st else float("nan")
+    return _cpu(st) if st else float("nan")
 
 
 def cpu_by_process() -> dict[str, float]:
@@ -82,12 +87,13 @@ def cpu_by_process() -> dict[str, float]:
     out: dict[str, float] = {}
     for entry in Path("/proc").iterdir():
         st = proc_stat(int(entry.name)) if entry.name.isdigit() else None
+        if st is None:
+            continue
         try:
-            name = (entry / "comm").read_text().strip() if st else ""
+            name = (entry / "comm").read_text().strip()
         except OSError:
             continue  # ended meanwhile
-        if st:
-            out[name] = out.get(name, 0.0) + (int(st[11]) + int(st[12])) / CLK_TCK
+        out[name] = out.get(name, 0.0) + _cpu(st)
     return out
 
 

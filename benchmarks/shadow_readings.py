@@ -51,7 +51,5 @@ def cpu_between(before: dict[str, Any], after: dict[str, Any]
     """CPU seconds between two :func:`replica_reading` s: of the hot replica, its
     shadow worker and the box (nan: a process changed), and of every process by name."""
     cpu = {k: after["cpu_s"][k] - before["cpu_s"][k] for k in after["cpu_s"]}
-    by_process = {k: round(v - before["by_process"].get(k, 0.0), 2)
-                  for k, v in after["by_process"].items()
-                  if v - before["by_process"].get(k, 0.0) > 0}
-    return cpu, by_process
+    used = {k: v - before["by_process"].get(k, 0.0) for k, v in after["by_process"].items()}
+    return cpu, {k: round(v, 2) for k, v in used.items() if v > 0}
